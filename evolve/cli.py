@@ -62,13 +62,19 @@ def format_r2(value: float | None) -> str:
 # --- evolve tasks -----------------------------------------------------------------------
 
 
+def validation_cell(summary: dict) -> str:
+    """Held-out rows of the first validation fold, and how many folds there are."""
+    folds = summary["validation_folds"]
+    return f"{summary['validation_rows']}" + (f" ({folds} folds)" if folds > 1 else "")
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     summaries = [load_task(name).summary() for name in shipped_task_names()]
     if args.json:
         print(json.dumps(summaries, indent=2))
         return 0
     rows = [
-        [s["name"], f"{', '.join(s['features'])} → {', '.join(s['targets'])}", s["groups"], s["train_rows"], s["validation_rows"], s["test_rows"], s["param_cap"] or "none"]
+        [s["name"], f"{', '.join(s['features'])} → {', '.join(s['targets'])}", s["groups"], s["train_rows"], validation_cell(s), s["test_rows"], s["param_cap"] or "none"]
         for s in summaries
     ]
     print_table("SLDBench tasks", ["task", "features → targets", "groups", "train", "validation", "test", "cap"], rows)

@@ -8,6 +8,7 @@ batches, a run with a fixed seed is reproducible whatever the timing of threads.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import random
@@ -21,7 +22,7 @@ from evolve.archive import Archive
 from evolve.config import ConfigError, RunConfig, config_from_stored, config_to_dict
 from evolve.llm import BudgetExceeded
 from evolve.metrics import failed_metrics
-from evolve.program import ProgramError, detect_api, ensure_block, wrap_law_program
+from evolve.program import ProgramError, detect_api, ensure_block, parse_python, wrap_law_program
 from evolve.progress import RunProgress
 from evolve.proposers.base import Proposal, ProposalRequest, Proposer
 from evolve.records import ProgramRecord
@@ -82,7 +83,14 @@ def load_seed_program(path: Path, task: Task) -> str:
 
 
 def code_key(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
+    """A key equal for programs that differ only in comments or layout: they score the same,
+    so the loop scores such a program once (its syntax tree is the key; raw text when it
+    does not parse)."""
+    try:
+        text = ast.dump(parse_python(code))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        text = code
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def proposal_failure(proposal: Proposal, n_targets: int) -> Evaluation:

@@ -78,6 +78,11 @@ def compute_metrics(predictions: np.ndarray, truth: np.ndarray) -> Metrics:
     mean_abs_dev = np.mean(np.abs(true - np.mean(true, axis=0)), axis=0)
     nmse = np.divide(mse, variance, out=mse.copy(), where=variance > 1e-9)
     nmae = np.divide(mae, mean_abs_dev, out=mae.copy(), where=mean_abs_dev > 1e-9)
+    return metrics_from_errors(nmse, nmae)
+
+
+def metrics_from_errors(nmse: np.ndarray, nmae: np.ndarray) -> Metrics:
+    """The aggregate scores from per-target normalised errors."""
     mean_nmse = float(np.mean(nmse))
     return Metrics(
         r2=1.0 - mean_nmse,
@@ -88,6 +93,17 @@ def compute_metrics(predictions: np.ndarray, truth: np.ndarray) -> Metrics:
         nmse_per_target=tuple(float(v) for v in nmse),
         nmae_per_target=tuple(float(v) for v in nmae),
     )
+
+
+def mean_over_folds(folds: list[Metrics]) -> Metrics:
+    """Validation folds together: per target, the mean of the folds' NMSE and NMAE.
+
+    One fold gives back its own metrics unchanged (the official formula)."""
+    if len(folds) == 1:
+        return folds[0]
+    nmse = np.mean([m.nmse_per_target for m in folds], axis=0)
+    nmae = np.mean([m.nmae_per_target for m in folds], axis=0)
+    return metrics_from_errors(nmse, nmae)
 
 
 def failed_metrics(n_targets: int) -> Metrics:

@@ -7,6 +7,7 @@ computes every metric itself from the returned arrays (see metrics.py).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evolve.config import ScorerConfig
-from evolve.metrics import Metrics, compute_metrics, failed_metrics
+from evolve.metrics import Metrics, compute_metrics, failed_metrics, mean_over_folds
 from evolve.runner import MAX_PARAMS_REPORTED, GroupJob, RunReport, run_jobs
 from evolve.tasks import Task
 
@@ -77,13 +78,13 @@ class Evaluation:
         )
 
 
-def build_jobs(task: Task, split: str) -> tuple[list[GroupJob], np.ndarray]:
+def build_jobs(task: Task, split: str, fold: int = 0) -> tuple[list[GroupJob], np.ndarray]:
     """One job per group in sorted order, and the labels of the scored rows in the same order.
 
     Groups present in the scored rows but absent from the fit rows cannot be fitted: they
     get an empty fit set, and the program decides what to do (most will fail).
     """
-    fit_rows, score_rows = task.fit_and_score_rows(split)
+    fit_rows, score_rows = task.folds(split)[fold]
     jobs, truth = [], []
     for group in score_rows.group_names():
         fit = fit_rows.groups == group
@@ -138,13 +139,23 @@ class Scorer:
         self.executor = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="scorer")
 
     def score(self, program_text: str, task: Task, split: str = "validation") -> Evaluation:
-        jobs, truth = build_jobs(task, split)
+        """Fit and score on each fold of the split (validation may have several; the first
+        failure ends it). Parameters and predictions are the first fold's."""
         started = time.perf_counter()
+        evaluations = []
+        for fold in range(len(task.folds(split))):
+            jobs, truth = build_jobs(task, split, fold)
+            evaluation = evaluation_from_report(task, split, self.run(program_text, jobs, task), truth, time.perf_counter() - started)
+            if not evaluation.ok:
+                return evaluation
+            evaluations.append(evaluation)
+        metrics = mean_over_folds([e.metrics for e in evaluations])
+        return dataclasses.replace(evaluations[0], metrics=metrics, seconds=time.perf_counter() - started)
+
+    def run(self, program_text: str, jobs: list[GroupJob], task: Task) -> RunReport:
         if self.sandbox is None:
-            report = run_jobs(program_text, jobs, task.features, task.targets)
-        else:
-            report = self.sandbox.run(program_text, jobs, task.features, task.targets)
-        return evaluation_from_report(task, split, report, truth, time.perf_counter() - started)
+            return run_jobs(program_text, jobs, task.features, task.targets)
+        return self.sandbox.run(program_text, jobs, task.features, task.targets)
 
     def submit(self, program_text: str, task: Task, split: str = "validation") -> Future:
         """Score in the background; the future's result is an Evaluation."""

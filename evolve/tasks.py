@@ -64,10 +64,17 @@ class ValidationRule:
     With a column: the rows with the largest values of that column (at least a
     `fraction` of the group's rows, all ties included), so laws are judged on
     extrapolation like the test split. Without one: a seeded random `fraction`.
+
+    With `folds` > 1 the cut is repeated on the rows left to fit on (a rolling origin:
+    the second fold fits on smaller scales and predicts the next ones), and a program's
+    validation score averages the folds. One held-out fold is a small sample: a search
+    that ranks thousands of laws on it finds laws that fit those few rows by luck and
+    extrapolate worse. A second fold makes such luck twice as hard to come by.
     """
 
     column: str
     fraction: float
+    folds: int = 1  # rolling origin: fold k holds out the largest rows of what fold k-1 fits on
 
 
 @dataclass(frozen=True)
@@ -90,13 +97,30 @@ class Task:
         (the in-sample figure of the SLDBench leaderboard).
         """
         if split == "validation":
-            held_out = self.validation_mask()
-            return self.train.select(~held_out), self.train.select(held_out)
+            return self.validation_folds()[0]
         if split == "test":
             return self.train, self.test
         if split == "train":
             return self.train, self.train
         raise TaskError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
+
+    def folds(self, split: str) -> list[tuple[Rows, Rows]]:
+        """(fit rows, scored rows) of each fold of a split: several for validation, else one."""
+        return self.validation_folds() if split == "validation" else [self.fit_and_score_rows(split)]
+
+    def validation_folds(self) -> list[tuple[Rows, Rows]]:
+        """Rolling-origin folds: each cuts its held-out rows from the previous fold's fit rows.
+
+        A fold that would leave nothing to hold out (groups too small) is not made.
+        """
+        folds, remaining = [], self.train
+        for _ in range(self.validation.folds):
+            held_out = validation_mask(remaining, self.features, self.validation)
+            if not held_out.any():
+                break
+            folds.append((remaining.select(~held_out), remaining.select(held_out)))
+            remaining = folds[-1][0]
+        return folds or [(self.train, self.train.select(np.zeros(len(self.train), dtype=bool)))]
 
     def validation_mask(self) -> np.ndarray:
         """True for the train rows held out for validation."""
@@ -111,6 +135,7 @@ class Task:
             "groups": len(self.train.group_names()),
             "train_rows": len(self.train) - held_out,
             "validation_rows": held_out,
+            "validation_folds": len(self.validation_folds()),
             "test_rows": len(self.test),
             "param_cap": self.param_cap,
         }
@@ -160,7 +185,10 @@ def load_task(name_or_path: str | Path) -> Task:
     features = tuple(config["features"])
     targets = tuple(config["targets"])
     validation = config.get("validation", {})
-    rule = ValidationRule(str(validation.get("column", "")), float(validation.get("fraction", 0.2)))
+    folds = validation.get("folds", 1)
+    if not isinstance(folds, int) or isinstance(folds, bool) or not 1 <= folds <= 5:
+        raise TaskError(f"{folder / 'task.toml'}: validation folds must be a whole number from 1 to 5")
+    rule = ValidationRule(str(validation.get("column", "")), float(validation.get("fraction", 0.2)), folds)
     if rule.column and rule.column not in features:
         raise TaskError(f"{folder / 'task.toml'}: validation column '{rule.column}' is not a feature")
     if not 0 < rule.fraction < 1:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from evolve.archive import Archive
 from evolve.config import ArchiveConfig, ModelConfig, ModelSpec, RunConfig, ScorerConfig
-from evolve.loop import run_evolution
+from evolve.loop import code_key, run_evolution
 from tests.fake_openai import FakeOpenAI
 
 WEAK_SEED = '''"""A deliberately weak seed: loss linear in the data size."""
@@ -205,3 +205,10 @@ def test_token_budget_stops_the_run_cleanly(tmp_path, monkeypatch):
     with Archive.open(Path(summary.run_dir) / "archive.db", readonly=True) as archive:
         assert archive.get_meta("status") == "finished"
     assert (Path(summary.run_dir) / "best.py").is_file()
+
+
+def test_programs_differing_only_in_comments_or_layout_share_one_cache_key():
+    program = "import numpy as np\n\ndef f(x):\n    return x + 1\n"
+    assert code_key(program) == code_key("# a new explanation\n" + program.replace("x + 1", "x+1  # same law"))
+    assert code_key(program) != code_key(program.replace("x + 1", "x + 2"))
+    assert code_key("def broken(:\n") != code_key("def broken( :\n")  # unparsable text keys on itself

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evolve.metrics import compute_metrics, failed_metrics
+from evolve.metrics import compute_metrics, failed_metrics, mean_over_folds
 
 
 def official_formula(pred, true):
@@ -69,3 +69,15 @@ def test_failure_record_is_official():
     m = failed_metrics(2)
     assert m.r2 == -1.0 and m.nmse == 100000.0 and m.combined_score == 0.0
     assert m.r2_per_target == (-1.0, -1.0)
+
+
+def test_folds_average_their_normalised_errors_per_target():
+    rng = np.random.default_rng(3)
+    truths = [rng.normal(size=(8, 2)), rng.normal(size=(5, 2))]
+    folds = [compute_metrics(t + rng.normal(scale=0.3, size=t.shape), t) for t in truths]
+    combined = mean_over_folds(folds)
+    expected_nmse = (np.array(folds[0].nmse_per_target) + np.array(folds[1].nmse_per_target)) / 2
+    np.testing.assert_allclose(combined.nmse_per_target, expected_nmse, rtol=1e-12)
+    assert combined.r2 == pytest.approx(1 - expected_nmse.mean(), abs=1e-12)
+    assert combined.combined_score == pytest.approx(1 / (1 + expected_nmse.mean()), abs=1e-12)
+    assert mean_over_folds(folds[:1]) == folds[0]  # one fold: the official figures, untouched

@@ -14,6 +14,7 @@ from evolve.proposers.base import ProposalRequest
 from evolve.proposers.grammar import (
     SpecError,
     canonical,
+    canonical_order,
     law_param_count,
     new_spec,
     program_code,
@@ -26,6 +27,7 @@ from evolve.proposers.offline import (
     crossover,
     fresh_spec,
     mutate,
+    paired_template,
     template_laws,
 )
 from evolve.records import ProgramRecord
@@ -146,3 +148,45 @@ def test_invalid_specs_are_refused(tasks):
     with pytest.raises(SpecError):
         validate_spec(bad_var, proposer.ctx)
     assert law_param_count(spec["laws"][0]) <= 6
+
+
+def test_equal_laws_get_equal_code_whatever_their_term_order(tasks):
+    proposer = OfflineProposer(tasks["data_constrained_scaling_law"])
+    spec = next(s for s in random_specs(proposer, 40, seed=2) if len(s["laws"][0]["terms"]) >= 2)
+    reordered = {**spec, "laws": [{**spec["laws"][0], "terms": list(reversed(spec["laws"][0]["terms"]))}]}
+    assert canonical_order(spec) == canonical_order(reordered)
+    assert program_code(canonical_order(spec), proposer.ctx) == program_code(canonical_order(reordered), proposer.ctx)
+
+
+def test_fixed_exponent_blocks_cost_no_parameter_and_score(tasks, scorer):
+    task = tasks["parallel_scaling_law"]
+    proposer = OfflineProposer(task)
+    law = {"const": True, "output": "identity", "loss": "linear", "terms": [
+        [{"kind": "pow", "var": {"op": "feat", "args": [0]}, "sign": "dec", "tie": None}],
+        [{"kind": "isqrt", "var": {"op": "feat", "args": [1]}, "sign": "dec", "tie": None}],
+    ]}
+    spec = new_spec([law])
+    assert spec_param_count(spec) == 4  # c, a1, b1, a2: the square root's exponent is fixed
+    evaluation = scorer.score(program_code(spec, proposer.ctx), task, "validation")
+    assert evaluation.ok and evaluation.n_params == 4 and evaluation.metrics.r2 > 0.999
+
+
+def test_a_term_may_not_multiply_two_powers_of_one_variable(tasks):
+    proposer = OfflineProposer(tasks["parallel_scaling_law"])
+    power = {"kind": "pow", "var": {"op": "feat", "args": [0]}, "sign": "dec", "tie": None}
+    root = {**power, "kind": "isqrt"}
+    spec = new_spec([{"const": True, "output": "identity", "loss": "linear", "terms": [[power, root]]}])
+    with pytest.raises(SpecError, match="two powers of one variable"):
+        validate_spec(spec, proposer.ctx)
+
+
+def test_targets_paired_with_features_get_a_per_target_template(tasks, scorer):
+    task = tasks["domain_mixture_scaling_law"]
+    proposer = OfflineProposer(task)
+    name, spec = paired_template(proposer.ctx)
+    validate_spec(spec, proposer.ctx)
+    assert spec_param_count(spec) <= task.param_cap
+    owns = [law["terms"][0][0]["var"]["args"] for law in spec["laws"]]
+    assert owns == [[i] for i in range(5)]  # target i leads with feature i
+    assert scorer.score(program_code(spec, proposer.ctx), task, "validation").ok
+    assert paired_template(OfflineProposer(tasks["sft_scaling_law"]).ctx) is None

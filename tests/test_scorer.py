@@ -137,3 +137,23 @@ def test_submitted_programs_score_like_sequential_ones(isolated, task):
     for program, result in zip(programs, results):
         sequential = isolated.score(program, task, "validation")
         assert (result.status, result.metrics.to_dict()) == (sequential.status, sequential.metrics.to_dict())
+
+
+FAILS_ON_SMALL_FITS = GROUP_MEAN.replace(
+    "    return [float(np.mean(loss_values))]",
+    "    if len(loss_values) < 120:\n        raise ValueError('too few rows')\n    return [float(np.mean(loss_values))]",
+)
+
+
+def test_validation_with_two_folds_averages_them_and_fails_if_either_fails(isolated):
+    task = load_task("data_constrained_scaling_law")
+    evaluation = isolated.score(FIXED_LOG_LAW, task, "validation")
+    assert evaluation.ok, evaluation.message
+    per_fold = []
+    for fit_rows, scored in task.folds("validation"):
+        per_fold.append(compute_metrics(5.0 - 0.25 * np.log(scored.X[:, 0]), scored.y))
+    assert abs(evaluation.metrics.r2 - (1 - np.mean([m.nmse for m in per_fold]))) <= 1e-12
+    assert evaluation.predictions.shape == (len(task.folds("validation")[0][1]), 1)  # the first fold's rows
+    assert isolated.score(FAILS_ON_SMALL_FITS, task, "test").ok  # fits on all 161 train rows
+    failed = isolated.score(FAILS_ON_SMALL_FITS, task, "validation")  # fold 2 fits on fewer than 120
+    assert failed.status == "exception" and "too few rows" in failed.message

@@ -96,3 +96,32 @@ def test_broken_task_toml_is_refused(tmp_path):
     (folder / "task.toml").write_text("features = [\n")
     with pytest.raises(TaskError, match="not valid TOML"):
         load_task(folder)
+
+
+def test_second_validation_fold_holds_out_the_next_scales_below_the_first():
+    task = load_task("data_constrained_scaling_law")
+    assert task.validation.folds == 2
+    (fit1, held1), (fit2, held2) = task.validation_folds()
+    assert len(fit1) + len(held1) == len(task.train)
+    assert len(fit2) + len(held2) == len(fit1)
+    tokens = task.features.index("tokens")
+    assert held2.X[:, tokens].min() > fit2.X[:, tokens].max()
+    assert held2.X[:, tokens].max() <= held1.X[:, tokens].min()
+    assert task.fit_and_score_rows("validation")[1].X.shape == held1.X.shape
+    assert task.summary()["validation_folds"] == 2
+
+
+def test_tasks_without_folds_keep_one_validation_fold():
+    task = load_task("parallel_scaling_law")
+    assert len(task.folds("validation")) == 1 and len(task.folds("test")) == 1
+
+
+@pytest.mark.parametrize("folds", ["0", "6", "1.5", '"two"', "true"])
+def test_bad_fold_count_is_refused(tmp_path, folds):
+    folder = tmp_path / "t"
+    folder.mkdir()
+    for split in ("train", "test"):
+        (folder / f"{split}.csv").write_text("group,n,loss\na,1,2\na,2,1\na,3,0.5\n")
+    (folder / "task.toml").write_text(f'features = ["n"]\ntargets = ["loss"]\n[validation]\ncolumn = "n"\nfolds = {folds}\n')
+    with pytest.raises(TaskError, match="folds must be a whole number from 1 to 5"):
+        load_task(folder)

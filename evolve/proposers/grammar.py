@@ -2,7 +2,8 @@
 
 A law for one target is `y = c + a1*T1 + a2*T2 + ...` (or `exp` of that sum, for
 multiplicative laws), where each term T is a product of factors and each factor applies
-one building block to one input variable: a power `v^-b`, a power with an offset
+one building block to one input variable: a power `v^-b` (or with the fixed exponent
+1/2 or 1, which costs no parameter), a power with an offset
 `(v + e^l)^-b`, a saturation `1/(1 + (v/e^l)^a)`, an exponential `exp(-k v)`, a log, or
 the variable itself. Products of logs give quadratic-in-log (U-shaped) terms. Variables
 are features, ratios or products of two features, `10^x` of a log-valued feature, or the
@@ -25,14 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 
 SPEC_VERSION = 1
-FACTOR_KINDS = ("pow", "powoff", "sat", "exp", "log", "logoff", "lin")
+FACTOR_KINDS = ("pow", "isqrt", "inv", "powoff", "sat", "exp", "log", "logoff", "lin")
 VAR_OPS = ("feat", "ratio", "prod", "exp10", "effdata")
 OUTPUTS = ("identity", "exp", "negexp")
 LOSSES = ("linear", "soft_l1")
+POWER_KINDS = ("pow", "isqrt", "inv")  # v^a * v^b is one power of v: at most one per variable in a term
 
 # Which factor kinds make sense on a variable of each sign class.
 KINDS_BY_SIGN = {
-    "positive": ("pow", "powoff", "sat", "log", "lin", "exp"),
+    "positive": ("pow", "isqrt", "inv", "powoff", "sat", "log", "lin", "exp"),
     "nonneg": ("powoff", "logoff", "lin", "exp"),
     "real": ("lin", "exp"),
 }
@@ -136,7 +138,7 @@ def allowed_kinds(var: dict, ctx: TaskContext) -> tuple[str, ...]:
         return KINDS_BY_SIGN[sign]
     values = var_raw_values(var, ctx.train_X)
     if np.max(values) > WIDE_RANGE * np.min(values):
-        return ("pow", "powoff", "sat", "log")
+        return ("pow", "isqrt", "inv", "powoff", "sat", "log")
     return KINDS_BY_SIGN[sign]
 
 
@@ -297,6 +299,9 @@ def validate_law(law: dict, ctx: TaskContext) -> None:
             raise SpecError("a term needs at least one factor")
         for fac in term:
             validate_factor(fac, ctx)
+        powered = [json.dumps(f["var"], sort_keys=True) for f in term if f["kind"] in POWER_KINDS]
+        if len(powered) != len(set(powered)):
+            raise SpecError("a term multiplies two powers of one variable (one power says the same)")
 
 
 def validate_factor(fac: dict, ctx: TaskContext) -> None:
@@ -319,13 +324,28 @@ def validate_factor(fac: dict, ctx: TaskContext) -> None:
         raise SpecError("tie must be an integer label or null")
 
 
+def term_key(term: list[dict]) -> str:
+    return json.dumps(sorted(json.dumps(f, sort_keys=True) for f in term))
+
+
 def canonical(spec: dict) -> str:
     """A key that is equal for equal laws (term order does not matter)."""
     laws = []
     for law in spec["laws"]:
-        terms = sorted(json.dumps(sorted(json.dumps(f, sort_keys=True) for f in t)) for t in law["terms"])
+        terms = sorted(term_key(t) for t in law["terms"])
         laws.append(json.dumps({**law, "terms": terms}, sort_keys=True))
     return "|".join(laws)
+
+
+def canonical_order(spec: dict) -> dict:
+    """A copy with terms and factors in one fixed order, so equal laws get equal code (the
+    loop then scores a law once, however a mutation happened to order its terms)."""
+    spec = copy.deepcopy(spec)
+    for law in spec["laws"]:
+        law["terms"] = sorted(
+            (sorted(term, key=lambda f: json.dumps(f, sort_keys=True)) for term in law["terms"]), key=term_key
+        )
+    return spec
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -387,6 +407,8 @@ def factor_param_names(law: dict) -> list[tuple[list[str], list[tuple[float, flo
 
 FACTOR_FORMS = {  # kind: (numpy code, the one-line math a person reads)
     "pow": ("{v} ** -{n[0]}", "{v}^-{n[0]}"),
+    "isqrt": ("{v} ** -0.5", "{v}^-0.5"),  # fixed exponents cost no parameter: room under tight caps
+    "inv": ("1 / {v}", "1/{v}"),
     "powoff": ("({v} + np.exp({n[1]})) ** -{n[0]}", "({v}+e^{n[1]})^-{n[0]}"),
     "sat": ("1 / (1 + ({v} * np.exp(-{n[1]})) ** {n[0]})", "1/(1+({v}/e^{n[1]})^{n[0]})"),
     "exp": ("_exp(-{n[0]} * {v})", "exp(-{n[0]}*{v})"),

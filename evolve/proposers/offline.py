@@ -25,8 +25,10 @@ from evolve.proposers.grammar import (
     allowed_kinds,
     candidate_vars,
     canonical,
+    canonical_order,
     describe_spec,
     factor,
+    factor_param_count,
     feat,
     law_param_count,
     new_law,
@@ -56,7 +58,7 @@ def random_var(ctx: TaskContext, rng: random.Random) -> dict:
 def random_factor(ctx: TaskContext, rng: random.Random, var: dict | None = None) -> dict:
     var = var or random_var(ctx, rng)
     kinds = allowed_kinds(var, ctx)
-    weights = {"pow": 4, "powoff": 2, "sat": 1, "exp": 1, "log": 2, "logoff": 2, "lin": 2}
+    weights = {"pow": 4, "isqrt": 1, "inv": 1, "powoff": 2, "sat": 1, "exp": 1, "log": 2, "logoff": 2, "lin": 2}
     kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
     return factor(kind, var, "dec" if rng.random() < 0.7 else "any")
 
@@ -105,6 +107,9 @@ def template_laws(ctx: TaskContext) -> list[tuple[str, dict]]:
         ("one product of power laws", new_law([[f for i in idx for f in basic_factor(ctx, i)]])),
         ("a sum of saturating terms", new_law([basic_factor(ctx, i, "sat") for i in idx])),
     ]
+    if len(positive) > 1:
+        fixed = [[factor("pow", feat(positive[0]))]] + [[factor("isqrt", feat(i))] for i in positive[1:]]
+        out.append(("one free power law plus square-root laws in the other variables (few parameters)", new_law(fixed + [basic_factor(ctx, i) for i in idx if i not in positive])))
     logs = [factor("log", feat(i)) if i in positive else factor("lin", feat(i)) for i in idx]
     out.append(("a multiplicative law: log-linear with interactions", new_law([[f] for f in logs] + [logs[:2]] * (n > 1), output="exp")))
     if positive:
@@ -148,6 +153,9 @@ def without_duplicate_terms(spec: dict) -> dict:
     """A copy with repeated terms removed: a second copy of a term only adds a collinear column."""
     spec = copy.deepcopy(spec)
     for law in spec["laws"]:
+        for fac in (f for term in law["terms"] for f in term):
+            if factor_param_count(fac) == 0:  # a log or a plain variable has no exponent to sign
+                fac["sign"] = "dec"
         seen, kept = set(), []
         for term in law["terms"]:
             key = json.dumps(sorted(json.dumps(f, sort_keys=True) for f in term))
@@ -179,11 +187,31 @@ def template_weight(name: str, templates: list[tuple[str, dict]]) -> float:
     return 2.0 / len(pair_family) if name in pair_family else 1.0
 
 
+def paired_template(ctx: TaskContext) -> tuple[str, dict] | None:
+    """When target i pairs with feature i (a domain's loss and its share of the data mix),
+    each target gets its own law: the log of its own feature, plus a linear mixture of the
+    others, in an exponent (a data mixing law with a diminishing-returns own-domain term)."""
+    n = len(ctx.features)
+    if ctx.n_targets < 2 or ctx.n_targets != n or any(f.sign == "real" for f in ctx.features):
+        return None
+    laws = []
+    for own in range(n):
+        kind = "log" if ctx.features[own].sign == "positive" else "logoff"
+        others = [[factor("lin", feat(j))] for j in range(n) if j != own]
+        laws.append(new_law([[factor(kind, feat(own))]] + others, output="exp"))
+    return "per target: the log of its own feature plus a linear mixture of the others, exponentiated", new_spec(laws)
+
+
 def fresh_spec(ctx: TaskContext, rng: random.Random) -> tuple[dict, str]:
-    """A template law, the same form for every target (multi-target tasks then diverge by mutation)."""
+    """A template law, the same form for every target (multi-target tasks then diverge by
+    mutation), or a per-target template where targets pair with features."""
     templates = template_laws(ctx)
-    name, law = rng.choices(templates, weights=[template_weight(n, templates) for n, _ in templates])[0]
-    spec = new_spec([copy.deepcopy(law) for _ in ctx.targets])
+    paired = paired_template(ctx)
+    if paired is not None and rng.random() < 1 / (len(templates) + 1):
+        name, spec = paired
+    else:
+        name, law = rng.choices(templates, weights=[template_weight(n, templates) for n, _ in templates])[0]
+        spec = new_spec([copy.deepcopy(law) for _ in ctx.targets])
     capped = fit_to_cap(spec, ctx, rng)
     if capped is None:
         capped = new_spec([new_law([basic_factor(ctx, 0)]) for _ in ctx.targets])
@@ -411,6 +439,7 @@ class OfflineProposer:
         rng = random.Random(request.seed)
         seen = {canonical(s) for s in self.known_specs(request)}
         spec, explanation = self.child_spec(request, rng, seen)
+        spec = canonical_order(spec)
         code = program_code(spec, self.ctx, explanation, self.n_starts)
         return Proposal(
             code=code,
