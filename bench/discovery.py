@@ -206,7 +206,8 @@ def run(task_names: list[str], minutes: float, seed: int, iterations: int = 0) -
         for name in task_names:
             task = load_task(name)
             seeds = seed_programs(task)
-            print(f"{name}: {minutes} min, seeds: {', '.join(seeds) or 'none'}", flush=True)
+            budget = f"{iterations} iterations" if iterations else f"{minutes} min"
+            print(f"{name}: {budget}, seeds: {', '.join(seeds) or 'none'}", flush=True)
             seed_tests = {stem: test_r2(code, task, pool, "test") for stem, code in seeds.items()}
             result = run_with_loop(task, iterations, seed) if iterations else evolve_task(task, minutes, seed, pool, seeds)
             best = result["best"]

@@ -223,6 +223,8 @@ class LLMClient:
         self._rng_lock = threading.Lock()
         self._jitter = random.Random()  # backoff jitter must not consume the seeded model-choice rng
         self._names, self._weights = _ensemble(config)
+        self._options_lock = threading.Lock()
+        self._options: dict[str, dict[str, Any]] = {}  # per model: request fields it accepts
         self._prices = {m.name: (m.price_prompt_per_mtok, m.price_completion_per_mtok) for m in config.models}
         self._slots = threading.BoundedSemaphore(max(1, int(config.concurrency)))
         self._api_key = _api_key(config)
@@ -298,16 +300,50 @@ class LLMClient:
             attempts = max(0, int(self.config.max_retries)) + 1
             raise LLMUnavailable(self._redact(f"{self.base_url} unavailable after {attempts} attempt(s): {exc.reason}")) from None
 
+    def request_options(self, model: str) -> dict[str, Any]:
+        """The sampling fields sent to a model: temperature and max_tokens, until the model
+        refuses one of them (see adapt_options)."""
+        with self._options_lock:
+            default = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+            return dict(self._options.setdefault(model, default))
+
+    def adapt_options(self, model: str, detail: str) -> bool:
+        """Newer OpenAI models refuse `max_tokens` (they take `max_completion_tokens`) and any
+        temperature but the default. Adapt to such a 400 once per model; True when adapted."""
+        with self._options_lock:
+            options = self._options[model]
+            if "max_tokens" in options and "max_completion_tokens" in detail:
+                options["max_completion_tokens"] = options.pop("max_tokens")
+                return True
+            if "temperature" in options and "temperature" in detail and ("unsupported" in detail.lower() or "not support" in detail.lower()):
+                del options["temperature"]
+                return True
+        return False
+
     def _attempt(self, messages: list[dict], model: str) -> Any:
-        """One HTTP request, holding a concurrency slot; classifies every failure."""
+        """One HTTP request, holding a concurrency slot; classifies every failure.
+
+        A refused sampling field is dropped or renamed and the request sent again at once:
+        that is a different request, not a retry, so it uses no retry or backoff.
+        """
+        while True:  # each adaptation removes a field, so this ends after at most two
+            try:
+                return self._send(messages, model)
+            except openai.BadRequestError as exc:
+                if not self.adapt_options(model, _server_message(exc)):
+                    raise self._status_error(exc, model) from None
+                log.info("model %s refused a sampling field; now sending %s", model, ", ".join(sorted(self.request_options(model))))
+
+    def _send(self, messages: list[dict], model: str) -> Any:
         with self._slots:
             try:
                 reply = self._client.chat.completions.create(
                     model=model,
                     messages=messages,  # type: ignore[arg-type]
-                    temperature=self.config.temperature,
-                    max_tokens=self.config.max_tokens,
+                    **self.request_options(model),
                 )
+            except openai.BadRequestError:
+                raise
             except openai.APITimeoutError:
                 raise _Transient(f"timed out after {self.config.request_timeout_s:g}s") from None
             except openai.APIConnectionError as exc:

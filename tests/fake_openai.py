@@ -46,6 +46,12 @@ class Behaviour:
     message: str = ""  # error message for kind == "error"
 
 
+REFUSALS = {  # OpenAI's wording for reasoning models (o1, o3, gpt-5)
+    "max_tokens": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+    "temperature": "Unsupported value: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.",
+}
+
+
 def fixed_text(request: dict) -> str:
     return DEFAULT_TEXT
 
@@ -58,10 +64,12 @@ class FakeOpenAI:
         responder: Callable[[dict], str] = fixed_text,
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake-model",),
+        refuses: tuple[str, ...] = (),
     ) -> None:
         self.responder = responder
         self.api_key = api_key  # when set, requests with another bearer token get 401
         self.models = models
+        self.refuses = refuses  # request fields answered with 400, as newer OpenAI models do
         self.requests: list[dict] = []  # bodies of chat requests, in arrival order
         self.headers: list[dict[str, str]] = []  # their headers, same order
         self.max_in_flight = 0
@@ -182,6 +190,9 @@ class FakeOpenAI:
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
                 return Behaviour("error", status=401, message="Incorrect API key provided.")
+            refused = next((field for field in self.refuses if field in body), None)
+            if refused is not None:
+                return Behaviour("error", status=400, message=REFUSALS[refused])
             return self._script.popleft() if self._script else Behaviour("reply")
 
     def _done(self) -> None:

@@ -324,3 +324,27 @@ def test_fake_server_lists_models_and_rejects_wrong_keys():
         client = LLMClient(ModelConfig(base_url=fake.base_url, api_key="wrong"))
         with pytest.raises(LLMAuthError):
             client.complete(MESSAGES)
+
+
+def test_a_model_refusing_max_tokens_and_temperature_gets_what_it_accepts():
+    """Reasoning models (o1, o3, gpt-5) answer 400 to `max_tokens` and to a non-default
+    temperature; the client renames and drops them once, then keeps sending what works."""
+    with FakeOpenAI(api_key=KEY, refuses=("max_tokens", "temperature")) as fake:
+        fake.push_reply("law one", times=4)
+        client = make_client(fake, models=(ModelSpec("m1"),), temperature=0.7, max_tokens=321)
+        first = client.complete(MESSAGES)
+        second = client.complete(MESSAGES)
+    assert (first.text, second.text) == ("law one", "law one")
+    sent = fake.requests
+    assert "max_tokens" in sent[0] and "temperature" in sent[0]
+    assert sent[-1]["max_completion_tokens"] == 321 and "max_tokens" not in sent[-1] and "temperature" not in sent[-1]
+    assert len(sent) == 4  # two refusals, then one request per completion
+    assert client.usage.retries == 0 and client.usage.calls == 2
+
+
+def test_other_bad_requests_still_stop_at_once(server):
+    server.push_error(400, message="messages: too long")
+    client = make_client(server)
+    with pytest.raises(LLMAuthError, match="too long"):
+        client.complete(MESSAGES)
+    assert server.request_count == 1
