@@ -42,6 +42,7 @@ import numpy as np
 from evolve.sandbox import worker_environment
 from evolve.sandbox_child import (
     EXIT_SETUP_FAILED,
+    PR_SET_PDEATHSIG,
     RESULT_FD,
     ChildContext,
     IsolationError,
@@ -51,6 +52,7 @@ from evolve.sandbox_child import (
     kill_uid,
     parse_args,
     preload,
+    prctl,
     step_audit_hook,
     step_descriptors,
     write_all,
@@ -582,15 +584,55 @@ def warm_up_extraction() -> None:
         print("formula warm-up failed", file=sys.stderr)
 
 
-def lock_down(args: argparse.Namespace, request: dict, parent_pid: int) -> list[str]:
+def lock_down(args: argparse.Namespace, request: dict, parent_pid: int) -> ChildContext:
     """Pick the plan as a sandbox worker does (probing it), with the parent's slot uid, then
-    apply its layers to this process: results go to fd 3, every other fd is closed."""
+    apply its layers to this process: results go to fd 3, every other fd is closed. The
+    audit hook (which refuses fork) is left to each program's own fork."""
     worker = Worker(args, -1, -1)
     worker.uid, worker.uid_lock = request["uid"], request["uid_lock_fd"]
     worker.choose_plan()
     ctx = ChildContext(worker.plan, worker.scratch_for_run(), worker.limits, parent_pid, worker.uid)
-    layers = step_descriptors(ctx, os.dup(1)) + isolate_after_descriptors(ctx)
-    return layers + step_audit_hook(ctx)
+    step_descriptors(ctx, os.dup(1))
+    isolate_after_descriptors(ctx)
+    return ctx
+
+
+def extract_in_fork(item: dict, ctx: ChildContext) -> bytes:
+    """One program's result line, from a fork of this child that runs only that program.
+
+    The fork cannot reach the result pipe (it closes it before any candidate code runs) and
+    answers on a pipe of its own, of which only the first line is read: a program can spoil
+    its own formula, never forge the ones of the programs after it.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            os.close(RESULT_FD)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork: die with this child
+            step_audit_hook(ctx)
+            formula = extract_formula(FormulaJob.from_dict(item))
+            write_all(write_fd, (json.dumps(formula.to_dict() if formula else None) + "\n").encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    line = first_line(read_fd)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    return line + b"\n" if line else b"null\n"
+
+
+def first_line(fd: int) -> bytes:
+    """The first line on a pipe, read until its newline or end of file; a longer one than any
+    real result is cut short (the parent then refuses it)."""
+    data = b""
+    while b"\n" not in data and len(data) <= MAX_LINE_BYTES:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0][: MAX_LINE_BYTES + 1]
 
 
 def child_main() -> NoReturn:
@@ -601,13 +643,12 @@ def child_main() -> NoReturn:
     preload()  # what scoring preloads, so programs import the same modules here
     warm_up_extraction()
     try:
-        lock_down(args, request, parent_pid)
+        ctx = lock_down(args, request, parent_pid)
     except (IsolationError, OSError, ValueError):
         os._exit(EXIT_SETUP_FAILED)
     write_all(RESULT_FD, (READY + "\n").encode())
     for item in request["jobs"]:
-        formula = extract_formula(FormulaJob.from_dict(item))
-        write_all(RESULT_FD, (json.dumps(formula.to_dict() if formula else None) + "\n").encode())
+        write_all(RESULT_FD, extract_in_fork(item, ctx))
     os._exit(0)  # no exit handlers: nothing outside the chroot is reachable anyway
 
 

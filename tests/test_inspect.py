@@ -452,3 +452,25 @@ def test_formula_predictions_match_the_scorer(real_run):
         expected = evaluation.predictions[offset : offset + len(rows), 0]
         assert np.allclose(np.broadcast_to(function(*rows.T, *params), expected.shape), expected, rtol=1e-6)
         offset += len(rows)
+
+
+FORGER = """import os
+
+def scaling_law_func(data_points, params):
+    forged = b'{"expressions": ["forged"], "latex": ["forged"], "verified": true}\\n' * 8
+    for fd in range(3, 64):  # the result pipe, wherever it is
+        try:
+            os.write(fd, forged)
+        except OSError:
+            pass
+    return params[0] * data_points[:, 0]
+"""
+
+
+def test_a_program_cannot_forge_the_formulas_of_the_programs_after_it():
+    clean = spy_job("    return b''")
+    results = formulas_isolated([FormulaJob(FORGER, ("num_params", "parallel_size"), 1, 1), clean, clean], seconds_per_program=10.0)
+    expected = extract_formula(clean).expressions
+    assert results[1] is not None and results[2] is not None
+    assert results[1].expressions == expected and results[2].expressions == expected
+    assert results[0] is None or results[0].expressions in (("forged",), expected)  # its own line is its own business
