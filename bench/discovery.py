@@ -236,6 +236,15 @@ def previous_rows() -> list[str]:
     return [line for line in text if line.startswith("| ") and not line.startswith("| task") and line.count("|") == COLUMNS + 1]
 
 
+def previous_notes() -> list[str]:
+    """The hand-written `## Notes` section of the results file, kept across runs."""
+    if not RESULTS.exists():
+        return []
+    text = RESULTS.read_text().splitlines()
+    start = next((i for i, line in enumerate(text) if line.startswith("## Notes")), None)
+    return [""] + text[start:] if start is not None else []
+
+
 def write_table(rows: list[dict], minutes: float, seed: int, iterations: int = 0) -> None:
     if iterations:
         driver = f"evolve.loop.run_evolution ({iterations} iterations per task, default archive and sandboxed scorer)"
@@ -261,6 +270,7 @@ def write_table(rows: list[dict], minutes: float, seed: int, iterations: int = 0
             f"`{r['formula']}` | {r['seconds']:.0f} | {r['evaluations']} | `{command}` |"
         )
     lines.sort(key=lambda line: line.split("|")[1].strip() if line.startswith("| ") and not line.startswith("| task") else "")
+    lines += previous_notes()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
 

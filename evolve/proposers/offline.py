@@ -11,7 +11,6 @@ Every random choice comes from the request's seed, so a fixed seed gives the sam
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 
@@ -36,6 +35,7 @@ from evolve.proposers.grammar import (
     program_code,
     spec_from_code,
     task_context,
+    term_key,
     validate_spec,
     var_describe,
     var_sign,
@@ -158,7 +158,7 @@ def without_duplicate_terms(spec: dict) -> dict:
                 fac["sign"] = "dec"
         seen, kept = set(), []
         for term in law["terms"]:
-            key = json.dumps(sorted(json.dumps(f, sort_keys=True) for f in term))
+            key = term_key(term)
             if key not in seen:
                 seen.add(key)
                 kept.append(term)
