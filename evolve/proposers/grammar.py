@@ -408,7 +408,7 @@ def factor_param_names(law: dict) -> list[tuple[list[str], list[tuple[float, flo
 FACTOR_FORMS = {  # kind: (numpy code, the one-line math a person reads)
     "pow": ("{v} ** -{n[0]}", "{v}^-{n[0]}"),
     "isqrt": ("{v} ** -0.5", "{v}^-0.5"),  # fixed exponents cost no parameter: room under tight caps
-    "inv": ("1 / {v}", "1/{v}"),
+    "inv": ("1 / {v}", "{v}^-1"),
     "powoff": ("({v} + np.exp({n[1]})) ** -{n[0]}", "({v}+e^{n[1]})^-{n[0]}"),
     "sat": ("1 / (1 + ({v} * np.exp(-{n[1]})) ** {n[0]})", "1/(1+({v}/e^{n[1]})^{n[0]})"),
     "exp": ("_exp(-{n[0]} * {v})", "exp(-{n[0]}*{v})"),
