@@ -123,7 +123,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         evaluation = scorer.score(text, task, args.split)
         isolation = scorer.sandbox.layers
     if args.json:
-        print(json.dumps({"program": str(path), "task": task.name, "isolation": isolation, **evaluation.to_dict()}, indent=2))
+        folds = len(task.folds(args.split))
+        print(json.dumps({"program": str(path), "task": task.name, "isolation": isolation, "folds": folds, **evaluation.to_dict()}, indent=2))
     else:
         show_evaluation(task, path, evaluation)
         Console().print(f"isolation: {isolation}", highlight=False, style="dim")
@@ -134,7 +135,9 @@ def show_evaluation(task, path: Path, evaluation) -> None:
     console = Console()
     m = evaluation.metrics
     status = "[green]ok[/green]" if evaluation.ok else f"[red]{evaluation.status}[/red]"
-    console.print(f"{path} on {task.name} ({evaluation.split} split): {status}, {evaluation.seconds:.2f} s")
+    folds = len(task.folds(evaluation.split))
+    split = f"{evaluation.split} split" + (f", mean over {folds} folds" if folds > 1 else "")
+    console.print(f"{path} on {task.name} ({split}): {status}, {evaluation.seconds:.2f} s")
     if evaluation.message:
         console.print(evaluation.message, markup=False, highlight=False)
     rows = [["all", f"{m.r2:.6f}", f"{m.nmse:.6f}", f"{m.nmae:.6f}", f"{m.combined_score:.6f}"]]

@@ -474,3 +474,12 @@ def test_a_program_cannot_forge_the_formulas_of_the_programs_after_it():
     assert results[1] is not None and results[2] is not None
     assert results[1].expressions == expected and results[2].expressions == expected
     assert results[0] is None or results[0].expressions in (("forged",), expected)  # its own line is its own business
+
+
+def test_eval_says_how_many_validation_folds_it_averaged(capsys):
+    seed = Path(__file__).resolve().parent.parent / "tasks" / "data_constrained_scaling_law" / "seeds" / "baseline.py"
+    report = cli_json(capsys, "eval", seed, "--task", "data_constrained_scaling_law")
+    assert report["folds"] == 2 and report["split"] == "validation" and report["status"] == "ok"
+    assert cli_json(capsys, "eval", seed, "--task", "data_constrained_scaling_law", "--split", "test")["folds"] == 1
+    code, out, _ = run_cli(capsys, "eval", seed, "--task", "data_constrained_scaling_law")
+    assert code == 0 and "mean over 2 folds" in " ".join(out.split())
