@@ -17,7 +17,7 @@ import numpy as np
 from evolve.config import ScorerConfig
 from evolve.metrics import Metrics, compute_metrics, failed_metrics, mean_over_folds
 from evolve.runner import MAX_PARAMS_REPORTED, GroupJob, RunReport, run_jobs
-from evolve.tasks import Task
+from evolve.tasks import Rows, Task
 
 FAILURE_STATUSES = (
     "syntax_error",
@@ -78,13 +78,17 @@ class Evaluation:
         )
 
 
-def build_jobs(task: Task, split: str, fold: int = 0) -> tuple[list[GroupJob], np.ndarray]:
+def build_jobs(task: Task, split: str) -> tuple[list[GroupJob], np.ndarray]:
+    """The jobs and labels of a split's first (for test and train, only) fold."""
+    return group_jobs(*task.folds(split)[0])
+
+
+def group_jobs(fit_rows: Rows, score_rows: Rows) -> tuple[list[GroupJob], np.ndarray]:
     """One job per group in sorted order, and the labels of the scored rows in the same order.
 
     Groups present in the scored rows but absent from the fit rows cannot be fitted: they
     get an empty fit set, and the program decides what to do (most will fail).
     """
-    fit_rows, score_rows = task.folds(split)[fold]
     jobs, truth = [], []
     for group in score_rows.group_names():
         fit = fit_rows.groups == group
@@ -143,8 +147,8 @@ class Scorer:
         failure ends it). Parameters and predictions are the first fold's."""
         started = time.perf_counter()
         evaluations = []
-        for fold in range(len(task.folds(split))):
-            jobs, truth = build_jobs(task, split, fold)
+        for fit_rows, score_rows in task.folds(split):
+            jobs, truth = group_jobs(fit_rows, score_rows)
             evaluation = evaluation_from_report(task, split, self.run(program_text, jobs, task), truth, time.perf_counter() - started)
             if not evaluation.ok:
                 return evaluation
