@@ -125,3 +125,19 @@ def test_bad_fold_count_is_refused(tmp_path, folds):
     (folder / "task.toml").write_text(f'features = ["n"]\ntargets = ["loss"]\n[validation]\ncolumn = "n"\nfolds = {folds}\n')
     with pytest.raises(TaskError, match="folds must be a whole number from 1 to 5"):
         load_task(folder)
+
+
+def test_random_validation_folds_are_disjoint_and_fold_two_fits_inside_fold_one():
+    import dataclasses
+
+    task = load_task("domain_mixture_scaling_law")
+    two = dataclasses.replace(task, validation=dataclasses.replace(task.validation, folds=2))
+    (fit1, held1), (fit2, held2) = two.validation_folds()
+
+    def keys(rows):  # a row is its group, mixture and losses (mixtures repeat across groups)
+        return {(g, *x, *y) for g, x, y in zip(rows.groups, rows.X.tolist(), rows.y.tolist())}
+
+    assert len(keys(task.train)) == len(task.train)
+    assert keys(held1) & keys(held2) == set() and len(held2) > 0
+    assert keys(fit2) | keys(held2) == keys(fit1) and keys(fit1) | keys(held1) == keys(task.train)
+    assert two.fit_and_score_rows("validation")[1].X.tolist() == task.fit_and_score_rows("validation")[1].X.tolist()
