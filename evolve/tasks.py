@@ -127,7 +127,8 @@ class Task:
         return validation_mask(self.train, self.features, self.validation)
 
     def summary(self) -> dict:
-        held_out = int(self.validation_mask().sum())
+        folds = self.validation_folds()
+        held_out = len(folds[0][1])
         return {
             "name": self.name,
             "features": list(self.features),
@@ -135,7 +136,7 @@ class Task:
             "groups": len(self.train.group_names()),
             "train_rows": len(self.train) - held_out,
             "validation_rows": held_out,
-            "validation_folds": len(self.validation_folds()),
+            "validation_folds": len(folds),
             "test_rows": len(self.test),
             "param_cap": self.param_cap,
         }

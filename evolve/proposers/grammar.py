@@ -324,8 +324,12 @@ def validate_factor(fac: dict, ctx: TaskContext) -> None:
         raise SpecError("tie must be an integer label or null")
 
 
+def factor_key(fac: dict) -> str:
+    return json.dumps(fac, sort_keys=True)
+
+
 def term_key(term: list[dict]) -> str:
-    return json.dumps(sorted(json.dumps(f, sort_keys=True) for f in term))
+    return json.dumps(sorted(factor_key(f) for f in term))
 
 
 def canonical(spec: dict) -> str:
@@ -343,7 +347,7 @@ def canonical_order(spec: dict) -> dict:
     spec = copy.deepcopy(spec)
     for law in spec["laws"]:
         law["terms"] = sorted(
-            (sorted(term, key=lambda f: json.dumps(f, sort_keys=True)) for term in law["terms"]), key=term_key
+            (sorted(term, key=factor_key) for term in law["terms"]), key=term_key
         )
     return spec
 
