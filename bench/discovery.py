@@ -22,14 +22,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evolve.config import ScorerConfig
-from evolve.program import detect_api, ensure_block, wrap_law_program
-from evolve.proposers.base import ProposalRequest
-from evolve.proposers.grammar import describe_spec, spec_from_code
-from evolve.proposers.offline import OfflineProposer, readable_spec
-from evolve.records import ProgramRecord
-from evolve.scorer import Evaluation, Scorer
-from evolve.tasks import Task, load_task, shipped_task_names
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout's evolve, not an older installed copy
+
+from evolve.config import ScorerConfig  # noqa: E402
+from evolve.program import detect_api, ensure_block, wrap_law_program  # noqa: E402
+from evolve.proposers.base import ProposalRequest  # noqa: E402
+from evolve.proposers.grammar import describe_spec, spec_from_code  # noqa: E402
+from evolve.proposers.offline import OfflineProposer, readable_spec  # noqa: E402
+from evolve.records import ProgramRecord  # noqa: E402
+from evolve.scorer import Evaluation, Scorer  # noqa: E402
+from evolve.tasks import Task, load_task, shipped_task_names  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "discovery.md"
 # What issue 5 asks each task to beat. "test" bars are test R² of published programs;

@@ -29,9 +29,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evolve.config import ScorerConfig
-from evolve.scorer import Evaluation, Scorer
-from evolve.tasks import Task, load_task, shipped_task_names
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout's evolve, not an older installed copy
+
+from evolve.config import ScorerConfig  # noqa: E402
+from evolve.scorer import Evaluation, Scorer  # noqa: E402
+from evolve.tasks import Task, load_task, shipped_task_names  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scorer.md"
 WORKERS = 2
