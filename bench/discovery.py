@@ -34,7 +34,7 @@ from evolve.records import ProgramRecord  # noqa: E402
 from evolve.scorer import Evaluation, Scorer  # noqa: E402
 from evolve.tasks import Task, load_task, shipped_task_names  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "discovery.md"
+RESULTS = ROOT / "bench" / "results" / "discovery.md"
 # What issue 5 asks each task to beat. "test" bars are test R² of published programs;
 # "in-sample" bars are SLDBench leaderboard means fitted and scored on train, so the
 # table also gives our law's in-sample R² to compare with them like for like.

@@ -36,7 +36,7 @@ from evolve.config import ScorerConfig  # noqa: E402
 from evolve.scorer import Evaluation, Scorer  # noqa: E402
 from evolve.tasks import Task, load_task, shipped_task_names  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "scorer.md"
+RESULTS = ROOT / "bench" / "results" / "scorer.md"
 WORKERS = 2
 
 TRIVIAL = """

@@ -23,7 +23,7 @@ from evolve.scorer import Evaluation, Scorer  # noqa: E402
 from evolve.tasks import Task, load_task, shipped_task_names  # noqa: E402
 
 SPLITS = ("validation", "test", "train")
-RESULTS = Path(__file__).resolve().parent / "results" / "seeds.md"
+RESULTS = ROOT / "bench" / "results" / "seeds.md"
 
 # Test R² published for the human laws (SLDBench paper, arXiv 2507.21184) and reported for
 # the plain power-law baseline (the issue); shown beside our numbers.
