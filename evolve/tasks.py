@@ -122,10 +122,6 @@ class Task:
             remaining = folds[-1][0]
         return folds or [(self.train, self.train.select(np.zeros(len(self.train), dtype=bool)))]
 
-    def validation_mask(self) -> np.ndarray:
-        """True for the train rows held out for validation."""
-        return validation_mask(self.train, self.features, self.validation)
-
     def summary(self) -> dict:
         folds = self.validation_folds()
         held_out = len(folds[0][1])

@@ -9,7 +9,7 @@ import pytest
 from evolve.config import ScorerConfig
 from evolve.metrics import compute_metrics
 from evolve.scorer import Scorer
-from evolve.tasks import load_task
+from evolve.tasks import load_task, validation_mask
 
 RECTIFIED_LAW = """
 import numpy as np
@@ -84,7 +84,7 @@ def scored_rows_in_group_order(task, split: str) -> tuple[np.ndarray, np.ndarray
 
 @pytest.mark.parametrize("split", ["validation", "test", "train"])
 def test_each_split_scores_its_rows(isolated, task, split):
-    expected_rows = {"validation": int(task.validation_mask().sum()), "test": len(task.test), "train": len(task.train)}
+    expected_rows = {"validation": int(validation_mask(task.train, task.features, task.validation).sum()), "test": len(task.test), "train": len(task.train)}
     evaluation = isolated.score(GROUP_MEAN, task, split)
     assert evaluation.ok, evaluation.message
     assert evaluation.split == split

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evolve.tasks import TaskError, create_task_folder, load_task, shipped_task_names
+from evolve.tasks import TaskError, create_task_folder, load_task, shipped_task_names, validation_mask
 
 EXPECTED_ROWS = {  # train / test rows from shared/sldbench/SOURCES.md
     "data_constrained_scaling_law": (161, 21),
@@ -43,8 +43,9 @@ def test_validation_never_touches_test_rows():
 
 
 def test_random_validation_is_seeded():
-    a = load_task("domain_mixture_scaling_law").validation_mask()
-    b = load_task("domain_mixture_scaling_law").validation_mask()
+    a, b = (load_task("domain_mixture_scaling_law") for _ in range(2))
+    a = validation_mask(a.train, a.features, a.validation)
+    b = validation_mask(b.train, b.features, b.validation)
     assert a.any() and (a == b).all()
 
 
