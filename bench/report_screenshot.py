@@ -94,7 +94,7 @@ def report_file(target: Path) -> Path:
     """An existing HTML report, or one written now for a run directory."""
     if target.is_file() and target.suffix == ".html":
         return target
-    from evolve.report import write_report
+    from evolve.report.html import write_report
 
     output = target / "report.html"
     write_report(target, output)

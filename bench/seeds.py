@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's evolve, not an older installed copy
 
 from evolve.config import ScorerConfig  # noqa: E402
-from evolve.scorer import Evaluation, Scorer  # noqa: E402
+from evolve.scoring.scorer import Evaluation, Scorer  # noqa: E402
 from evolve.tasks import Task, load_task, shipped_task_names  # noqa: E402
 
 SPLITS = ("validation", "test", "train")

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from evolve.archive import Archive
+from evolve.store.database import Archive
 from evolve.config import ConfigError, RunConfig, config_from_stored, config_to_dict
-from evolve.llm import BudgetExceeded
+from evolve.propose.client import BudgetExceeded
 from evolve.metrics import failed_metrics
 from evolve.program import ProgramError, detect_api, ensure_block, parse_python, wrap_law_program
-from evolve.progress import RunProgress
-from evolve.proposers.base import Proposal, ProposalRequest, Proposer
+from evolve.cli.progress import RunProgress
+from evolve.propose.base import Proposal, ProposalRequest, Proposer
 from evolve.records import ProgramRecord
-from evolve.scorer import Evaluation, Scorer
+from evolve.scoring.scorer import Evaluation, Scorer
 from evolve.tasks import Task, data_root, load_task
 
 DATABASE_NAME = "archive.db"
@@ -281,7 +281,7 @@ def make_proposer(config: RunConfig, task: Task, rng: random.Random, stored_usag
     run continues its token totals, so budgets hold across restarts.
     """
     if config.replay:
-        from evolve.proposers.replay import ReplayProposer
+        from evolve.propose.replay import ReplayProposer
 
         return ReplayProposer(Path(config.replay)), None
     choice = config.proposer
@@ -289,12 +289,12 @@ def make_proposer(config: RunConfig, task: Task, rng: random.Random, stored_usag
         has_endpoint = config.model.resolved_api_key() or config.model.resolved_base_url()
         choice = "llm" if has_endpoint else "offline"
     if choice == "offline":
-        from evolve.proposers.offline import OfflineProposer
+        from evolve.propose.offline import OfflineProposer
 
         return OfflineProposer(task), None
     if choice == "llm":
-        from evolve.llm import LLMClient, Usage
-        from evolve.proposers.llm import LLMProposer
+        from evolve.propose.client import LLMClient, Usage
+        from evolve.propose.model import LLMProposer
 
         usage = Usage.from_dict(stored_usage) if stored_usage else Usage()
         client = LLMClient(config.model, usage=usage, budget_tokens=config.budget_tokens, budget_usd=config.budget_usd, rng=random.Random(config.seed))

@@ -6,7 +6,7 @@ import ast
 from dataclasses import dataclass, field
 
 from evolve.program import parse_python
-from evolve.scorer import Evaluation
+from evolve.scoring.scorer import Evaluation
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from evolve.metrics import compute_metrics
-from evolve.scorer import Evaluation, Scorer, build_jobs
+from evolve.scoring.scorer import Evaluation, Scorer, build_jobs
 from evolve.tasks import Task
 
 SECRET = "sk-hardening-secret-7f3a91"
@@ -192,8 +192,8 @@ import numpy as np
 
 
 def fit_scaling_law(data_points, loss_values):
-    from evolve.runner import RunReport
-    from evolve.sandbox import encode_report
+    from evolve.scoring.in_sandbox import RunReport
+    from evolve.scoring.pool import encode_report
     fake = RunReport("ok", "", {"pile": np.ones((99, 1))}, {"pile": [1.0]})
     os.write(3, encode_report(fake) + b"trailing garbage" * 1000)
     os._exit(0)
@@ -394,7 +394,7 @@ class AttackContext:
 
 def make_victim_archive(path: Path) -> None:
     """A real run database with one program, as a target to read."""
-    from evolve.archive import Archive
+    from evolve.store.database import Archive
     from evolve.config import ArchiveConfig
     from evolve.metrics import failed_metrics
     from evolve.records import ProgramRecord
@@ -459,7 +459,7 @@ def leftover_processes(scorer: Scorer) -> list[int]:
 def in_process_prediction(program: str, task: Task, ctx: "AttackContext | None" = None) -> float:
     """The control: the program run in this process, unsandboxed; 1.0 means the probe works.
     With ctx, waits until the listener has recorded the control's own contacts."""
-    from evolve.runner import run_jobs
+    from evolve.scoring.in_sandbox import run_jobs
 
     contacts = len(ctx.listener.contacts) if ctx is not None else 0
     jobs, _ = build_jobs(task, "validation")
@@ -604,7 +604,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if kind == "db_write":
-    import evolve.archive as archive
+    import evolve.store.database as archive
     original = archive.insert_program
     def insert_program(connection, row):
         new_id = original(connection, row)
@@ -613,7 +613,7 @@ if kind == "db_write":
         return new_id
     archive.insert_program = insert_program
 elif kind == "scoring":
-    import evolve.sandbox as sandbox
+    import evolve.scoring.pool as sandbox
     original = sandbox.Sandbox.run
     def run(self, *args, **kwargs):
         if due():
@@ -621,7 +621,7 @@ elif kind == "scoring":
         return original(self, *args, **kwargs)
     sandbox.Sandbox.run = run
 elif kind == "created":
-    import evolve.archive as archive
+    import evolve.store.database as archive
     original = archive.Archive.create.__func__
     def create(cls, *args, **kwargs):
         made = original(cls, *args, **kwargs)
@@ -631,7 +631,7 @@ elif kind == "created":
     archive.Archive.create = classmethod(create)
 else:
     raise SystemExit(f"unknown kill kind {kind}")
-from evolve.cli import main
+from evolve.cli.main import main
 sys.exit(main(sys.argv[3:]))
 '''
 
@@ -648,7 +648,7 @@ def sandbox_processes_under(root: Path) -> list[int]:
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if "evolve.sandbox_child" in cmdline and str(root) in cmdline and state != "Z":
+        if "evolve.scoring.worker" in cmdline and str(root) in cmdline and state != "Z":
             found.append(int(entry))
     return found
 

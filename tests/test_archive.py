@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evolve.archive import Archive, ArchiveError, complexity_bin, param_bin
+from evolve.store.database import Archive, ArchiveError, complexity_bin, param_bin
 from evolve.config import ArchiveConfig
 from evolve.metrics import compute_metrics, failed_metrics
 from evolve.records import ProgramRecord, code_complexity
-from evolve.scorer import Evaluation
+from evolve.scoring.scorer import Evaluation
 
 TRUTH = np.array([0.0, 1.0, 2.0, 3.0])  # variance 1.25, so a constant error e gives R² = 1 - e²/1.25
 
@@ -329,7 +329,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from test_archive import program
-    from evolve.archive import Archive
+    from evolve.store.database import Archive
     archive = Archive.open(Path({path!r}))
     n = 0
     while True:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from evolve.archive import Archive
+from evolve.store.database import Archive
 from evolve.config import ArchiveConfig, RunConfig
 from evolve.loop import run_evolution
-from evolve.scorer import Scorer
+from evolve.scoring.scorer import Scorer
 from evolve.tasks import load_task
 from tests.attacks import (
     ATTACK_TASK,

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from evolve.config import ArchiveConfig, RunConfig, ScorerConfig
 from evolve.loop import run_evolution
-from evolve.runner import GroupJob, run_jobs
-from evolve.scorer import FAILURE_STATUSES, Scorer
+from evolve.scoring.in_sandbox import GroupJob, run_jobs
+from evolve.scoring.scorer import FAILURE_STATUSES, Scorer
 from evolve.tasks import TaskError, create_task_folder, load_task, read_rows
 from tests.attacks import ATTACK_TASK, GOOD_PROGRAM
 
@@ -28,7 +28,7 @@ RUN_STATUSES = ("ok", "syntax_error", "missing_function", "exception", "nan", "w
 
 
 def evolve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evolve.cli", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "evolve", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def snapshot(folder: Path) -> dict[str, object]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from evolve.archive import Archive
+from evolve.store.database import Archive
 from evolve.config import ArchiveConfig, ModelConfig, ModelSpec, RunConfig, ScorerConfig
 from evolve.loop import run_evolution
 from tests.attacks import (
@@ -51,7 +51,7 @@ def offline_args(run_dir: Path, iterations: int) -> list[str]:
 
 
 def evolve_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "evolve.cli", *args]
+    return [sys.executable, "-m", "evolve", *args]
 
 
 def resume(run_dir: Path, env: dict, iterations: int | None = None) -> subprocess.CompletedProcess:

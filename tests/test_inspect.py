@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import sympy
 
-from evolve.archive import Archive
-from evolve.cli import main
+from evolve.store.database import Archive
+from evolve.cli.main import main
 from evolve.config import ArchiveConfig, RunConfig, ScorerConfig, config_to_dict
-from evolve.formula import (
+from evolve.scoring.formula_jobs import (
     Formula,
     FormulaJob,
     extract_formula,
@@ -30,7 +30,7 @@ from evolve.formula import (
     parse_result,
 )
 from evolve.records import ProgramRecord
-from evolve.scorer import Scorer
+from evolve.scoring.scorer import Scorer
 from evolve.tasks import load_task
 from tests.attacks import Listener
 

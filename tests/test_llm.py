@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from evolve.config import ModelConfig, ModelSpec
-from evolve.llm import (
+from evolve.propose.client import (
     BudgetExceeded,
     Completion,
     LLMAuthError,

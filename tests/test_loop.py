@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 
-from evolve.archive import Archive
+from evolve.store.database import Archive
 from evolve.config import ArchiveConfig, ModelConfig, ModelSpec, RunConfig, ScorerConfig
 from evolve.loop import code_key, run_evolution
 from tests.fake_openai import FakeOpenAI
@@ -122,7 +122,7 @@ def test_offline_run_is_deterministic_with_a_seed(tmp_path):
 
 def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "evolve.cli", "run", "parallel_scaling_law", "--iterations", "24", "--seed", "1", "--proposer", "offline",
+    command = [sys.executable, "-m", "evolve", "run", "parallel_scaling_law", "--iterations", "24", "--seed", "1", "--proposer", "offline",
                "--run-dir", str(run_dir), "--seed-law", str(seed_file(tmp_path)), "--islands", "2", "--workers", "2", "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -132,7 +132,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path):
     process.wait(timeout=30)
     before = run_rows(run_dir)
     assert len(before) >= 8
-    resumed = subprocess.run([sys.executable, "-m", "evolve.cli", "run", "--resume", str(run_dir), "--quiet"], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, "-m", "evolve", "run", "--resume", str(run_dir), "--quiet"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     after = run_rows(run_dir)
     assert after[: len(before)] == before  # every stored program intact, in place
@@ -151,7 +151,7 @@ def count_rows(run_dir: Path) -> int:
 
 
 def test_unreachable_endpoint_stops_with_one_line_and_a_resumable_archive(tmp_path, capsys):
-    from evolve.cli import main
+    from evolve.cli.main import main
 
     with FakeOpenAI() as server:
         dead_url = server.base_url  # the port is closed once the server stops
@@ -184,7 +184,7 @@ def test_a_diff_that_did_not_apply_makes_the_next_request_for_its_parent_a_full_
     from evolve.loop import edit_mode_for
     from evolve.metrics import failed_metrics
     from evolve.records import ProgramRecord
-    from evolve.scorer import Evaluation
+    from evolve.scoring.scorer import Evaluation
 
     parent = ProgramRecord(code="x = 1", validation=Evaluation("ok", "validation", failed_metrics(1)), id=3)
     failed = ProgramRecord(code="", validation=Evaluation("diff_not_applied", "validation", failed_metrics(1)), parent_id=3, id=4)

@@ -10,8 +10,8 @@ import pytest
 from evolve.config import ScorerConfig
 from evolve.metrics import failed_metrics
 from evolve.program import BLOCK_END, BLOCK_START, detect_api, extract_block
-from evolve.proposers.base import ProposalRequest
-from evolve.proposers.grammar import (
+from evolve.propose.base import ProposalRequest
+from evolve.propose.grammar import (
     SpecError,
     canonical,
     canonical_order,
@@ -22,7 +22,7 @@ from evolve.proposers.grammar import (
     spec_param_count,
     validate_spec,
 )
-from evolve.proposers.offline import (
+from evolve.propose.offline import (
     OfflineProposer,
     crossover,
     fresh_spec,
@@ -31,7 +31,7 @@ from evolve.proposers.offline import (
     template_laws,
 )
 from evolve.records import ProgramRecord
-from evolve.scorer import Evaluation, Scorer
+from evolve.scoring.scorer import Evaluation, Scorer
 from evolve.tasks import load_task, shipped_task_names
 
 TASKS = shipped_task_names()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from evolve.program import BLOCK_END, BLOCK_START, ProgramError, detect_api, extract_block, replace_block, wrap_law_program
-from evolve.runner import GroupJob, run_jobs
+from evolve.scoring.in_sandbox import GroupJob, run_jobs
 
 FIT_PROGRAM = f'''"""header stays"""
 import numpy as np

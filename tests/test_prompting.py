@@ -7,10 +7,10 @@ import pytest
 
 from evolve.metrics import compute_metrics, failed_metrics
 from evolve.program import extract_block
-from evolve.prompting import PromptError, render_messages
-from evolve.proposers.base import ProposalRequest
+from evolve.propose.prompts import PromptError, render_messages
+from evolve.propose.base import ProposalRequest
 from evolve.records import ProgramRecord
-from evolve.scorer import Evaluation
+from evolve.scoring.scorer import Evaluation
 from evolve.tasks import load_task, shipped_task_names
 
 PROGRAM = '''"""Seed law: a shifted power law, fitted in log space."""

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from evolve.config import ScorerConfig
-from evolve.llm import BudgetExceeded, Completion, LLMAuthError, LLMUnavailable
+from evolve.propose.client import BudgetExceeded, Completion, LLMAuthError, LLMUnavailable
 from evolve.metrics import compute_metrics
 from evolve.program import extract_block
-from evolve.proposers.base import Proposal, ProposalRequest
-from evolve.proposers.llm import LLMProposer
+from evolve.propose.base import Proposal, ProposalRequest
+from evolve.propose.model import LLMProposer
 from evolve.records import ProgramRecord
-from evolve.scorer import Evaluation, Scorer
+from evolve.scoring.scorer import Evaluation, Scorer
 from evolve.tasks import load_task
 
 PROGRAM = '''"""Seed law: a shifted power law."""

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from evolve.config import ScorerConfig
-from evolve.scorer import Scorer
+from evolve.scoring.scorer import Scorer
 from evolve.tasks import load_task
 
 ROOT = Path(__file__).resolve().parent.parent

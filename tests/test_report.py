@@ -18,8 +18,8 @@ import pytest
 from evolve.config import ScorerConfig
 from evolve.metrics import Metrics, compute_metrics, failed_metrics
 from evolve.records import ProgramRecord
-from evolve.report import pareto_front, split_fit
-from evolve.scorer import Evaluation, Scorer
+from evolve.report.html import pareto_front, split_fit
+from evolve.scoring.scorer import Evaluation, Scorer
 from evolve.tasks import load_task
 from tests.test_inspect import (
     TASK,
@@ -39,7 +39,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "report_screenshot.py
 def real_report(tmp_path_factory) -> tuple[Path, str]:
     run = make_real_run(tmp_path_factory)
     output = tmp_path_factory.mktemp("report") / "report.html"
-    from evolve.report import write_report
+    from evolve.report.html import write_report
 
     before = digest(run)
     write_report(run, output)

@@ -23,8 +23,8 @@ import pytest
 
 import evolve
 from evolve.config import ScorerConfig
-from evolve.runner import GroupJob, RunReport, run_jobs
-from evolve.sandbox import (
+from evolve.scoring.in_sandbox import GroupJob, RunReport, run_jobs
+from evolve.scoring.pool import (
     FRAME_PREFIX,
     MAGIC,
     Expectation,
@@ -389,7 +389,7 @@ def test_processes_a_program_leaves_behind_are_killed(sandbox):
 
 
 FORGED_FRAME = (  # a well-formed ok frame with one group of two rows, for a request of two groups
-    "__import__('evolve.sandbox').sandbox.encode_report(__import__('evolve.runner').runner.RunReport("
+    "__import__('evolve.scoring.pool').scoring.pool.encode_report(__import__('evolve.scoring.in_sandbox').scoring.in_sandbox.RunReport("
     "'ok', '', {'alpha': __import__('numpy').zeros((2, 1))}, {'alpha': []}))"
 )
 
@@ -480,7 +480,7 @@ def test_garbage_collection_stops_the_workers():
 OWNER_SCRIPT = """
 import os, sys
 from evolve.config import ScorerConfig
-from evolve.sandbox import Sandbox
+from evolve.scoring.pool import Sandbox
 box = Sandbox(ScorerConfig(workers=2, timeout_s=2.0))
 print(box.pool.scratch_root, *box.worker_pids(), flush=True)
 if sys.argv[1] == "crash":

@@ -8,7 +8,7 @@ import pytest
 
 from evolve.config import ScorerConfig
 from evolve.metrics import compute_metrics
-from evolve.scorer import Scorer
+from evolve.scoring.scorer import Scorer
 from evolve.tasks import load_task, validation_mask
 
 RECTIFIED_LAW = """

@@ -15,8 +15,8 @@ import pytest
 
 from evolve.config import ScorerConfig
 from evolve.program import BLOCK_END, BLOCK_START, detect_api, extract_block
-from evolve.runner import load_namespace
-from evolve.scorer import Scorer
+from evolve.scoring.in_sandbox import load_namespace
+from evolve.scoring.scorer import Scorer
 from evolve.tasks import Task, load_task, shipped_task_names
 
 SEEDS = ("human", "baseline")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evolve.program import extract_block
-from evolve.splice import (
+from evolve.propose.splice import (
     SpliceError,
     apply_diffs,
     extract_code,

@@ -12,10 +12,10 @@ import dataclasses
 import random
 from pathlib import Path
 
-from evolve.llm import Completion, LLMClient, LLMUnavailable
-from evolve.prompting import render_messages
-from evolve.proposers.base import Proposal, ProposalRequest
-from evolve.splice import SpliceError, reply_prose, splice
+from evolve.propose.client import Completion, LLMClient, LLMUnavailable
+from evolve.propose.prompts import render_messages
+from evolve.propose.base import Proposal, ProposalRequest
+from evolve.propose.splice import SpliceError, reply_prose, splice
 
 EXPLANATION_CHARS = 500
 

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from evolve.proposers.base import Proposal, ProposalRequest
-from evolve.proposers.grammar import (
+from evolve.propose.base import Proposal, ProposalRequest
+from evolve.propose.grammar import (
     OUTPUTS,
     SpecError,
     TaskContext,

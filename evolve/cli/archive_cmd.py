@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.syntax import Syntax
 
-from evolve.archive import Archive, ArchiveError
-from evolve.cli import format_params, format_r2, print_table
+from evolve.store.database import Archive, ArchiveError
+from evolve.cli.main import format_params, format_r2, print_table
 from evolve.records import ProgramRecord
 from evolve.tasks import Task, load_task
 
@@ -192,7 +192,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         failed = True if args.failed else None
         records = archive.programs(island=args.island, failed=failed, order="r2", limit=args.top)
     if args.csv:
-        from evolve.export import write_csv
+        from evolve.report.export import write_csv
 
         write_csv(records, Path(args.csv))
         print(f"wrote {len(records)} programs to {args.csv}", file=sys.stderr)
@@ -217,7 +217,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         task = run_task(archive) if not args.no_formula or args.json else None
     formula = None
     if not args.no_formula and task is not None:
-        from evolve.formula import formulas_for
+        from evolve.scoring.formula_jobs import formulas_for
 
         formula = formulas_for([record], task).get(record.id)
     if args.json:
@@ -228,7 +228,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def show_record(record: ProgramRecord, formula, formula_skipped: bool) -> None:
-    from evolve.export import params_source
+    from evolve.report.export import params_source
 
     console = Console()
     v = record.validation
@@ -290,7 +290,7 @@ def shorten(text: str, width: int = 70) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from evolve.export import export_program
+    from evolve.report.export import export_program
 
     with open_run(args.run) as archive:
         record = archive.get(args.id)
@@ -305,7 +305,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from evolve.report import pareto_front
+    from evolve.report.html import pareto_front
 
     with open_run(args.run) as archive:
         front = pareto_front(archive.programs(failed=False, order="id"))
@@ -318,7 +318,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from evolve.report import write_report
+    from evolve.report.html import write_report
 
     output = Path(args.output) if args.output else database_path(args.run).parent / "report.html"
     write_report(Path(args.run), output, run_code=not args.no_exec)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from evolve.archive import Archive
-from evolve.llm import Completion
-from evolve.proposers.base import ProposalRequest
-from evolve.proposers.llm import LLMProposer
+from evolve.store.database import Archive
+from evolve.propose.client import Completion
+from evolve.propose.base import ProposalRequest
+from evolve.propose.model import LLMProposer
 
 
 class RecordedReplies:

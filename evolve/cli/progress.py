@@ -19,7 +19,7 @@ from rich.progress import (
 )
 
 from evolve.records import ProgramRecord
-from evolve.scorer import Evaluation
+from evolve.scoring.scorer import Evaluation
 
 
 def describe(evaluation: Evaluation) -> str:

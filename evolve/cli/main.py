@@ -39,8 +39,8 @@ EXIT_INTERRUPTED = 130
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user as is."""
-    from evolve.archive import ArchiveError
-    from evolve.llm import LLMError
+    from evolve.store.database import ArchiveError
+    from evolve.propose.client import LLMError
     from evolve.loop import RunError
 
     return (TaskError, ConfigError, ProgramError, ArchiveError, LLMError, RunError)
@@ -110,7 +110,7 @@ def split_names(text: str) -> list[str]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from evolve.config import ScorerConfig
-    from evolve.scorer import Scorer
+    from evolve.scoring.scorer import Scorer
 
     path = Path(args.program)
     try:
@@ -197,7 +197,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def recorded_seed(run_dir: Path) -> int | None:
-    from evolve.archive import Archive
+    from evolve.store.database import Archive
 
     with Archive.open(run_dir / "archive.db", readonly=True) as archive:
         return (archive.get_meta("config") or {}).get("seed")
@@ -214,7 +214,7 @@ def parse_model_flag(text: str) -> ModelSpec:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evolve.loop import run_evolution
-    from evolve.progress import RunProgress
+    from evolve.cli.progress import RunProgress
 
     config = run_config_from_args(args)
     progress = RunProgress(enabled=not args.quiet)
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def register_inspection_commands(commands) -> None:
-    from evolve.inspect_cli import add_commands
+    from evolve.cli.archive_cmd import add_commands
 
     add_commands(commands)
 

@@ -8,7 +8,7 @@ expression is then checked against the program run on real numbers with its fitt
 parameters; one that disagrees is dropped. Any failure means "no formula" (None).
 
 This executes candidate code, so `formulas_isolated` runs the extraction in a child process
-under the same isolation as scoring (evolve.sandbox_child, docs/sandbox.md): a clean
+under the same isolation as scoring (evolve.scoring.worker, docs/sandbox.md): a clean
 environment, and after warming up, rlimits, network and mount namespaces, a chroot into
 an empty tmpfs, the sandbox's slot uid, no_new_privs and the audit hook. Results come
 back as JSON lines on a pipe, read with a deadline and a size cap and checked strictly.
@@ -39,8 +39,8 @@ from typing import NoReturn
 
 import numpy as np
 
-from evolve.sandbox import worker_environment
-from evolve.sandbox_child import (
+from evolve.scoring.pool import worker_environment
+from evolve.scoring.worker import (
     EXIT_SETUP_FAILED,
     PR_SET_PDEATHSIG,
     RESULT_FD,
@@ -398,7 +398,7 @@ def extract_formula(job: FormulaJob) -> Formula | None:
 
 def job_for(record, task) -> FormulaJob | None:
     """The extraction job of a stored program, checked on its first group with numeric parameters."""
-    from evolve.export import params_source
+    from evolve.report.export import params_source
 
     if not record.ok or not record.code.strip():
         return None
@@ -473,7 +473,7 @@ def run_child(jobs: list[FormulaJob], seconds_per_program: float, plan: str, slo
     (root / "slot").mkdir(mode=0o700)
     uid, lock = slot if slot is not None else (None, None)
     timeout = STARTUP_SECONDS + seconds_per_program * len(jobs)
-    argv = [sys.executable, "-m", "evolve.formula", "--slot", "0", "--plan", plan, "--scratch", str(root / "slot"),
+    argv = [sys.executable, "-m", "evolve.scoring.formula_jobs", "--slot", "0", "--plan", plan, "--scratch", str(root / "slot"),
             "--timeout", repr(timeout), "--memory-mb", str(MEMORY_MB), "--max-output-mb", str(SCRATCH_MB)]
     payload = json.dumps({"jobs": [j.to_dict() for j in jobs], "uid": uid, "uid_lock_fd": lock}).encode()
     try:

@@ -1,6 +1,6 @@
 """The worker side of the sandbox: a warm process that forks one locked-down child per evaluation.
 
-Started by evolve.sandbox as `python -m evolve.sandbox_child` with a clean environment.
+Started by evolve.scoring.pool as `python -m evolve.scoring.worker` with a clean environment.
 The worker imports numpy/scipy once, warms up the lazy imports of common fitters, picks
 the strongest isolation plan the kernel allows (probing it in a throwaway child), then
 serves requests: fork, isolate the child, run `run_jobs`, read the child's result from a
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from evolve.runner import RunReport, run_jobs
-from evolve.sandbox import (
+from evolve.scoring.in_sandbox import RunReport, run_jobs
+from evolve.scoring.pool import (
     REQUEST_CAP_BYTES,
     Expectation,
     FrameError,
@@ -73,7 +73,7 @@ REQUIRED_MODULES = (
     "warnings", "fractions", "decimal", "json", "re", "dataclasses", "typing", "copy", "heapq", "bisect",
     "traceback", "linecache", "tokenize", "inspect", "numpy", "numpy.linalg", "numpy.polynomial",
     "numpy.random", "scipy", "scipy.optimize", "scipy.special", "scipy.linalg", "scipy.stats",
-    "scipy.interpolate", "scipy.integrate", "evolve.runner",
+    "scipy.interpolate", "scipy.integrate", "evolve.scoring.in_sandbox",
 )
 OPTIONAL_MODULES = ("evolve.fitting",)
 
@@ -865,7 +865,7 @@ def warm_up() -> None:
 def traceback_warm_up() -> None:
     import numpy as np
 
-    from evolve.runner import GroupJob
+    from evolve.scoring.in_sandbox import GroupJob
 
     program = "def fit_scaling_law(x, y):\n    return 1 / 0\n\ndef scaling_law_func(x, p):\n    return x\n"
     job = GroupJob("g", np.ones((2, 1)), np.ones((2, 1)), np.ones((1, 1)))
@@ -873,7 +873,7 @@ def traceback_warm_up() -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="evolve sandbox worker (started by evolve.sandbox)")
+    parser = argparse.ArgumentParser(description="evolve sandbox worker (started by evolve.scoring.pool)")
     parser.add_argument("--slot", type=int, required=True)
     parser.add_argument("--plan", choices=("auto", "root", "userns", "basic"), default="auto")
     parser.add_argument("--scratch", required=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from evolve.config import ScorerConfig
 from evolve.metrics import Metrics, compute_metrics, failed_metrics, mean_over_folds
-from evolve.runner import MAX_PARAMS_REPORTED, GroupJob, RunReport, run_jobs
+from evolve.scoring.in_sandbox import MAX_PARAMS_REPORTED, GroupJob, RunReport, run_jobs
 from evolve.tasks import Rows, Task
 
 FAILURE_STATUSES = (
@@ -137,7 +137,7 @@ class Scorer:
         self.config = config
         self.sandbox = None
         if config.isolate:
-            from evolve.sandbox import Sandbox
+            from evolve.scoring.pool import Sandbox
 
             self.sandbox = Sandbox(config)
         self.executor = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="scorer")

@@ -14,10 +14,10 @@ import csv
 import textwrap
 from pathlib import Path
 
-from evolve.archive import ArchiveError
+from evolve.store.database import ArchiveError
 from evolve.program import LAW_FUNCTION, ProgramError, detect_api, top_level_functions
 from evolve.records import ProgramRecord
-from evolve.scorer import Evaluation
+from evolve.scoring.scorer import Evaluation
 from evolve.tasks import Task
 
 APIS = ("fit", "law")

@@ -6,7 +6,7 @@ network when the file is opened. The run database is opened read-only.
 
 The best law's fit plots need its predictions, so its code is run through the sandboxed
 Scorer (train, validation and test splits); its formula is recovered in an isolated
-child process (evolve.formula). `run_code=False` skips both.
+child process (evolve.scoring.formula_jobs). `run_code=False` skips both.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def split_fit(task, split: str, evaluation) -> SplitFit | None:
 def score_best(record: ProgramRecord, task, scorer_settings: dict) -> tuple[dict[str, SplitFit], str]:
     """The best law's fits on train, validation and test, run in the sandbox; and a note on failures."""
     from evolve.config import ScorerConfig
-    from evolve.scorer import Scorer
+    from evolve.scoring.scorer import Scorer
 
     config = ScorerConfig(
         workers=2,
@@ -409,7 +409,7 @@ class Report:
 
 
 def gather(run: Path, run_code: bool) -> Report:
-    from evolve.inspect_cli import open_run, run_task, tokens_of
+    from evolve.cli.archive_cmd import open_run, run_task, tokens_of
 
     with open_run(run) as archive:
         task = run_task(archive)
@@ -427,7 +427,7 @@ def gather(run: Path, run_code: bool) -> Report:
         usage=usage, ran_code=run_code,
     )  # fmt: skip
     if run_code and best is not None:
-        from evolve.formula import formulas_for
+        from evolve.scoring.formula_jobs import formulas_for
 
         report.formulas = formulas_for(unique_by_id([best, *report.front, *report.top]), task)
         report.fits, report.fit_note = score_best(best, task, (meta.get("config") or {}).get("scorer", {}))
@@ -484,7 +484,7 @@ def render(report: Report) -> str:
     best = report.best
     params_note, params = "", {}
     if best is not None:
-        from evolve.export import params_source
+        from evolve.report.export import params_source
 
         params_note, evaluation = params_source(best)
         params = dict(sorted(evaluation.params.items()))

@@ -1,7 +1,7 @@
 """Run untrusted candidate programs in warm, isolated worker processes, several at once.
 
 `Sandbox(config)` starts `config.workers` long-lived workers (`python -m
-evolve.sandbox_child`) with a clean environment. Each has numpy and scipy already
+evolve.scoring.worker`) with a clean environment. Each has numpy and scipy already
 imported, and forks a fresh, locked-down child per evaluation (see sandbox_child.py
 and docs/sandbox.md). This module is the trusted side: the pool, the framing between
 this process and the workers, and the strict codec for results. Results cross every
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from evolve.config import ScorerConfig
-from evolve.runner import MAX_PARAMS_REPORTED, GroupJob, RunReport
+from evolve.scoring.in_sandbox import MAX_PARAMS_REPORTED, GroupJob, RunReport
 
 MAGIC = b"EVR1"
 FRAME_PREFIX = struct.Struct("<4sIQ")  # magic, header bytes, body bytes
@@ -354,7 +354,7 @@ class WorkerPool:
     def argv(self, slot: int) -> list[str]:
         limits = self.config
         return [
-            sys.executable, "-m", "evolve.sandbox_child", "--slot", str(slot), "--plan", self.plan,
+            sys.executable, "-m", "evolve.scoring.worker", "--slot", str(slot), "--plan", self.plan,
             "--scratch", str(self.scratch_root / f"slot-{slot}"), "--timeout", repr(float(limits.timeout_s)),
             "--memory-mb", str(int(limits.memory_mb)), "--max-output-mb", str(int(limits.max_output_mb)),
         ]

@@ -16,9 +16,9 @@ import jinja2
 import numpy as np
 
 from evolve.program import block_bounds, extract_block, has_block, parse_python
-from evolve.proposers.base import ProposalRequest
+from evolve.propose.base import ProposalRequest
 from evolve.records import ProgramRecord
-from evolve.splice import EDIT_MODES
+from evolve.propose.splice import EDIT_MODES
 from evolve.tasks import Task, data_root
 
 SYSTEM_TEMPLATE = "system.j2"

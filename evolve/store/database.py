@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 
 from evolve.config import ArchiveConfig
 from evolve.records import ProgramRecord, code_complexity
-from evolve.scorer import Evaluation
+from evolve.scoring.scorer import Evaluation
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "evolve-archive"

@@ -1,1 +1,0 @@
-"""Proposers write child programs: the language-model one and the offline grammar."""
