@@ -21,14 +21,8 @@ import sympy
 from evolve.store.database import Archive
 from evolve.cli.main import main
 from evolve.config import ArchiveConfig, RunConfig, ScorerConfig, config_to_dict
-from evolve.scoring.formula_jobs import (
-    Formula,
-    FormulaJob,
-    extract_formula,
-    formulas_isolated,
-    job_for,
-    parse_result,
-)
+from evolve.scoring.formula_jobs import formulas_isolated, job_for, parse_result
+from evolve.symbolic import Formula, FormulaJob, extract_formula
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Scorer
 from evolve.tasks import load_task

@@ -1,0 +1,88 @@
+"""Text for people: the one copy of each formatter, and the boundary for program-written text.
+
+Anything a candidate program controls (its error messages, explanations, formulas) is
+untrusted: `safe_text` is applied where such text leaves the parent for a terminal, a CSV
+cell or a page, so escape sequences, lone surrogates and other control characters never
+reach them, and its size is bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+# C0 and C1 controls (but tab and newline), DEL, bidi overrides and other format characters
+# that can rewrite what a terminal or a page shows.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+SAFE_TEXT_CHARS = 4_000
+
+
+def safe_text(text: object, limit: int = SAFE_TEXT_CHARS, keep_newlines: bool = True) -> str:
+    """Program-controlled text made harmless for a terminal or page: controls, escape
+    sequences and lone surrogates become '?', and it is cut to `limit` characters."""
+    value = str(text) if text is not None else ""
+    value = _SURROGATES.sub("?", value)
+    value = value.replace("\r\n", "\n")
+    if not keep_newlines:
+        value = value.replace("\n", " ").replace("\t", " ")
+    value = _UNSAFE.sub("?", value)
+    return shorten(value, limit) if limit else value
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text starting like a formula gets a leading quote."""
+    if not isinstance(value, str):
+        return value
+    value = safe_text(value, keep_newlines=False)
+    return "'" + value if value.startswith(_CSV_FORMULA_START) else value
+
+
+def shorten(text: str, width: int, at_word: bool = False) -> str:
+    """`text` cut to `width` characters with an ellipsis (at a word boundary when asked)."""
+    if len(text) <= width:
+        return text
+    cut = text[: max(1, width - 1)]
+    if at_word and " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut + "…"
+
+
+def one_line(text: str) -> str:
+    """Whitespace folded to single spaces: for messages that must stay on one line."""
+    return " ".join(str(text).split())
+
+
+def format_r2(value: float | None, digits: int = 4) -> str:
+    """An R² for a table; never cut (a number is never truncated), '—' when there is none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def format_timestamp(stamp: float | None) -> str:
+    """A Unix time as local 'YYYY-MM-DD HH:MM', '—' when unknown."""
+    if not stamp:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(stamp)))
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration: '0.42 s', '12.3 s', '4 min 05 s'."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def format_params(values) -> str:
+    """Fitted parameters for a table: '[1.2, 3.4e-05]', or why there are none."""
+    if values is None:
+        return "(not numeric)"
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
