@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))  # the checkout's evolve, not an older installed c
 from evolve.config import ScorerConfig  # noqa: E402
 from evolve.program import detect_api, ensure_block, wrap_law_program  # noqa: E402
 from evolve.propose.base import ProposalRequest  # noqa: E402
-from evolve.propose.grammar import describe_spec, spec_from_code  # noqa: E402
+from evolve.propose.grammar_code import describe_spec, spec_from_code  # noqa: E402
 from evolve.propose.offline import OfflineProposer, readable_spec  # noqa: E402
 from evolve.records import ProgramRecord  # noqa: E402
 from evolve.scoring.scorer import Evaluation, Scorer  # noqa: E402

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,28 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+TOMLDecodeError = tomllib.TOMLDecodeError
+
 
 class ConfigError(ValueError):
     """A config file or flag that cannot be used; its message is one line."""
+
+
+def setting(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None, cli: bool = True) -> Any:
+    """A run setting declared once: its default, its help text and (optionally) its flag name
+    and allowed values. The CLI's options are generated from these (evolve.cli.options)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "cli": cli})
 
 
 @dataclass(frozen=True)
 class ScorerConfig:
     """Limits of one candidate evaluation and the size of the warm worker pool."""
 
-    workers: int = 2
-    timeout_s: float = 60.0
-    memory_mb: int = 4096
-    max_output_mb: int = 8
-    isolate: bool = True  # False only for benchmarks that compare against in-process scoring
+    workers: int = setting(2, "programs scored in parallel (warm sandbox workers)")
+    timeout_s: float = setting(60.0, "seconds one program may take across all its folds", flag="--timeout")
+    memory_mb: int = setting(4096, "memory limit of one program's processes, in MB")
+    max_output_mb: int = setting(8, "largest result a program may send back, in MB", cli=False)
+    isolate: bool = setting(True, "False only for benchmarks that compare against in-process scoring", cli=False)
 
 
 @dataclass(frozen=True)
@@ -46,14 +55,14 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    models: tuple[ModelSpec, ...] = ()
-    base_url: str | None = None  # default: OPENAI_BASE_URL, then the openai package's default
-    api_key: str | None = field(default=None, repr=False)  # default: OPENAI_API_KEY
-    temperature: float = 0.8
-    max_tokens: int = 4096
-    request_timeout_s: float = 120.0
-    max_retries: int = 5
-    concurrency: int = 2  # requests in flight at once
+    models: tuple[ModelSpec, ...] = setting((), "models as NAME or NAME:WEIGHT; repeat for an ensemble", cli=False)
+    base_url: str | None = setting(None, "OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
+    api_key: str | None = field(default=None, repr=False, metadata={"cli": False})  # default: OPENAI_API_KEY
+    temperature: float = setting(0.8, "sampling temperature")
+    max_tokens: int = setting(4096, "most tokens one reply may have")
+    request_timeout_s: float = setting(120.0, "seconds before a model request is given up", flag="--request-timeout")
+    max_retries: int = setting(5, "retries of a failed model request")
+    concurrency: int = setting(2, "model requests in flight at once")
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -64,36 +73,44 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ArchiveConfig:
-    islands: int = 5
-    migration_interval: int = 10  # iterations between ring migrations
-    param_bins: int = 8  # grid cells along the number of fitted parameters
-    complexity_bins: int = 8  # grid cells along the program's AST size
-    exploit_ratio: float = 0.6  # parent = best of its island; else a random occupied cell
-    inspirations: int = 3
+    islands: int = setting(5, "islands evolving apart, with ring migration")
+    migration_interval: int = setting(10, "iterations between ring migrations")
+    param_bins: int = setting(8, "grid cells along the number of fitted parameters")
+    complexity_bins: int = setting(8, "grid cells along the program's syntax-tree size")
+    exploit_ratio: float = setting(0.6, "chance the parent is its island's best (else a random elite)")
+    inspirations: int = setting(3, "other elites shown to the proposer with the parent")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    task: str = ""
-    iterations: int = 50
-    proposer: str = "auto"  # auto: llm when an API key is set, else offline
-    edit_mode: str = "diff"  # diff (SEARCH/REPLACE) or full (whole EVOLVE-BLOCK)
-    seed: int | None = None  # fixed random seed: deterministic run
-    seed_laws: tuple[str, ...] = ()
-    budget_tokens: int | None = None
-    budget_usd: float | None = None
-    top_k_test: int = 5  # programs re-scored on test at the end
-    replay: str | None = None  # a run directory whose recorded model replies answer this run's requests
-    prompts_dir: str | None = None  # your own Jinja2 templates instead of the shipped prompts/
-    run_dir: str | None = None
+    task: str = setting("", "a task name or folder", cli=False)
+    iterations: int = setting(50, "proposals to evolve (a resume keeps the run's own count unless given)")
+    proposer: str = setting("auto", "auto: the model when an API key or endpoint is set, else offline", choices=("auto", "llm", "offline"))
+    edit_mode: str = setting("diff", "diff: SEARCH/REPLACE edits; full: rewrite the whole EVOLVE-BLOCK", choices=("diff", "full"))
+    seed: int | None = setting(None, "fixed random seed for a reproducible run")
+    seed_laws: tuple[str, ...] = setting((), "a seed law file (either program API); repeat for several", flag="--seed-law")
+    budget_tokens: int | None = setting(None, "stop when this many tokens are spent")
+    budget_usd: float | None = setting(None, "stop at this cost (needs model prices in --config)")
+    top_k_test: int = setting(5, "best distinct programs re-scored on test at the end, for reporting")
+    replay: str | None = setting(None, "answer model requests with the replies recorded in this run directory")
+    prompts_dir: str | None = setting(None, "a folder of Jinja2 templates (system.j2, user.j2) instead of the shipped prompts")
+    run_dir: str | None = setting(None, "the run's directory (default archive/<task>-<timestamp>)")
     model: ModelConfig = ModelConfig()
     archive: ArchiveConfig = ArchiveConfig()
     scorer: ScorerConfig = ScorerConfig()
 
 
+SECTIONS = {"model": ModelConfig, "archive": ArchiveConfig, "scorer": ScorerConfig}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """A TOML file parsed (the one place that picks tomllib or tomli); errors are the caller's."""
+    return tomllib.loads(Path(path).read_text())
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(Path(path).read_text())
+        return load_toml(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -103,36 +120,55 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def build_dataclass(cls, values: dict[str, Any], where: str):
-    """Make a config dataclass from a dict, refusing unknown keys and wrong types by name."""
+    """Make a config dataclass from a dict, refusing unknown keys, wrong types and values
+    outside a setting's choices, by name."""
     if not isinstance(values, dict):
         raise ConfigError(f"[{where}] must be a table")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{where}]: {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        spec = known[name]
-        default = spec.default if spec.default is not dataclasses.MISSING else ""
-        if spec.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = spec.default_factory()  # type: ignore[misc]
-        kwargs[name] = coerce(value, default, f"{where}.{name}")
+        kwargs[name] = coerce(value, hints[name], f"{where}.{name}")
+        choices = known[name].metadata.get("choices")
+        if choices and kwargs[name] not in choices:
+            raise ConfigError(f"{where}.{name} must be one of {', '.join(choices)}, not {value!r}")
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"[{where}]: {exc}") from None
 
 
-def coerce(value: Any, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against a setting's type (bool, int, float, str, optional, tuple of str)."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}")
         return value
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
+    if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, not {value!r}")
-        return type(default)(value) if isinstance(default, float) else value
-    if isinstance(default, tuple) and isinstance(value, list):
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{where} must be a whole number, not {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be text, not {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, not {value!r}")
+        if args and args[0] is str and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of text, not {value!r}")
         return tuple(value)
     return value
 

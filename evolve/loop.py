@@ -8,30 +8,30 @@ batches, a run with a fixed seed is reproducible whatever the timing of threads.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import hashlib
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from typing import Protocol
 from pathlib import Path
 
 from evolve.store.database import Archive
-from evolve.config import ConfigError, RunConfig, config_from_stored, config_to_dict
+from evolve.config import RunConfig
 from evolve.propose.client import BudgetExceeded
 from evolve.metrics import failed_metrics
-from evolve.program import ProgramError, detect_api, ensure_block, parse_python, wrap_law_program
-from evolve.cli.progress import RunProgress
+from evolve.program import code_key
 from evolve.propose.base import Proposal, ProposalRequest, Proposer
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Evaluation, Scorer
-from evolve.tasks import Task, data_root, load_task
+from evolve.status import Status
+from evolve.text import one_line
+from evolve.propose.seeds import load_seed_program, seed_law_paths, seed_programs
+from evolve.propose.factory import make_proposer
+from evolve.report.best import write_best_program
+from evolve.store.rundir import create_run, discard_failed_start, resume_run
+from evolve.tasks import Task, load_task
 
-DATABASE_NAME = "archive.db"
-BEST_PROGRAM_NAME = "best.py"
-DUPLICATE_RETRIES = 4  # offline proposals that repeat a stored program are asked again this often
 UNAVAILABLE_LIMIT = 4  # proposals in a row that the endpoint failed after its retries
 
 
@@ -55,59 +55,20 @@ class RunError(RuntimeError):
     """A run that cannot start or continue; its message is one line."""
 
 
-def default_run_dir(task_name: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("archive") / f"{Path(task_name).name}-{stamp}"
-
-
-def seed_law_paths(task: Task, config: RunConfig) -> list[Path]:
-    """The user's --seed-law files, or the task's shipped human.py and baseline.py."""
-    if config.seed_laws:
-        return [Path(p) for p in config.seed_laws]
-    return sorted((task.path / "seeds").glob("*.py"))
-
-
-def load_seed_program(path: Path, task: Task) -> str:
-    """A seed file as an evolvable fit-API program (law() files are wrapped)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RunError(f"cannot read seed law {path}: {exc.strerror or exc}") from None
-    try:
-        api = detect_api(text)
-    except ProgramError as exc:
-        raise RunError(f"seed law {path}: {exc}") from None
-    if api == "law":
-        return wrap_law_program(text, task.features, task.targets)
-    return ensure_block(text)
-
-
-def code_key(code: str) -> str:
-    """A key equal for programs that differ only in comments or layout: they score the same,
-    so the loop scores such a program once (its syntax tree is the key; raw text when it
-    does not parse)."""
-    try:
-        text = ast.dump(parse_python(code))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        text = code
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def proposal_failure(proposal: Proposal, n_targets: int) -> Evaluation:
     """A proposal without code is stored like a failed evaluation, so the loop and prompts see it."""
-    kind, _, reason = proposal.error.partition(":")
     return Evaluation(
-        status=kind.strip() or "no_code",
+        status=proposal.status or Status.NO_CODE,
         split="validation",
         metrics=failed_metrics(n_targets),
-        message=reason.strip() or proposal.error,
+        message=proposal.message,
     )
 
 
 class Evolution:
     """One run: an archive in a run directory, a proposer, a scorer and a random generator."""
 
-    def __init__(self, config: RunConfig, archive: Archive, task: Task, proposer: Proposer, scorer: Scorer, rng: random.Random, progress: RunProgress):
+    def __init__(self, config: RunConfig, archive: Archive, task: Task, proposer: Proposer, scorer: Scorer, rng: random.Random, progress: "Progress"):
         self.config = config
         self.archive = archive
         self.task = task
@@ -117,11 +78,11 @@ class Evolution:
         self.progress = progress
         self.cache = {code_key(r.code): r.validation for r in archive.programs(order="id") if r.code}
         self.unavailable_streak = 0
-        self.duplicate_retries = DUPLICATE_RETRIES if proposer.name == "offline" else 0  # model calls cost tokens
+        self.duplicate_retries = proposer.duplicate_retries
 
     @property
     def batch_size(self) -> int:
-        return max(1, self.config.scorer.workers, self.config.model.concurrency if self.proposer.name == "llm" else 1)
+        return max(1, self.config.scorer.workers, self.proposer.parallel_requests)
 
     def add_seeds(self) -> list[ProgramRecord]:
         """Score each seed once and place it on every island, so every island has a parent.
@@ -130,18 +91,18 @@ class Evolution:
         """
         seeds = [r for r in self.archive.programs(order="id") if r.proposer == "seed"]
         stored = {r.code for r in seeds}
-        for path in seed_law_paths(self.task, self.config):
-            code = load_seed_program(path, self.task)
+        for name, code in seed_programs(self.task, self.config):
             if code in stored:
                 continue
             evaluation = self.scorer.score(code, self.task, "validation")
             self.cache[code_key(code)] = evaluation
             for island in range(self.config.archive.islands):
-                record = ProgramRecord(code=code, validation=evaluation, island=island, proposer="seed", explanation=f"seed law {path.name}")
+                record = ProgramRecord(code=code, validation=evaluation, island=island, proposer="seed", explanation=f"seed law {name}")
                 seeds.append(self.archive.add(record))
-            self.progress.seed(path.name, evaluation)
+            self.progress.seed(name, evaluation)
         if not any(s.ok for s in seeds):
-            raise RunError("no seed law scored: fix the seed laws (see the messages above) or pass --seed-law")
+            reasons = "; ".join(sorted({f"{s.explanation.removeprefix('seed law ')}: {s.validation.status} {one_line(s.validation.message)[:160]}" for s in seeds}))
+            raise RunError(f"no seed law scored ({reasons}): fix the seed laws or pass --seed-law")
         self.archive.set_meta("seeded", True)
         return seeds
 
@@ -224,7 +185,7 @@ class Evolution:
 
     def note_availability(self, evaluation: Evaluation) -> None:
         """Stop (resumably) once the model endpoint has failed several proposals in a row."""
-        self.unavailable_streak = self.unavailable_streak + 1 if evaluation.status == "unavailable" else 0
+        self.unavailable_streak = self.unavailable_streak + 1 if evaluation.status == Status.UNAVAILABLE else 0
         if self.unavailable_streak >= UNAVAILABLE_LIMIT:
             raise RunError(f"the model endpoint failed {UNAVAILABLE_LIMIT} requests in a row ({evaluation.message}); resume with `evolve run --resume {self.config.run_dir}` when it is back")
 
@@ -258,7 +219,7 @@ def edit_mode_for(parent: ProgramRecord, failures: tuple[ProgramRecord, ...], co
     """A full rewrite when a recent diff against this parent did not apply: the model
     evidently misremembers that block, and the same request would likely fail the same
     way. Decided from the archive at batch start, so replays and seeded runs agree."""
-    if configured == "diff" and any(f.parent_id == parent.id and f.validation.status == "diff_not_applied" for f in failures):
+    if configured == "diff" and any(f.parent_id == parent.id and f.validation.status == Status.DIFF_NOT_APPLIED for f in failures):
         return "full"
     return configured
 
@@ -274,116 +235,84 @@ def rng_from_json(state: list) -> random.Random:
     return rng
 
 
-def make_proposer(config: RunConfig, task: Task, rng: random.Random, stored_usage: dict | None = None):
-    """The LLM proposer when an API key or endpoint is configured (or asked for), else the offline one.
+class Progress(Protocol):
+    """What the loop tells whoever watches it (the CLI's live display, or nobody)."""
 
-    Returns the proposer and the usage tracker (None for the offline proposer); a resumed
-    run continues its token totals, so budgets hold across restarts.
-    """
-    if config.replay:
-        from evolve.propose.replay import ReplayProposer
-
-        return ReplayProposer(Path(config.replay)), None
-    choice = config.proposer
-    if choice == "auto":
-        has_endpoint = config.model.resolved_api_key() or config.model.resolved_base_url()
-        choice = "llm" if has_endpoint else "offline"
-    if choice == "offline":
-        from evolve.propose.offline import OfflineProposer
-
-        return OfflineProposer(task), None
-    if choice == "llm":
-        from evolve.propose.client import LLMClient, Usage
-        from evolve.propose.model import LLMProposer
-
-        usage = Usage.from_dict(stored_usage) if stored_usage else Usage()
-        client = LLMClient(config.model, usage=usage, budget_tokens=config.budget_tokens, budget_usd=config.budget_usd, rng=random.Random(config.seed))
-        return LLMProposer(client, Path(config.prompts_dir) if config.prompts_dir else None), usage
-    raise ConfigError(f"unknown proposer '{config.proposer}' (choose auto, llm or offline)")
+    def seed(self, name: str, evaluation: Evaluation) -> None: ...
+    def start(self, task: str, run_dir: Path, done: int, total: int, best: ProgramRecord | None, proposer: str, usage) -> None: ...
+    def child(self, record: ProgramRecord) -> None: ...
+    def stop(self) -> None: ...
 
 
-def write_best_program(run_dir: Path, best: ProgramRecord, task: Task) -> Path:
-    """The best program as a standalone file, its scores and fitted parameters in a header."""
-    lines = [
-        f"# Best law of run {run_dir.name} on task {task.name} (program {best.id}).",
-        f"# Validation R2 {best.validation.metrics.r2:.6f}"
-        + (f"; test R2 {best.test.metrics.r2:.6f}" if best.test and best.test.ok else ""),
-        f"# Fitted parameters per group (refit by fit_scaling_law on your data): n_params={best.n_params}",
-    ]
-    params = best.test.params if best.test and best.test.params else best.validation.params
-    for group, values in sorted(params.items()):
-        shown = "[" + ", ".join(f"{v:.6g}" for v in values) + "]" if values is not None else "(not numeric)"
-        lines.append(f"#   {group}: {shown}")
-    path = run_dir / BEST_PROGRAM_NAME
-    path.write_text("\n".join(lines) + "\n" + best.code)
-    return path
+class Silent:
+    """A Progress that shows nothing (the Python API, benchmarks, tests)."""
+
+    def seed(self, name, evaluation) -> None:
+        pass
+
+    def start(self, *args) -> None:
+        pass
+
+    def child(self, record) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
 
-def discard_unstarted_run(database: Path) -> None:
-    """Remove an archive that a kill left before its settings were stored (it holds no
-    program, so nothing is lost); refuse any other existing run."""
-    with Archive.open(database) as archive:
-        unstarted = archive.get_meta("config") is None and archive.count() == 0
-    if not unstarted:
-        raise RunError(f"{database.parent} already holds a run: use --resume {database.parent} or another --run-dir")
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{database}{suffix}").unlink(missing_ok=True)
+def start_run(config: RunConfig, resume_dir: Path | None, iterations: int | None, proposer: Proposer | None):
+    """(config, archive, run directory, task, proposer, usage) of a new or resumed run.
 
-
-def open_run(config: RunConfig, resume_dir: Path | None) -> tuple[RunConfig, Archive, Path, Task]:
-    """A new run directory and archive, or the stored settings and archive of a run to resume.
-
-    A new run loads its task and seed laws first, so bad input leaves nothing on disk."""
+    A new run loads its task, seed laws and proposer before anything is written, so bad
+    input, a missing key or an unreachable endpoint leave nothing on disk."""
     if resume_dir is not None:
-        database = resume_dir / DATABASE_NAME
-        if not database.is_file():
-            raise RunError(f"no run to resume in {resume_dir} (missing {DATABASE_NAME})")
-        archive = Archive.open(database)
-        stored = archive.get_meta("config")
-        if stored is None:
+        config, archive, task = resume_run(resume_dir, iterations)
+        run_dir = Path(resume_dir)
+        try:
+            if proposer is None:
+                proposer, usage = make_proposer(config, task, archive.get_meta("usage"))
+            else:
+                usage = None
+        except BaseException:
             archive.close()
-            raise RunError(f"{resume_dir} was stopped before it stored its settings: start it again with `evolve run TASK --run-dir {resume_dir}`")
-        resumed = config_from_stored(stored)
-        if config.iterations > resumed.iterations:  # a resume may extend the run
-            resumed = dataclasses.replace(resumed, iterations=config.iterations)
-        return resumed, archive, resume_dir, load_task(resumed.task)
+            raise
+        return config, archive, run_dir, task, proposer, usage
     task = load_task(config.task)
     for path in seed_law_paths(task, config):  # refuse unusable seeds before anything is written
         load_seed_program(path, task)
-    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.task)
-    if (run_dir / DATABASE_NAME).exists():
-        discard_unstarted_run(run_dir / DATABASE_NAME)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
-    archive = Archive.create(run_dir / DATABASE_NAME, config.archive, task.param_cap)
-    shipped = task.path.parent == data_root("tasks")
-    config = dataclasses.replace(config, run_dir=str(run_dir), task=config.task if shipped else str(task.path))
-    archive.set_meta("config", config_to_dict(config))
-    archive.set_meta("task", task.name)
-    archive.set_meta("started_at", time.time())
-    archive.set_meta("status", "running")
-    archive.set_meta("iteration", 0)
-    return config, archive, run_dir, task
-
-
-def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: Proposer | None = None, progress: RunProgress | None = None) -> RunSummary:
-    """Run (or resume) an evolution and return its summary; the archive holds everything."""
-    started = time.perf_counter()
-    config, archive, run_dir, task = open_run(config, resume_dir)
-    progress = progress or RunProgress(enabled=False)
-    stored_rng = archive.get_meta("rng_state")
-    rng = rng_from_json(stored_rng) if stored_rng else random.Random(config.seed)
     usage = None
     if proposer is None:
-        proposer, usage = make_proposer(config, task, rng, archive.get_meta("usage"))
+        proposer, usage = make_proposer(config, task)
+    try:
+        config, archive, run_dir = create_run(config, task)
+    except BaseException:
+        proposer.close()
+        raise
+    return config, archive, run_dir, task, proposer, usage
+
+
+def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: Proposer | None = None,
+                  progress: Progress | None = None, iterations: int | None = None) -> RunSummary:
+    """Run (or resume) an evolution and return its summary; the archive holds everything.
+
+    On resume, `iterations` (when given) changes the planned count; the run's other
+    settings are its own."""
+    started = time.perf_counter()
+    config, archive, run_dir, task, proposer, usage = start_run(config, resume_dir, iterations, proposer)
+    progress = progress or Silent()
+    stored_rng = archive.get_meta("rng_state")
+    rng = rng_from_json(stored_rng) if stored_rng else random.Random(config.seed)
     stopped = "finished"
     try:
         with Scorer(config.scorer) as scorer:
             evolution = Evolution(config, archive, task, proposer, scorer, rng, progress)
             if not archive.get_meta("seeded", False):
-                evolution.add_seeds()
+                try:
+                    evolution.add_seeds()
+                except RunError:
+                    progress.stop()
+                    discard_failed_start(archive)  # nothing was evolved: leave nothing behind
+                    raise
             start = archive.max_iteration()  # a kill mid-batch keeps the children stored before it
             progress.start(task.name, run_dir, start, config.iterations, archive.best(), proposer.name, usage)
             archive.set_meta("status", "running")
@@ -391,8 +320,16 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
                 stopped = evolution.run_batches(executor, start, config.iterations, usage)
             progress.stop()
             top = evolution.score_top_on_test()
+    except RunError as exc:
+        if not archive.closed:
+            progress.stop()
+            archive.set_meta("status", f"stopped: {exc}")
+            archive.close()
+        raise
     except BaseException as exc:
         progress.stop()
+        if isinstance(exc, KeyboardInterrupt):
+            exc.run_dir = run_dir  # the CLI names it in "resume with ..."
         archive.set_meta("status", "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc}")
         archive.close()
         raise
@@ -403,18 +340,22 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
         write_best_program(run_dir, best, task)
     archive.set_meta("status", "finished")
     archive.set_meta("finished_at", time.time())
+    summary = summarize(archive, run_dir, task, stopped, time.perf_counter() - started, top, usage)
+    archive.close()
+    return summary
+
+
+def summarize(archive: Archive, run_dir: Path, task: Task, stopped: str, seconds: float, top: list[ProgramRecord], usage) -> RunSummary:
     programs = archive.programs(order="id")
-    summary = RunSummary(
+    return RunSummary(
         run_dir=run_dir,
         task=task.name,
         iterations=int(archive.get_meta("iteration", 0)),
         evaluations=len(programs),
         failures=sum(1 for p in programs if not p.ok),
         stopped_reason=stopped,
-        seconds=time.perf_counter() - started,
-        best=best,
+        seconds=seconds,
+        best=top[0] if top else None,
         top=top,
         usage=usage.to_dict() if usage is not None else {},
     )
-    archive.close()
-    return summary

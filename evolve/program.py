@@ -11,6 +11,7 @@ Only the fit API evolves; `wrap_law_program` turns a law file into one.
 from __future__ import annotations
 
 import ast
+import hashlib
 import textwrap
 import threading
 
@@ -147,3 +148,14 @@ def function_source(text: str, name: str) -> str | None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
             return ast.get_source_segment(text, node)
     return None
+
+
+def code_key(code: str) -> str:
+    """A key equal for programs that differ only in comments or layout: they score the same,
+    so the loop scores such a program once (its syntax tree is the key; raw text when it
+    does not parse)."""
+    try:
+        text = ast.dump(parse_python(code))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        text = code
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from evolve.config import TOMLDecodeError, load_toml
 
 SPLITS = ("validation", "test", "train")
 GROUP_COLUMN = "group"
@@ -139,6 +136,10 @@ class Task:
 
 
 def validation_mask(rows: Rows, features: tuple[str, ...], rule: ValidationRule) -> np.ndarray:
+    """The held-out rows of one fold: per group the largest by the rule's column, or a
+    seeded random fraction when the rule has no column."""
+    if rule.column:
+        return largest_mask(rows.groups, column_values(rows.X, features, rule.column), rule.fraction)
     mask = np.zeros(len(rows), dtype=bool)
     rng = np.random.default_rng(VALIDATION_SEED)
     for group in rows.group_names():
@@ -146,16 +147,77 @@ def validation_mask(rows: Rows, features: tuple[str, ...], rule: ValidationRule)
         if len(index) < 3:
             continue  # too few rows to hold any out and still fit
         k = min(len(index) - 2, max(1, math.ceil(rule.fraction * len(index))))
-        if rule.column:
-            values = rows.X[index, features.index(rule.column)]
-            threshold = np.sort(values)[::-1][k - 1]
-            chosen = index[values >= threshold]
-            if len(chosen) > len(index) - 2:  # ties would leave too little to fit on
-                chosen = index[np.argsort(-values, kind="stable")[:k]]
-        else:
-            chosen = rng.choice(index, size=k, replace=False)
+        mask[rng.choice(index, size=k, replace=False)] = True
+    return mask
+
+
+def column_names(expression: str) -> list[str]:
+    """The columns of a scale expression: one column, or a product such as 'params*tokens'."""
+    return [name.strip() for name in expression.split("*")]
+
+
+def column_values(X: np.ndarray, features: tuple[str, ...], expression: str) -> np.ndarray:
+    """The values of a scale expression over feature columns (a product of features)."""
+    values = np.ones(len(X))
+    for name in column_names(expression):
+        values = values * X[:, features.index(name)]
+    return values
+
+
+def largest_mask(groups: np.ndarray, values: np.ndarray, fraction: float) -> np.ndarray:
+    """Per group, the rows with the largest `values` (a `fraction` of the group, ties
+    included), keeping at least two rows of each group to fit on."""
+    mask = np.zeros(len(groups), dtype=bool)
+    for group in sorted(set(groups.tolist())):
+        index = np.flatnonzero(groups == group)
+        if len(index) < 3:
+            continue
+        k = min(len(index) - 2, max(1, math.ceil(fraction * len(index))))
+        threshold = np.sort(values[index])[::-1][k - 1]
+        chosen = index[values[index] >= threshold]
+        if len(chosen) > len(index) - 2:
+            chosen = index[np.argsort(-values[index], kind="stable")[:k]]
         mask[chosen] = True
     return mask
+
+
+def wide_positive_features(X: np.ndarray, features: tuple[str, ...]) -> list[str]:
+    """Features that look like scales: positive and spanning more than a factor of 20."""
+    found = []
+    for j, name in enumerate(features):
+        column = X[:, j]
+        if len(column) and column.min() > 0 and column.max() / column.min() > 20:
+            found.append(name)
+    return found
+
+
+def auto_validation_rule(train: Rows, features: tuple[str, ...], test_column: str, test_fraction: float) -> ValidationRule:
+    """How to validate a task nobody tuned, decided from train and the test split's own rule.
+
+    The principle: validation should ask the question the test split asks, one step earlier.
+    - Order by the column test is split by when it is made of features (a product such as
+      params*tokens included); else by the product of the scale-like features (positive,
+      spanning over 20x: compute-like), else by the widest feature. Never by the labels.
+    - Hold out as much of what train keeps as test holds out of the whole group:
+      fraction f/(1-f) of train for a test fraction f (clipped to 0.1..0.5), so the
+      extrapolation judged has the reach of the one that matters.
+    - Two rolling-origin folds when every group keeps at least 4 rows to fit on after both
+      cuts: one small held-out fold lets a search that ranks hundreds of laws pick one that
+      fits those few rows by luck (seen on SLDBench's data_constrained and easy_question,
+      where the one-fold winners extrapolated worse than the plain power law); one fold
+      when groups are too small for two.
+    Nothing here reads a target value or the test rows.
+    """
+    names = column_names(test_column) if test_column else []
+    if names and all(n in features for n in names):
+        column = test_column
+    else:
+        scales = wide_positive_features(train.X, features)
+        column = "*".join(scales) if scales else (features[int(np.argmax(np.ptp(train.X, axis=0)))] if len(features) else "")
+    fraction = float(min(0.5, max(0.1, test_fraction / max(1e-9, 1 - test_fraction))))
+    sizes = [int(np.sum(train.groups == g)) for g in train.group_names()]
+    two_folds = all(size - 2 * max(1, math.ceil(fraction * size)) >= 4 for size in sizes)
+    return ValidationRule(column, fraction, 2 if two_folds else 1)
 
 
 def shipped_task_names() -> list[str]:
@@ -182,15 +244,28 @@ def load_task(name_or_path: str | Path) -> Task:
     features = tuple(config["features"])
     targets = tuple(config["targets"])
     validation = config.get("validation", {})
+    if not isinstance(validation, dict):
+        raise TaskError(f"{folder / 'task.toml'}: [validation] must be a table")
+    train = read_rows(folder / "train.csv", features, targets)
+    if validation.get("rule", "") == "auto":
+        test = config.get("test", {}) if isinstance(config.get("test", {}), dict) else {}
+        rule = auto_validation_rule(train, features, str(test.get("column", "")), float(test.get("fraction", 0.2)))
+        return make_task(config, folder, features, targets, rule, train)
     folds = validation.get("folds", 1)
     if not isinstance(folds, int) or isinstance(folds, bool) or not 1 <= folds <= 5:
         raise TaskError(f"{folder / 'task.toml'}: validation folds must be a whole number from 1 to 5")
     rule = ValidationRule(str(validation.get("column", "")), float(validation.get("fraction", 0.2)), folds)
-    if rule.column and rule.column not in features:
-        raise TaskError(f"{folder / 'task.toml'}: validation column '{rule.column}' is not a feature")
+    if rule.column and not all(name in features for name in column_names(rule.column)):
+        raise TaskError(f"{folder / 'task.toml'}: validation column '{rule.column}' is not a feature (or a product of features)")
     if not 0 < rule.fraction < 1:
         raise TaskError(f"{folder / 'task.toml'}: validation fraction must be between 0 and 1")
+    return make_task(config, folder, features, targets, rule, train)
+
+
+def make_task(config: dict, folder: Path, features: tuple[str, ...], targets: tuple[str, ...], rule: ValidationRule, train: Rows) -> Task:
     cap = config.get("param_cap")
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+        raise TaskError(f"{folder / 'task.toml'}: param_cap must be a whole number of at least 1")
     return Task(
         name=str(config.get("name", folder.name)),
         path=folder,
@@ -199,17 +274,17 @@ def load_task(name_or_path: str | Path) -> Task:
         description=" ".join(str(config.get("description", "")).split()),
         param_cap=int(cap) if cap is not None else None,
         validation=rule,
-        train=read_rows(folder / "train.csv", features, targets),
+        train=train,
         test=read_rows(folder / "test.csv", features, targets),
     )
 
 
 def read_task_config(path: Path) -> dict:
     try:
-        config = tomllib.loads(path.read_text())
+        config = load_toml(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise TaskError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except TOMLDecodeError as exc:
         raise TaskError(f"{path} is not valid TOML: {exc}") from None
     for key in ("features", "targets"):
         value = config.get(key)
@@ -266,46 +341,91 @@ def create_task_folder(
     test_column: str | None = None,
     test_fraction: float = 0.2,
     description: str = "",
+    param_cap: int | None = None,
+    validation: tuple[float, int] | None = None,
 ) -> Task:
     """Write a task folder from one CSV: per group, the rows with the largest `test_column`
     values (a `test_fraction` of them) become test.csv, the rest train.csv.
 
-    The CSV is checked first (columns, numbers, NaN, empty groups), so a refused file
-    leaves nothing half-written.
+    `test_column` is any numeric column of the CSV, or a product of columns
+    ('params*tokens': compute, up to the constant 6). `validation` is (fraction, folds) of
+    the largest train rows by the same order, or None for the automatic rule chosen from
+    train alone (`auto_validation_rule`). The CSV is checked first (columns, numbers,
+    NaN, empty groups, every group with train, validation and test rows), so a refused
+    file leaves nothing half-written.
     """
-    test_column = test_column or features[0]
-    if test_column not in features:
-        raise TaskError(f"--test-largest column '{test_column}' is not one of the features")
+    test_column = (test_column or features[0]).replace(" ", "")
+    both = sorted(set(features) & set(targets))
+    if both:
+        raise TaskError(f"{', '.join(both)} cannot be both a feature and a target")
     if not 0 < test_fraction < 1:
         raise TaskError("the test fraction must be between 0 and 1")
-    if group_column:
-        try:
-            with open(csv_path, newline="") as handle:
-                header = next(csv.reader(handle), [])
-        except FileNotFoundError:
-            raise TaskError(f"missing data file {csv_path}") from None
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise TaskError(f"cannot read {csv_path}: {exc}") from None
-        if group_column not in header:
-            raise TaskError(f"{csv_path}: missing group column '{group_column}'")
+    if param_cap is not None and param_cap < 1:
+        raise TaskError("the parameter cap must be at least 1")
+    header = read_header(Path(csv_path))
+    if group_column and group_column not in header:
+        raise TaskError(f"{csv_path}: missing group column '{group_column}'")
+    scale_names = column_names(test_column)
+    unknown = [n for n in scale_names if n not in header]
+    if unknown:
+        raise TaskError(f"--test-largest: no column {', '.join(unknown)} in {csv_path} (has {', '.join(header)})")
     rows = read_rows(Path(csv_path), tuple(features), tuple(targets), group_column or "")
-    test_mask = validation_mask(rows, tuple(features), ValidationRule(test_column, test_fraction))
-    if not test_mask.any():
-        raise TaskError("no group has enough rows (3 or more) to hold out a test split")
+    scale = read_rows(Path(csv_path), tuple(scale_names), (), group_column or "").X.prod(axis=1)
+    test_mask = largest_mask(rows.groups, scale, test_fraction)
+    train = rows.select(~test_mask)
+    check_every_group_splits(rows, test_mask, train, tuple(features), validation, test_column, test_fraction)
     if (folder / "task.toml").exists():
         raise TaskError(f"{folder} already holds a task")
     folder.mkdir(parents=True, exist_ok=True)
-    write_rows(folder / "train.csv", rows.select(~test_mask), features, targets)
+    write_rows(folder / "train.csv", train, features, targets)
     write_rows(folder / "test.csv", rows.select(test_mask), features, targets)
     text = description or f"User data from {Path(csv_path).name}: features {', '.join(features)}; targets {', '.join(targets)}."
     (folder / "task.toml").write_text(
         f"name = {json.dumps(folder.name)}\n"
         f"features = {json.dumps(features)}\n"
         f"targets = {json.dumps(targets)}\n"
-        f"description = {json.dumps(text)}\n\n"
-        f"[validation]\ncolumn = {json.dumps(test_column)}\nfraction = {test_fraction}\n"
+        + (f"param_cap = {param_cap}\n" if param_cap is not None else "")
+        + f"description = {json.dumps(text)}\n\n"
+        f"[test]  # how test.csv was cut: per group, the rows with the largest values\ncolumn = {json.dumps(test_column)}\nfraction = {test_fraction}\n\n"
+        + validation_toml(validation, test_column)
     )
     return load_task(folder)
+
+
+def validation_toml(validation: tuple[float, int] | None, test_column: str) -> str:
+    if validation is None:
+        return "[validation]  # chosen from train alone when the task loads (evolve.tasks.auto_validation_rule)\nrule = \"auto\"\n"
+    fraction, folds = validation
+    return f"[validation]\ncolumn = {json.dumps(test_column)}\nfraction = {fraction}\nfolds = {folds}\n"
+
+
+def check_every_group_splits(rows: Rows, test_mask: np.ndarray, train: Rows, features: tuple[str, ...],
+                             validation: tuple[float, int] | None, test_column: str, test_fraction: float) -> None:
+    """Refuse, naming the group, a split that leaves a group without test or validation rows."""
+    for group in rows.group_names():
+        if not test_mask[rows.groups == group].any():
+            raise TaskError(f"group '{group}' has too few rows ({int(np.sum(rows.groups == group))}) for a test split: each group needs 5 or more")
+    if validation is None:
+        rule = auto_validation_rule(train, features, test_column, test_fraction)
+    else:
+        column = test_column if all(n in features for n in column_names(test_column)) else ""
+        if not column:
+            raise TaskError(f"--validation with a fraction needs --test-largest over features; {test_column} is not one (use --validation auto)")
+        rule = ValidationRule(column, validation[0], validation[1])
+    held_out = validation_mask(train, features, rule) if rule.column else np.zeros(len(train), dtype=bool)
+    for group in train.group_names():
+        if rule.column and not held_out[train.groups == group].any():
+            raise TaskError(f"group '{group}' keeps too few train rows ({int(np.sum(train.groups == group))}) for a validation split: each group needs 5 or more rows")
+
+
+def read_header(path: Path) -> list[str]:
+    try:
+        with open(path, newline="") as handle:
+            return next(csv.reader(handle), [])
+    except FileNotFoundError:
+        raise TaskError(f"missing data file {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TaskError(f"cannot read {path}: {exc}") from None
 
 
 def write_rows(path: Path, rows: Rows, features: list[str], targets: list[str]) -> None:

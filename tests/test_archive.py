@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evolve.store.database import Archive, ArchiveError, complexity_bin, param_bin
+from evolve.store.database import Archive, ArchiveError
+from evolve.store.elites import complexity_bin, param_bin
 from evolve.config import ArchiveConfig
 from evolve.metrics import compute_metrics, failed_metrics
 from evolve.records import ProgramRecord, code_complexity
@@ -36,9 +37,10 @@ def failed_eval(status: str = "exception") -> Evaluation:
 
 
 def law_code(terms: int, tag: str = "") -> str:
-    """A program whose AST grows with `terms`; `tag` makes codes of equal size distinct."""
+    """A program whose AST grows with `terms`; `tag` makes codes of equal size distinct (in
+    code, not a comment: programs that differ only in comments are the same program)."""
     body = " + ".join(f"p[{i}] * x ** {i}" for i in range(terms))
-    return f"# {tag}\ndef law(x, p):\n    return {body}\n"
+    return f"TAG = {tag!r}\ndef law(x, p):\n    return {body}\n"
 
 
 def program(error: float = 0.1, terms: int = 3, n_params: int | None = 2, island: int = 0, tag: str = "", **fields) -> ProgramRecord:

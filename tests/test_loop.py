@@ -11,7 +11,8 @@ from pathlib import Path
 
 from evolve.store.database import Archive
 from evolve.config import ArchiveConfig, ModelConfig, ModelSpec, RunConfig, ScorerConfig
-from evolve.loop import code_key, run_evolution
+from evolve.loop import run_evolution
+from evolve.program import code_key
 from tests.fake_openai import FakeOpenAI
 
 WEAK_SEED = '''"""A deliberately weak seed: loss linear in the data size."""

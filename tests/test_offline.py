@@ -11,17 +11,8 @@ from evolve.config import ScorerConfig
 from evolve.metrics import failed_metrics
 from evolve.program import BLOCK_END, BLOCK_START, detect_api, extract_block
 from evolve.propose.base import ProposalRequest
-from evolve.propose.grammar import (
-    SpecError,
-    canonical,
-    canonical_order,
-    law_param_count,
-    new_spec,
-    program_code,
-    spec_from_code,
-    spec_param_count,
-    validate_spec,
-)
+from evolve.propose.grammar import SpecError, canonical, canonical_order, law_param_count, new_spec, spec_param_count, validate_spec
+from evolve.propose.grammar_code import program_code, spec_from_code
 from evolve.propose.offline import (
     OfflineProposer,
     crossover,

@@ -103,7 +103,7 @@ def test_a_good_diff_becomes_a_child_with_its_explanation_and_usage(task):
     client = ScriptedClient(GOOD_DIFF)
     proposal = LLMProposer(client).propose(request(task))
     assert isinstance(proposal, Proposal)
-    assert proposal.error == ""
+    assert proposal.status is None and proposal.message == ""
     assert proposal.code == PROGRAM.replace("c = 0.5 * y.min()", "c = 0.9 * y.min()")
     assert proposal.explanation.startswith("Fitting the floor as 0.9")
     assert "<<<<<<<" not in proposal.explanation
@@ -128,8 +128,8 @@ def test_a_failed_diff_is_a_proposal_without_code_naming_the_unmatched_line(task
     client = ScriptedClient(BAD_DIFF)
     failed = LLMProposer(client).propose(request(task))
     assert failed.code is None
-    assert failed.error.startswith("diff_not_applied: ")
-    assert "c = 0.5 * y.mean()" in failed.error
+    assert failed.status == "diff_not_applied"
+    assert "c = 0.5 * y.mean()" in failed.message
     assert failed.explanation == "Use an exponent on the offset."
 
 
@@ -151,21 +151,21 @@ def test_a_truncated_reply_reports_a_syntax_error_and_the_cut(task):
     cut = FULL_REPLY[: FULL_REPLY.index("slope, intercept")] + "slope, intercept = np.polyfit(np.log(x),"
     proposal = LLMProposer(ScriptedClient((cut, "length"))).propose(request(task, edit_mode="full"))
     assert proposal.code is None
-    assert proposal.error.startswith("syntax_error: line ")
-    assert proposal.error.endswith("(the reply was cut off at the token limit)")
+    assert proposal.status == "syntax_error" and proposal.message.startswith("line ")
+    assert proposal.message.endswith("(the reply was cut off at the token limit)")
     assert proposal.completion_tokens > 0  # the tokens were spent all the same
 
 
 def test_an_empty_reply_is_no_code(task):
     proposal = LLMProposer(ScriptedClient("")).propose(request(task))
-    assert proposal.code is None and proposal.error == "no_code: the reply is empty"
+    assert proposal.code is None and proposal.status == "no_code" and proposal.message == "the reply is empty"
 
 
 def test_an_unavailable_endpoint_is_a_proposal_without_code(task):
     client = ScriptedClient(LLMUnavailable("http://localhost:1 unavailable after 6 attempt(s): cannot connect"))
     proposal = LLMProposer(client).propose(request(task))
     assert proposal.code is None
-    assert proposal.error == "unavailable: http://localhost:1 unavailable after 6 attempt(s): cannot connect"
+    assert proposal.status == "unavailable" and proposal.message == "http://localhost:1 unavailable after 6 attempt(s): cannot connect"
     assert proposal.model == "model-a"
 
 

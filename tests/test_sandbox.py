@@ -24,16 +24,16 @@ import pytest
 import evolve
 from evolve.config import ScorerConfig
 from evolve.scoring.in_sandbox import GroupJob, RunReport, run_jobs
-from evolve.scoring.pool import (
+from evolve.scoring.frames import (
     FRAME_PREFIX,
     MAGIC,
     Expectation,
     FrameError,
-    Sandbox,
     decode_report,
     encode_report,
     is_memory_failure,
 )
+from evolve.scoring.pool import Sandbox
 from tests.attacks import Listener, descendants, processes_of_uids
 
 SECRET = "sk-test-secret"
@@ -389,7 +389,7 @@ def test_processes_a_program_leaves_behind_are_killed(sandbox):
 
 
 FORGED_FRAME = (  # a well-formed ok frame with one group of two rows, for a request of two groups
-    "__import__('evolve.scoring.pool').scoring.pool.encode_report(__import__('evolve.scoring.in_sandbox').scoring.in_sandbox.RunReport("
+    "__import__('evolve.scoring.frames').scoring.frames.encode_report(__import__('evolve.scoring.in_sandbox').scoring.in_sandbox.RunReport("
     "'ok', '', {'alpha': __import__('numpy').zeros((2, 1))}, {'alpha': []}))"
 )
 

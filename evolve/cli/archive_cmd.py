@@ -10,59 +10,24 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
+import click
 from rich.console import Console
 from rich.syntax import Syntax
 
-from evolve.store.database import Archive, ArchiveError
-from evolve.cli.main import format_params, format_r2, print_table
+from evolve.cli.display import format_params, format_r2, format_tokens, print_table, r2_or_none, safe_text
 from evolve.records import ProgramRecord
-from evolve.tasks import Task, load_task
+from evolve.text import format_timestamp, one_line, shorten, strict_json
+from evolve.store.rundir import DATABASE_NAME, database_path, find_runs, open_read_only, relative_name, run_name, run_overview, run_task
 
-DATABASE_NAME = "archive.db"
 
 
 # ---------------------------------------------------------------- opening runs
 
 
-def database_path(run: str | Path) -> Path:
-    """RUN/archive.db for a run directory (a path to the database itself is accepted too)."""
-    path = Path(run)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise ArchiveError(f"{path}: no such run directory")
-    if not (path / DATABASE_NAME).is_file():
-        raise ArchiveError(f"{path}: not a run directory (no {DATABASE_NAME})")
-    return path / DATABASE_NAME
-
-
-def open_run(run: str | Path) -> Archive:
-    return Archive.open(database_path(run), readonly=True)
-
-
-def run_task(archive: Archive) -> Task:
-    """The task the run evolved laws for, from its stored settings."""
-    config = archive.get_meta("config") or {}
-    name = config.get("task") or archive.get_meta("task")
-    if not name:
-        raise ArchiveError(f"{archive.path}: the run does not record its task")
-    return load_task(name)
-
-
-def run_name(archive: Archive) -> str:
-    return archive.path.resolve().parent.name
-
-
 # ---------------------------------------------------------------- plain data
-
-
-def r2_or_none(evaluation) -> float | None:
-    return evaluation.metrics.r2 if evaluation is not None and evaluation.ok else None
 
 
 def record_summary(record: ProgramRecord) -> dict:
@@ -99,67 +64,6 @@ def record_details(record: ProgramRecord) -> dict:
     }
 
 
-def run_overview(directory: Path, database: Path) -> dict:
-    """One line of `evolve runs`: what a run is, how far it got and what it found."""
-    try:
-        archive = Archive.open(database, readonly=True)
-    except ArchiveError as exc:
-        return {"run": str(directory), "error": str(exc)}
-    with archive:
-        best = archive.best()
-        usage = archive.get_meta("usage") or tokens_of(archive.programs(order="id"))
-        config = archive.get_meta("config") or {}
-        return {
-            "run": str(directory),
-            "task": archive.get_meta("task") or config.get("task"),
-            "started_at": archive.get_meta("started_at"),
-            "finished_at": archive.get_meta("finished_at"),
-            "status": archive.get_meta("status"),
-            "iterations": archive.get_meta("iteration"),
-            "planned_iterations": config.get("iterations"),
-            "programs": archive.count(),
-            "best_id": best.id if best else None,
-            "best_validation_r2": best.r2 if best else None,
-            "best_test_r2": r2_or_none(best.test) if best else None,
-            "prompt_tokens": usage.get("prompt_tokens", 0),
-            "completion_tokens": usage.get("completion_tokens", 0),
-            "cost_usd": usage.get("cost_usd"),
-        }
-
-
-def tokens_of(records: list[ProgramRecord]) -> dict:
-    """Token totals summed over the programs, for runs that stored no usage record."""
-    return {
-        "prompt_tokens": sum(r.prompt_tokens for r in records),
-        "completion_tokens": sum(r.completion_tokens for r in records),
-    }
-
-
-def find_runs(directory: Path) -> list[tuple[Path, Path]]:
-    """(run directory, database) for every archive.db under `directory`, sorted by path."""
-    if not directory.is_dir():
-        raise ArchiveError(f"{directory}: no such directory")
-    found = set(directory.rglob(DATABASE_NAME)) | set(directory.glob(f"*/{DATABASE_NAME}"))  # glob follows linked runs
-    return [(db.parent, db) for db in sorted(found) if db.is_file()]
-
-
-def relative_name(run: Path, directory: Path) -> str:
-    """A run's path below --dir, which is what tells runs apart in a narrow table."""
-    try:
-        return str(run.relative_to(directory)) if run != directory else run.name
-    except ValueError:
-        return str(run)
-
-
-def format_time(stamp: float | None) -> str:
-    return "—" if not stamp else datetime.fromtimestamp(float(stamp)).strftime("%Y-%m-%d %H:%M")
-
-
-def format_tokens(prompt: int, completion: int) -> str:
-    total = int(prompt or 0) + int(completion or 0)
-    return f"{total:,}" if total else "0"
-
-
 def pick(records: list[ProgramRecord], limit: int | None) -> list[ProgramRecord]:
     return records if limit is None else records[: max(0, limit)]
 
@@ -170,7 +74,7 @@ def pick(records: list[ProgramRecord], limit: int | None) -> list[ProgramRecord]
 def cmd_runs(args: argparse.Namespace) -> int:
     overviews = [run_overview(d, db) for d, db in find_runs(Path(args.dir))]
     if args.json:
-        print(json.dumps(overviews, indent=2))
+        print(strict_json(overviews))
         return 0
     if not overviews:
         print(f"no runs under {args.dir} (a run is a directory with {DATABASE_NAME})")
@@ -182,13 +86,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
             rows.append([name, "—", "—", f"unreadable: {o['error']}", "—", "—", "—", "—"])
             continue
         iterations = f"{o['iterations']}/{o['planned_iterations']}" if o["planned_iterations"] is not None else o["iterations"]
-        rows.append([name, o["task"], format_time(o["started_at"]), o["status"], iterations, format_r2(o["best_validation_r2"]), format_r2(o["best_test_r2"]), format_tokens(o["prompt_tokens"], o["completion_tokens"])])
+        rows.append([name, o["task"], format_timestamp(o["started_at"]), o["status"], iterations, format_r2(o["best_validation_r2"]), format_r2(o["best_test_r2"]), format_tokens(o["prompt_tokens"], o["completion_tokens"])])
     print_table(f"Runs under {args.dir}", ["run", "task", "started", "status", "iterations", "best val R²", "its test R²", "tokens"], rows)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with open_run(args.run) as archive:
+    with open_read_only(args.run) as archive:
         failed = True if args.failed else None
         records = archive.programs(island=args.island, failed=failed, order="r2", limit=args.top)
     if args.csv:
@@ -199,7 +103,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if not args.json:
             return 0
     if args.json:
-        print(json.dumps([record_summary(r) for r in records], indent=2))
+        print(strict_json([record_summary(r) for r in records]))
         return 0
     rows = [
         [r.id, r.island, r.iteration, r.parent_id if r.parent_id is not None else "—", r.proposer, r.validation.status,
@@ -212,7 +116,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with open_run(args.run) as archive:
+    with open_read_only(args.run) as archive:
         record = archive.get(args.id)
         task = run_task(archive) if not args.no_formula or args.json else None
     formula = None
@@ -221,7 +125,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         formula = formulas_for([record], task).get(record.id)
     if args.json:
-        print(json.dumps({**record_details(record), "formula": formula.to_dict() if formula else None}, indent=2))
+        print(strict_json({**record_details(record), "formula": formula.to_dict() if formula else None}))
         return 0
     show_record(record, formula, args.no_formula)
     return 0
@@ -237,24 +141,41 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool) -> None:
     console.print(f"status {status}; validation R² {format_r2(r2_or_none(v))}, NMSE {v.metrics.nmse:.6g}, NMAE {v.metrics.nmae:.6g}; test R² {format_r2(r2_or_none(record.test)) if record.test else 'not scored'}", highlight=False)
     console.print(f"{record.n_params if record.n_params is not None else '—'} fitted parameters per group; size {record.complexity} AST nodes; cell {record.cell}; tokens {record.prompt_tokens} prompt + {record.completion_tokens} completion", highlight=False)
     if record.explanation:
-        console.print(f"explanation: {record.explanation}", markup=False, highlight=False)
+        console.print(f"explanation: {safe_text(record.explanation)}", markup=False, highlight=False)
     if v.message:
-        console.print(f"message: {v.message}", markup=False, highlight=False)
+        console.print(f"message: {safe_text(v.message)}", markup=False, highlight=False)
     if formula is not None:
         console.print(f"formula{'' if formula.verified else ' (not checked on data)'}:", highlight=False)
         for expression, latex in zip(formula.expressions, formula.latex):
-            console.print(f"  {expression}\n  LaTeX: {latex}", markup=False, highlight=False)
+            console.print(f"  {safe_text(expression)}\n  LaTeX: {safe_text(latex)}", markup=False, highlight=False)
     elif record.ok:
         console.print("formula: skipped (--no-formula)" if formula_skipped else "formula: could not be recovered from the code", highlight=False)
     source, evaluation = params_source(record)
     if evaluation.params:
         rows = [[group, format_params(values)] for group, values in sorted(evaluation.params.items())]
         print_table(f"fitted parameters per group (from the {source})", ["group", "parameters"], rows, console)
-    console.print(Syntax(record.code or "# (no code: the proposal failed)", "python", line_numbers=True, word_wrap=True))
+    console.print(Syntax(safe_text(record.code, limit=0) or "# (no code: the proposal failed)", "python", line_numbers=True, word_wrap=True))
+    show_exchange(record, console)
+
+
+def show_exchange(record: ProgramRecord, console: Console) -> None:
+    """The prompt a model was sent and the reply it gave, so a run can be audited."""
+    prompt = record.extra.get("prompt")
+    if prompt:
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+        for message in messages:
+            role = message.get("role", "?") if isinstance(message, dict) else "?"
+            content = message.get("content", "") if isinstance(message, dict) else str(message)
+            console.print(f"[bold]prompt ({safe_text(role)}):[/bold]")
+            console.print(safe_text(content, limit=0), markup=False, highlight=False)
+    reply = record.extra.get("reply")
+    if reply is not None:
+        console.print("[bold]reply:[/bold]")
+        console.print(safe_text(reply, limit=0) or "(empty reply)", markup=False, highlight=False)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    with open_run(args.run) as archive:
+    with open_read_only(args.run) as archive:
         first, second = archive.get(args.id1), archive.get(args.id2)
     lines = difflib.unified_diff(
         first.code.splitlines(keepends=True),
@@ -271,28 +192,23 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    with open_run(args.run) as archive:
+    with open_read_only(args.run) as archive:
         chain = archive.lineage(args.id)
     if args.json:
-        print(json.dumps([record_summary(r) for r in chain], indent=2))
+        print(strict_json([record_summary(r) for r in chain]))
         return 0
     rows = []
     for record, parent in zip(chain, chain[1:] + [None]):
         gain = record.r2 - parent.r2 if parent is not None and record.ok and parent.ok else None
-        rows.append([record.id, record.iteration, record.island, record.proposer, record.validation.status, format_r2(r2_or_none(record.validation)), "—" if gain is None else f"{gain:+.4f}", record.n_params if record.n_params is not None else "—", shorten(record.explanation)])
+        rows.append([record.id, record.iteration, record.island, record.proposer, record.validation.status, format_r2(r2_or_none(record.validation)), "—" if gain is None else f"{gain:+.4f}", record.n_params if record.n_params is not None else "—", shorten(one_line(safe_text(record.explanation)), 70)])
     print_table(f"Lineage of program {args.id}, back to its seed", ["id", "iter", "island", "proposer", "status", "val R²", "gain", "params", "explanation"], rows)
     return 0
-
-
-def shorten(text: str, width: int = 70) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from evolve.report.export import export_program
 
-    with open_run(args.run) as archive:
+    with open_read_only(args.run) as archive:
         record = archive.get(args.id)
         task = run_task(archive)
         text = export_program(record, task, run_name(archive), args.api)
@@ -307,10 +223,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_pareto(args: argparse.Namespace) -> int:
     from evolve.report.html import pareto_front
 
-    with open_run(args.run) as archive:
+    with open_read_only(args.run) as archive:
         front = pareto_front(archive.programs(failed=False, order="id"))
     if args.json:
-        print(json.dumps([record_summary(r) for r in front], indent=2))
+        print(strict_json([record_summary(r) for r in front]))
         return 0
     rows = [[r.n_params, format_r2(r.r2), format_r2(r2_or_none(r.test)), r.id, r.iteration, r.proposer, r.complexity] for r in front]
     print_table(f"Pareto front of {args.run}: validation R² against fitted parameters per group", ["params", "val R²", "test R²", "id", "iter", "proposer", "size"], rows)
@@ -326,59 +242,84 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- the parsers
+# ---------------------------------------------------------------- the commands
 
 
-def add_commands(commands) -> None:
-    """Register runs, archive and report on the `evolve` subparsers."""
-    runs = commands.add_parser("runs", help="list the runs under a directory")
-    runs.add_argument("--dir", default="archive", help="where to look for runs (default: archive)")
-    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    runs.set_defaults(handler=cmd_runs)
-
-    archive = commands.add_parser("archive", help="inspect one run: list, show, diff, lineage, export, pareto")
-    archive.add_argument("run", help="a run directory (holding archive.db)")
-    sub = archive.add_subparsers(dest="archive_command", required=True)
-    add_archive_commands(sub)
-
-    report = commands.add_parser("report", help="write a self-contained HTML report of a run")
-    report.add_argument("run", help="a run directory (holding archive.db)")
-    report.add_argument("-o", "--output", help="the HTML file to write (default: RUN/report.html)")
-    report.add_argument("--no-exec", action="store_true", help="do not run any program (no fit plots, no formulas)")
-    report.set_defaults(handler=cmd_report)
+def namespace(ctx: click.Context, **values) -> argparse.Namespace:
+    return argparse.Namespace(run=ctx.obj, **values)
 
 
-def add_archive_commands(sub) -> None:
-    listing = sub.add_parser("list", help="programs, best validation R² first")
-    listing.add_argument("--top", type=int, help="only the N best")
-    listing.add_argument("--island", type=int, help="only this island")
-    listing.add_argument("--failed", action="store_true", help="only failed programs")
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.add_argument("--csv", metavar="FILE", help="also write the listed programs as CSV")
-    listing.set_defaults(handler=cmd_list)
+@click.command("runs", help="List the runs under a directory.")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--dir", "dir_option", type=click.Path(path_type=Path), help="the same as DIRECTORY (default: archive)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def runs_command(directory: Path | None, dir_option: Path | None, as_json: bool) -> int:
+    return cmd_runs(argparse.Namespace(dir=str(directory or dir_option or "archive"), json=as_json))
 
-    show = sub.add_parser("show", help="one program: code, metrics, parent, fitted parameters, formula")
-    show.add_argument("id", type=int)
-    show.add_argument("--json", action="store_true", help="print JSON instead of text")
-    show.add_argument("--no-formula", action="store_true", help="do not run the program to recover its formula")
-    show.set_defaults(handler=cmd_show)
 
-    diff = sub.add_parser("diff", help="unified diff of two programs' code")
-    diff.add_argument("id1", type=int)
-    diff.add_argument("id2", type=int)
-    diff.set_defaults(handler=cmd_diff)
+@click.group("archive", help="Inspect one run: list, show, diff, lineage, export, pareto.")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.pass_context
+def archive_group(ctx: click.Context, run: Path) -> None:
+    ctx.obj = str(run)
 
-    lineage = sub.add_parser("lineage", help="a program's ancestry back to its seed")
-    lineage.add_argument("id", type=int)
-    lineage.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lineage.set_defaults(handler=cmd_lineage)
 
-    export = sub.add_parser("export", help="a standalone program file with its fitted parameters")
-    export.add_argument("id", type=int)
-    export.add_argument("--api", choices=["fit", "law"], default="fit", help="fit: fit_scaling_law/scaling_law_func; law: law(input_data, group) with the fitted parameters embedded")
-    export.add_argument("-o", "--output", help="the file to write (default: standard output)")
-    export.set_defaults(handler=cmd_export)
+@archive_group.command("list", help="Programs, best validation R² first.")
+@click.option("--top", type=int, help="only the N best")
+@click.option("--island", type=int, help="only this island")
+@click.option("--failed", is_flag=True, help="only failed programs")
+@click.option("--json", "json_", is_flag=True, help="print JSON instead of a table")
+@click.option("--csv", metavar="FILE", help="also write the listed programs as CSV")
+@click.pass_context
+def list_command(ctx, top, island, failed, json_, csv) -> int:
+    return cmd_list(namespace(ctx, top=top, island=island, failed=failed, json=json_, csv=csv))
 
-    pareto = sub.add_parser("pareto", help="non-dominated programs: validation R² against fitted parameters")
-    pareto.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    pareto.set_defaults(handler=cmd_pareto)
+
+@archive_group.command("show", help="One program: code, metrics, parent, fitted parameters, formula, prompt and reply.")
+@click.argument("id", type=int)
+@click.option("--json", "json_", is_flag=True, help="print JSON instead of text")
+@click.option("--no-formula", is_flag=True, help="do not run the program to recover its formula")
+@click.pass_context
+def show_command(ctx, id, json_, no_formula) -> int:
+    return cmd_show(namespace(ctx, id=id, json=json_, no_formula=no_formula))
+
+
+@archive_group.command("diff", help="Unified diff of two programs' code.")
+@click.argument("id1", type=int)
+@click.argument("id2", type=int)
+@click.pass_context
+def diff_command(ctx, id1, id2) -> int:
+    return cmd_diff(namespace(ctx, id1=id1, id2=id2))
+
+
+@archive_group.command("lineage", help="A program's ancestry back to its seed.")
+@click.argument("id", type=int)
+@click.option("--json", "json_", is_flag=True, help="print JSON instead of a table")
+@click.pass_context
+def lineage_command(ctx, id, json_) -> int:
+    return cmd_lineage(namespace(ctx, id=id, json=json_))
+
+
+@archive_group.command("export", help="A standalone program file with its fitted parameters.")
+@click.argument("id", type=int)
+@click.option("--api", type=click.Choice(["fit", "law"]), default="fit", show_default=True,
+              help="fit: fit_scaling_law/scaling_law_func; law: law(input_data, group) with the fitted parameters embedded")
+@click.option("-o", "--output", help="the file to write (default: standard output)")
+@click.pass_context
+def export_command(ctx, id, api, output) -> int:
+    return cmd_export(namespace(ctx, id=id, api=api, output=output))
+
+
+@archive_group.command("pareto", help="Non-dominated programs: validation R² against fitted parameters.")
+@click.option("--json", "json_", is_flag=True, help="print JSON instead of a table")
+@click.pass_context
+def pareto_command(ctx, json_) -> int:
+    return cmd_pareto(namespace(ctx, json=json_))
+
+
+@click.command("report", help="Write a self-contained HTML report of a run.")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("-o", "--output", help="the HTML file to write (default: RUN/report.html)")
+@click.option("--no-exec", is_flag=True, help="do not run any program (no fit plots, no formulas)")
+def report_command(run, output, no_exec) -> int:
+    return cmd_report(argparse.Namespace(run=str(run), output=output, no_exec=no_exec))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from evolve.records import ProgramRecord
+from evolve.status import Status
 from evolve.tasks import Task
 
 
@@ -33,12 +34,15 @@ class Proposal:
     completion_tokens: int = 0
     seconds: float = 0.0
     edit_mode: str = ""
-    error: str = ""  # why code is None: empty reply, diff did not apply, syntax error...
+    status: Status | None = None  # why code is None (no_code, diff_not_applied, syntax_error, ...); None with code
+    message: str = ""  # the reason in words, for the archive and the next prompt
     extra: dict = field(default_factory=dict)
 
 
 class Proposer(Protocol):
-    name: str
+    name: str  # stored with every program it wrote
+    duplicate_retries: int  # how often to ask again for a program already stored (0 where asking costs tokens)
+    parallel_requests: int  # proposals worth having in flight at once (a model endpoint's concurrency)
 
     def propose(self, request: ProposalRequest) -> Proposal: ...
 

@@ -16,6 +16,7 @@ from evolve.propose.client import Completion, LLMClient, LLMUnavailable
 from evolve.propose.prompts import render_messages
 from evolve.propose.base import Proposal, ProposalRequest
 from evolve.propose.splice import SpliceError, reply_prose, splice
+from evolve.status import Status
 
 EXPLANATION_CHARS = 500
 
@@ -29,8 +30,11 @@ class LLMProposer:
 
     name = "llm"
 
-    def __init__(self, client: LLMClient, prompts_dir: Path | None = None):
+    duplicate_retries = 0  # every request costs tokens: a repeated program is scored from the cache instead
+
+    def __init__(self, client: LLMClient, prompts_dir: Path | None = None, parallel_requests: int = 1):
         self.client = client
+        self.parallel_requests = max(1, int(parallel_requests))
         self.prompts_dir = prompts_dir
 
     def propose(self, request: ProposalRequest) -> Proposal:
@@ -38,9 +42,9 @@ class LLMProposer:
         try:
             completion = self.reply(request, model)
         except LLMUnavailable as exc:
-            return Proposal(None, proposer=self.name, model=model, edit_mode=request.edit_mode, error=f"unavailable: {exc}")
+            return Proposal(None, proposer=self.name, model=model, edit_mode=request.edit_mode, status=Status.UNAVAILABLE, message=str(exc))
         except LookupError as exc:  # a replay with no recorded reply for this request
-            return Proposal(None, proposer=self.name, model=model, edit_mode=request.edit_mode, error=f"no_code: {exc}")
+            return Proposal(None, proposer=self.name, model=model, edit_mode=request.edit_mode, status=Status.NO_CODE, message=str(exc))
         base = Proposal(
             None,
             explanation=reply_prose(completion.text, EXPLANATION_CHARS),
@@ -55,7 +59,7 @@ class LLMProposer:
         try:
             child = splice(request.parent.code, completion.text, request.edit_mode)
         except SpliceError as exc:
-            return dataclasses.replace(base, error=splice_failure(exc, completion.finish_reason))
+            return dataclasses.replace(base, status=exc.kind, message=splice_failure(exc, completion.finish_reason))
         return dataclasses.replace(base, code=child.program, edit_mode=child.edit_mode)
 
     def reply(self, request: ProposalRequest, model: str) -> Completion:
@@ -70,8 +74,8 @@ class LLMProposer:
 
 
 def splice_failure(error: SpliceError, finish_reason: str | None) -> str:
-    """'<kind>: <reason>', noting a reply cut off by the token limit (the usual cause of broken code)."""
-    text = error.describe()
+    """The reason a reply gave no child, noting a reply cut off by the token limit (the usual cause of broken code)."""
+    text = error.reason
     if finish_reason == "length":
         text += " (the reply was cut off at the token limit)"
     return text

@@ -17,30 +17,8 @@ import time
 import numpy as np
 
 from evolve.propose.base import Proposal, ProposalRequest
-from evolve.propose.grammar import (
-    OUTPUTS,
-    SpecError,
-    TaskContext,
-    allowed_kinds,
-    candidate_vars,
-    canonical,
-    canonical_order,
-    describe_spec,
-    factor,
-    factor_param_count,
-    feat,
-    law_param_count,
-    new_law,
-    new_spec,
-    program_code,
-    spec_from_code,
-    task_context,
-    term_key,
-    validate_spec,
-    var_describe,
-    var_sign,
-    within_cap,
-)
+from evolve.propose.grammar import OUTPUTS, SpecError, TaskContext, allowed_kinds, candidate_vars, canonical, canonical_order, factor, factor_param_count, feat, law_param_count, new_law, new_spec, task_context, term_key, validate_spec, var_describe, var_sign, within_cap
+from evolve.propose.grammar_code import describe_spec, program_code, spec_from_code
 from evolve.tasks import Task
 
 MAX_TERMS = 8
@@ -426,6 +404,8 @@ class OfflineProposer:
     """Proposes children from the law grammar; implements the Proposer protocol."""
 
     name = "offline"
+    duplicate_retries = 4  # a new law costs microseconds: ask again rather than re-score a stored one
+    parallel_requests = 1
 
     def __init__(self, task: Task, n_starts: int | None = None, crossover_rate: float = 0.15):
         self.task = task

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from evolve.store.database import Archive
+from evolve.store.rundir import open_read_only
 from evolve.propose.client import Completion
 from evolve.propose.base import ProposalRequest
 from evolve.propose.model import LLMProposer
@@ -25,7 +25,7 @@ class RecordedReplies:
 
     @classmethod
     def from_run(cls, run_dir: Path) -> "RecordedReplies":
-        with Archive.open(Path(run_dir) / "archive.db", readonly=True) as archive:
+        with open_read_only(run_dir) as archive:
             records = archive.programs(order="id")
         replies = {int(r.extra["request_seed"]): {"text": r.extra["reply"], "model": r.model or ""}
                    for r in records if r.proposer == "llm" and "reply" in r.extra and "request_seed" in r.extra}
@@ -41,8 +41,8 @@ class RecordedReplies:
 class ReplayProposer(LLMProposer):
     """The LLM proposer's splicing and bookkeeping, fed with recorded replies."""
 
-    def __init__(self, run_dir: Path):
-        super().__init__(RecordedReplies.from_run(run_dir))
+    def __init__(self, run_dir: Path, parallel_requests: int = 1):
+        super().__init__(RecordedReplies.from_run(run_dir), parallel_requests=parallel_requests)
 
     def reply(self, request: ProposalRequest, model: str) -> Completion:
         recorded = self.client.replies.get(request.seed)

@@ -13,6 +13,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+from evolve.status import Status
 from evolve.program import (
     BLOCK_END,
     BLOCK_START,
@@ -28,7 +29,7 @@ from evolve.program import (
 )
 
 EDIT_MODES = ("diff", "full")
-SPLICE_ERROR_KINDS = ("no_code", "diff_not_applied", "syntax_error", "missing_function")
+SPLICE_ERROR_KINDS = (Status.NO_CODE, Status.DIFF_NOT_APPLIED, Status.SYNTAX_ERROR, Status.MISSING_FUNCTION)
 CODE_LANGUAGES = ("", "python", "py", "python3", "py3")
 
 THINK_RE = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.DOTALL | re.IGNORECASE)
@@ -43,13 +44,10 @@ CODE_START_RE = re.compile(r"^(import |from \S+ import |def |async def |class |@
 class SpliceError(ValueError):
     """A reply that yields no scorable child; `kind` is one of SPLICE_ERROR_KINDS."""
 
-    def __init__(self, kind: str, reason: str):
+    def __init__(self, kind: Status, reason: str):
         super().__init__(reason)
-        self.kind = kind
+        self.kind = Status(kind)
         self.reason = reason
-
-    def describe(self) -> str:
-        return f"{self.kind}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -234,7 +232,7 @@ def apply_one(block: str, search: str, replace: str, number: int, outside: str =
     search_lines = search.splitlines(keepends=True)
     found = tolerant_match(block_lines, search_lines)
     if found is None:
-        raise SpliceError("diff_not_applied", unmatched_reason(block_lines, search_lines, number, outside, search))
+        raise SpliceError(Status.DIFF_NOT_APPLIED, unmatched_reason(block_lines, search_lines, number, outside, search))
     first, last, shift = found
     unit = "\t" if block_lines[first].startswith("\t") else " "
     new_lines = reindent(replace.splitlines(keepends=True), shift, unit)
@@ -267,7 +265,7 @@ def apply_diffs(block: str, reply: str, outside: str = "") -> str:
     """
     diffs = parse_diffs(reply)
     if not diffs:
-        raise SpliceError("no_code", "the reply has no SEARCH/REPLACE diff")
+        raise SpliceError(Status.NO_CODE, "the reply has no SEARCH/REPLACE diff")
     for number, (search, replace) in enumerate(diffs, start=1):
         block = apply_one(block, search, replace, number, outside)
     return block
@@ -307,10 +305,10 @@ def splice(program: str, reply: str, edit_mode: str) -> Splice:
         code = extract_code(reply)
         if code is None or not code.strip():
             reason = "no SEARCH/REPLACE diff and no ```python block in the reply" if (reply or "").strip() else "the reply is empty"
-            raise SpliceError("no_code", reason)
+            raise SpliceError(Status.NO_CODE, reason)
         new_block, mode = block_of_reply_code(code), "full"
         if not new_block.strip():
-            raise SpliceError("no_code", "the reply's EVOLVE-BLOCK is empty")
+            raise SpliceError(Status.NO_CODE, "the reply's EVOLVE-BLOCK is empty")
     child = replace_block(program, new_block)
     check_child(child)
     return Splice(child, mode)
@@ -337,13 +335,13 @@ def check_child(child: str) -> None:
     except SyntaxError as exc:
         line = (exc.text or "").strip()
         shown = f": {line[:120]!r}" if line else ""
-        raise SpliceError("syntax_error", f"line {exc.lineno}: {exc.msg}{shown}") from None
+        raise SpliceError(Status.SYNTAX_ERROR, f"line {exc.lineno}: {exc.msg}{shown}") from None
     except ValueError as exc:  # e.g. null bytes
-        raise SpliceError("syntax_error", str(exc)) from None
+        raise SpliceError(Status.SYNTAX_ERROR, str(exc)) from None
     try:
         detect_api(child)
     except ProgramError as exc:
-        raise SpliceError("missing_function", str(exc)) from None
+        raise SpliceError(Status.MISSING_FUNCTION, str(exc)) from None
 
 
 # ---------------------------------------------------------------- prose

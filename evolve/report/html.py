@@ -409,7 +409,7 @@ class Report:
 
 
 def gather(run: Path, run_code: bool) -> Report:
-    from evolve.cli.archive_cmd import open_run, run_task, tokens_of
+    from evolve.store.rundir import open_read_only as open_run, run_task, tokens_of
 
     with open_run(run) as archive:
         task = run_task(archive)

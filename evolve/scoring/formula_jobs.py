@@ -1,11 +1,6 @@
 """Formula extraction for `show` and the report, run under the sandbox's isolation.
 
-A program's `scaling_law_func` is called on sympy symbols instead of numbers: one symbol
-per feature in a (1, n_features) object array, and parameters p0..pk. numpy (and math)
-are replaced inside the program by a module that maps elementwise functions to sympy
-ones and builds object arrays, so the usual numpy code traces into an expression. The
-expression is then checked against the program run on real numbers with its fitted
-parameters; one that disagrees is dropped. Any failure means "no formula" (None).
+The tracing itself is `evolve.symbolic.extract_formula`.
 
 This executes candidate code, so `formulas_isolated` runs the extraction in a child process
 under the same isolation as scoring (evolve.scoring.worker, docs/sandbox.md): a clean
@@ -35,23 +30,21 @@ from typing import NoReturn
 
 from evolve.scoring.pool import worker_environment
 from evolve.symbolic import CHECK_ROWS, Formula, FormulaJob, extract_formula
-from evolve.scoring.worker import (
+from evolve.scoring.isolation import (
     EXIT_SETUP_FAILED,
     PR_SET_PDEATHSIG,
     RESULT_FD,
     ChildContext,
     IsolationError,
-    Worker,
     allocate_uid,
     isolate_after_descriptors,
     kill_uid,
-    parse_args,
-    preload,
     prctl,
     step_audit_hook,
     step_descriptors,
-    write_all,
 )
+from evolve.scoring.warm import preload
+from evolve.scoring.worker import Worker, parse_args, write_all
 
 SECONDS_PER_PROGRAM = 20.0
 STARTUP_SECONDS = 60.0  # a cold child imports numpy, scipy and sympy, warms them up and probes the plan

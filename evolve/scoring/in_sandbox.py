@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evolve.program import FIT_FUNCTIONS, LAW_FUNCTION, ProgramError, detect_api
+from evolve.status import Status
 
 MAX_PARAMS_REPORTED = 10_000
 TRACEBACK_TAIL_CHARS = 2_000
@@ -38,10 +39,13 @@ class RunReport:
     wrong_shape (set here), and timeout, crash, memory (set by the sandbox).
     """
 
-    status: str
+    status: Status
     message: str = ""
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict[str, list[float] | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
 
 
 def load_namespace(program_text: str) -> dict:
@@ -128,14 +132,14 @@ def run_jobs(program_text: str, jobs: list[GroupJob], features: tuple[str, ...],
     except ProgramError as exc:
         return RunReport(exc.status, str(exc))
     except SyntaxError as exc:
-        return RunReport("syntax_error", f"line {exc.lineno}: {exc.msg}")
+        return RunReport(Status.SYNTAX_ERROR, f"line {exc.lineno}: {exc.msg}")
     except BaseException:  # noqa: BLE001 - a candidate may raise anything, even SystemExit
-        return RunReport("exception", "while loading the program:\n" + traceback_tail())
+        return RunReport(Status.EXCEPTION, "while loading the program:\n" + traceback_tail())
     needed = FIT_FUNCTIONS if api == "fit" else (LAW_FUNCTION,)
     missing = [name for name in needed if not callable(namespace.get(name))]
     if missing:
-        return RunReport("missing_function", f"{', '.join(missing)} is not a function")
-    report = RunReport("ok")
+        return RunReport(Status.MISSING_FUNCTION, f"{', '.join(missing)} is not a function")
+    report = RunReport(Status.OK)
     for job in jobs:
         try:
             if api == "fit":
@@ -143,13 +147,13 @@ def run_jobs(program_text: str, jobs: list[GroupJob], features: tuple[str, ...],
             else:
                 raw, params = predict_law_api(namespace, job, features, targets)
         except BaseException:  # noqa: BLE001
-            return RunReport("exception", f"in group {job.group!r}:\n" + traceback_tail())
+            return RunReport(Status.EXCEPTION, f"in group {job.group!r}:\n" + traceback_tail())
         try:
             predictions = as_prediction_array(raw, len(job.X_predict), len(targets))
         except (TypeError, ValueError) as exc:
-            return RunReport("wrong_shape", f"in group {job.group!r}: {exc}")
+            return RunReport(Status.WRONG_SHAPE, f"in group {job.group!r}: {exc}")
         if not np.all(np.isfinite(predictions)):
-            return RunReport("nan", f"in group {job.group!r}: predictions contain NaN or infinity")
+            return RunReport(Status.NAN, f"in group {job.group!r}: predictions contain NaN or infinity")
         report.predictions[job.group] = predictions
         report.params[job.group] = params
     return report

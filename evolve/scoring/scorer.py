@@ -17,19 +17,10 @@ import numpy as np
 from evolve.config import ScorerConfig
 from evolve.metrics import Metrics, compute_metrics, failed_metrics, mean_over_folds
 from evolve.scoring.in_sandbox import MAX_PARAMS_REPORTED, GroupJob, RunReport, run_jobs
+from evolve.status import EVALUATION_FAILURES, Status
 from evolve.tasks import Rows, Task
 
-FAILURE_STATUSES = (
-    "syntax_error",
-    "missing_function",
-    "exception",
-    "nan",
-    "wrong_shape",
-    "timeout",
-    "crash",
-    "memory",
-    "over_cap",
-)
+FAILURE_STATUSES = EVALUATION_FAILURES  # every status an evaluation can fail with
 
 
 @dataclass(frozen=True)
@@ -45,9 +36,12 @@ class Evaluation:
     seconds: float = 0.0
     predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # one vocabulary: an unknown status is a bug
+
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == Status.OK
 
     @property
     def rank_r2(self) -> float:
@@ -109,20 +103,20 @@ def count_params(params: dict[str, list[float] | None]) -> int | None:
 def evaluation_from_report(task: Task, split: str, report: RunReport, truth: np.ndarray, seconds: float) -> Evaluation:
     """Turn what the sandbox returned into metrics, in the parent."""
     n_targets = len(task.targets)
-    if report.status != "ok":
+    if report.status != Status.OK:
         return Evaluation(report.status, split, failed_metrics(n_targets), report.message, seconds=seconds)
     groups = sorted(report.predictions)
     predictions = np.concatenate([report.predictions[g] for g in groups])
     try:
         metrics = compute_metrics(predictions, truth)
     except ValueError as exc:
-        return Evaluation("wrong_shape", split, failed_metrics(n_targets), str(exc), seconds=seconds)
+        return Evaluation(Status.WRONG_SHAPE, split, failed_metrics(n_targets), str(exc), seconds=seconds)
     n_params = count_params(report.params)
-    status, message = "ok", ""
+    status, message = Status.OK, ""
     if task.param_cap is not None and n_params is None:
-        status, message = "over_cap", f"the fitted parameters cannot be counted (not numbers, or over {MAX_PARAMS_REPORTED}); the task allows {task.param_cap}"
+        status, message = Status.OVER_CAP, f"the fitted parameters cannot be counted (not numbers, or over {MAX_PARAMS_REPORTED}); the task allows {task.param_cap}"
     elif task.param_cap is not None and n_params > task.param_cap:
-        status, message = "over_cap", f"{n_params} fitted parameters per group; the task allows {task.param_cap}"
+        status, message = Status.OVER_CAP, f"{n_params} fitted parameters per group; the task allows {task.param_cap}"
     return Evaluation(status, split, metrics, message, report.params, n_params, seconds, predictions)
 
 

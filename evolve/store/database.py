@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import sqlite3
@@ -21,16 +20,17 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from evolve.config import ArchiveConfig
+from evolve.store import elites as elites_policy
+from evolve.store.errors import ArchiveError
+from evolve.store.elites import complexity_bin, param_bin
 from evolve.records import ProgramRecord, code_complexity
 from evolve.scoring.scorer import Evaluation
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "evolve-archive"
-COMPLEXITY_LOW = 40  # AST nodes of about the smallest useful law
-COMPLEXITY_HIGH = 3000  # AST nodes of a very large program; bigger ones share the last bin
 
 SCHEMA = """
 CREATE TABLE meta (
@@ -83,33 +83,6 @@ SELECT * FROM (
 ) WHERE rank_in_cell = 1
 """
 
-
-class ArchiveError(Exception):
-    """A run database that cannot be used or written; the message is one line naming the path."""
-
-
-# ---------------------------------------------------------------- behaviour descriptors
-
-
-def param_bin(n_params: int | None, param_bins: int, param_cap: int | None) -> int:
-    """Bin of the fitted-parameter count: bins spread over 0..cap (else 0..2*bins).
-
-    When there are no more counts than bins each count gets its own bin, so small laws
-    with 2, 3 and 4 parameters compete in different cells.
-    """
-    if n_params is None or param_bins <= 1:
-        return 0
-    span = param_cap if param_cap is not None else 2 * param_bins
-    width = max(1.0, (span + 1) / param_bins)
-    return max(0, min(param_bins - 1, int(n_params / width)))
-
-
-def complexity_bin(complexity: int, complexity_bins: int) -> int:
-    """Log-spaced bin of the AST node count: doubling the size matters, adding a node does not."""
-    if complexity_bins <= 1 or complexity <= COMPLEXITY_LOW:
-        return 0
-    fraction = math.log(complexity / COMPLEXITY_LOW) / math.log(COMPLEXITY_HIGH / COMPLEXITY_LOW)
-    return max(0, min(complexity_bins - 1, int(fraction * complexity_bins)))
 
 
 # ---------------------------------------------------------------- row <-> record
@@ -248,6 +221,11 @@ class Archive:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return getattr(self, "_closed", False)
 
     def __enter__(self) -> "Archive":
         return self
@@ -381,61 +359,17 @@ class Archive:
             if cursor.rowcount == 0:
                 raise ArchiveError(f"no program {program_id} in this run")
 
-    # ------------------------------------------------------------ selection
-
     def sample_parent(self, rng: random.Random, island: int) -> ProgramRecord:
-        """Exploit the island's best with probability exploit_ratio, else explore a random elite.
-
-        Exactly one rng.random() is always drawn first, so a seeded run replays the same
-        sequence whether or not the island is empty.
-        """
-        exploit = rng.random() < self.config.exploit_ratio
-        elites = self.elites(island)  # best first
-        if not elites:
-            best = self.best()
-            if best is None:
-                raise ArchiveError(f"{self.path}: no successful program to use as a parent")
-            return best
-        if exploit:
-            return elites[0]
-        return rng.choice(sorted(elites, key=lambda e: e.cell))
+        return elites_policy.sample_parent(self, rng, island)
 
     def sample_inspirations(self, rng: random.Random, island: int, parent: ProgramRecord, k: int) -> list[ProgramRecord]:
-        """Up to k elites other than the parent: the best half by R², the rest drawn at random
-        preferring cells (and islands) not yet shown, never two copies of the same code."""
-        if k <= 0:
-            return []
-        pool = distinct_code(e for e in self.elites() if e.id != parent.id and e.code != parent.code)
-        n_best = (k + 1) // 2
-        chosen = pool[:n_best]
-        rest = pool[n_best:]
-        shown = {(parent.island, parent.cell)} | {(e.island, e.cell) for e in chosen}
-        fresh = [e for e in rest if (e.island, e.cell) not in shown and e.island != island]
-        fresh += [e for e in rest if (e.island, e.cell) not in shown and e.island == island]
-        others = [e for e in rest if (e.island, e.cell) in shown]
-        for group in (fresh, others):
-            need = k - len(chosen)
-            if need <= 0:
-                break
-            chosen += rng.sample(group, min(need, len(group)))
-        return chosen
+        return elites_policy.sample_inspirations(self, rng, island, parent, k)
 
     def migrate(self, iteration: int) -> list[ProgramRecord]:
-        """Ring migration: the best of island i goes to island i+1 when it beats the elite of
-        its cell there. Decided on the state before this round, written in one transaction."""
-        islands = self.config.islands
-        if islands < 2:
-            return []
+        """Ring migration (see `elites.migration_moves`), decided on the state before this
+        round and written in one transaction."""
         with self._lock:  # no add from another thread between the decision and the write
-            moves = []
-            for source in range(islands):
-                best = self.best(source)
-                if best is None:
-                    continue
-                target = (source + 1) % islands
-                resident = self.grid(target).get(best.cell)
-                if resident is None or best.r2 > resident.r2:
-                    moves.append(migrant(best, target, iteration))
+            moves = elites_policy.migration_moves(self, iteration)
             if not moves:
                 return []
             created_at = time.time()
@@ -544,30 +478,3 @@ def insert_program(connection: sqlite3.Connection, row: tuple) -> int:
     placeholders = ", ".join("?" for _ in COLUMNS)
     cursor = connection.execute(f"INSERT INTO programs ({', '.join(COLUMNS)}) VALUES ({placeholders})", row)
     return int(cursor.lastrowid)
-
-
-def distinct_code(records: Iterable[ProgramRecord]) -> list[ProgramRecord]:
-    """The records in their order, keeping the first of each distinct code (migrated copies share code)."""
-    seen, unique = set(), []
-    for record in records:
-        if record.code not in seen:
-            seen.add(record.code)
-            unique.append(record)
-    return unique
-
-
-def migrant(original: ProgramRecord, island: int, iteration: int) -> ProgramRecord:
-    """A copy of a program for another island: same code and evaluation, no token cost."""
-    return ProgramRecord(
-        code=original.code,
-        validation=original.validation,
-        iteration=iteration,
-        island=island,
-        parent_id=original.id,
-        proposer="migration",
-        model=None,
-        explanation=f"migrated from island {original.island} (program {original.id})",
-        test=original.test,
-        cell=original.cell,
-        extra={"migrated_from_island": original.island},
-    )

@@ -1,0 +1,72 @@
+"""How the CLI shows things: tables that never cut a name or a number, and program text made
+safe before it reaches a terminal (see `evolve.text.safe_text`)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from evolve.text import format_params, format_r2, safe_text
+
+__all__ = ["console", "print_table", "format_r2", "format_params", "safe_text", "show_evaluation", "r2_or_none", "format_tokens"]
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def print_table(title: str, columns: list[str], rows: list[list], out: Console | None = None) -> None:
+    """A table on a terminal (long cells fold onto more lines, never cut); plain
+    tab-separated rows when the output is a pipe or a file, for scripts and `grep`."""
+    cells = [[safe_text(v, keep_newlines=False) for v in row] for row in rows]
+    out = out or console()
+    if not out.is_terminal:
+        out.file.write(title + "\n" + "\t".join(columns) + "\n")
+        for row in cells:
+            out.file.write("\t".join(row) + "\n")
+        out.file.flush()
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    out.print(table)
+
+
+def r2_or_none(evaluation) -> float | None:
+    return evaluation.metrics.r2 if evaluation is not None and evaluation.ok else None
+
+
+def format_tokens(prompt: int, completion: int) -> str:
+    total = int(prompt or 0) + int(completion or 0)
+    return f"{total:,}" if total else "0"
+
+
+def show_evaluation(task, path, evaluation) -> None:
+    out = console()
+    m = evaluation.metrics
+    status = "[green]ok[/green]" if evaluation.ok else f"[red]{evaluation.status}[/red]"
+    folds = len(task.folds(evaluation.split))
+    split = f"{evaluation.split} split" + (f", mean over {folds} folds" if folds > 1 else "")
+    out.print(f"{safe_text(path)} on {task.name} ({split}): {status}, {evaluation.seconds:.2f} s")
+    if evaluation.message:
+        out.print(safe_text(evaluation.message), markup=False)
+    rows = [["all", f"{m.r2:.6f}", f"{m.nmse:.6f}", f"{m.nmae:.6f}", f"{m.combined_score:.6f}"]]
+    if len(task.targets) > 1:
+        for name, r2, nmse, nmae in zip(task.targets, m.r2_per_target, m.nmse_per_target, m.nmae_per_target):
+            rows.append([name, f"{r2:.6f}", f"{nmse:.6f}", f"{nmae:.6f}", ""])
+    print_table("metrics", ["target", "R²", "NMSE", "NMAE", "combined"], rows, out)
+    if evaluation.params:
+        shown = list(sorted(evaluation.params.items()))[:10]
+        lines = [f"  {g}: {format_params(p)}" for g, p in shown]
+        more = len(evaluation.params) - len(shown)
+        out.print(f"fitted parameters ({evaluation.n_params} per group):")
+        out.print("\n".join(lines) + (f"\n  … and {more} more groups" if more > 0 else ""), markup=False)
+
+
+def write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,0 +1,108 @@
+"""`evolve run`: evolve laws for a task, or resume a run (`--resume RUN`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+from rich.syntax import Syntax
+
+from evolve.cli.display import console, format_r2, print_table, safe_text
+from evolve.cli.options import add_setting_options, flag_of, given_settings
+from evolve.cli.progress import RunProgress
+from evolve.config import ConfigError, ModelSpec, RunConfig, load_config_file, run_config_from_dict
+from evolve.loop import run_evolution
+from evolve.program import function_source
+from evolve.store.rundir import BEST_PROGRAM_NAME, open_read_only
+
+RESUMABLE = {"iterations"}  # the only setting a resume may change: how far the run goes
+
+
+def parse_model_flag(text: str) -> ModelSpec:
+    """'NAME' or 'NAME:WEIGHT' (an ensemble is several --model flags)."""
+    name, _, weight = text.rpartition(":")
+    try:
+        return ModelSpec(name=name, weight=float(weight)) if name else ModelSpec(name=text)
+    except ValueError:  # a colon that is part of the name, as in 'qwen2.5:7b'
+        return ModelSpec(name=text)
+
+
+def recorded_seed(run_dir: Path) -> int | None:
+    with open_read_only(run_dir) as archive:
+        return (archive.get_meta("config") or {}).get("seed")
+
+
+def build_config(task: str | None, config_file: Path | None, models: tuple[str, ...], given: dict) -> RunConfig:
+    """The config file's settings with the given flags laid over them, checked once by the
+    same builder (types, choices, unknown keys) whichever way a setting came."""
+    data = dict(load_config_file(config_file)) if config_file else {}
+    if task:
+        data["task"] = task
+    for dotted, value in given.items():
+        section, _, name = dotted.rpartition(".")
+        target = data.setdefault(section, {}) if section else data
+        if not isinstance(target, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        target[name] = list(value) if isinstance(value, tuple) else value
+    config = run_config_from_dict(data)
+    if config.replay and config.seed is None:  # a replay needs the recorded run's seed to make the same requests
+        config = dataclasses.replace(config, seed=recorded_seed(Path(config.replay)))
+    if models:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, models=tuple(parse_model_flag(m) for m in models)))
+    if not config.task:
+        raise ConfigError("name a task: evolve run TASK (see `evolve tasks`)")
+    if config.iterations < 0 or config.archive.islands < 1:
+        raise ConfigError("iterations must be >= 0 and islands >= 1")
+    if config.scorer.workers < 1 or config.model.concurrency < 1 or config.scorer.timeout_s <= 0:
+        raise ConfigError("workers and concurrency must be >= 1 and the timeout above 0")
+    return config
+
+
+@click.command("run", help="Evolve laws for a task (the offline proposer without an API key).")
+@click.argument("task", required=False)
+@click.option("--resume", "resume", type=click.Path(path_type=Path), metavar="RUN", help="continue a stopped or killed run from its directory")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="a TOML file with run, [model], [archive] and [scorer] settings")
+@click.option("--model", "models", multiple=True, help="model name, or NAME:WEIGHT; repeat for an ensemble")
+@click.option("--quiet", is_flag=True, help="no progress display")
+@add_setting_options
+def run_command(task: str | None, resume: Path | None, config_file: Path | None, models: tuple[str, ...], quiet: bool, **settings) -> int:
+    given = given_settings(settings)
+    progress = RunProgress(enabled=not quiet)
+    if resume is not None:
+        fixed = [flag_of(k) for k in sorted(set(given) - RESUMABLE)]
+        fixed += (["--config"] if config_file else []) + (["--model"] if models else []) + ([f"the task {task}"] if task else [])
+        if fixed:
+            names = ", ".join(fixed)
+            raise ConfigError(f"a resumed run keeps its own settings; only --iterations can change (drop {names})")
+        summary = run_evolution(RunConfig(), resume_dir=resume, progress=progress, iterations=given.get("iterations"))
+    else:
+        summary = run_evolution(build_config(task, config_file, models, given), progress=progress)
+    show_summary(summary)
+    return 0
+
+
+def show_summary(summary) -> None:
+    out = console()
+    rows = []
+    for record in summary.top:
+        test = record.test
+        rows.append([record.id, record.proposer, record.iteration, record.n_params, format_r2(record.r2), format_r2(test.metrics.r2 if test and test.ok else None if test is None else -1.0)])
+    print_table(f"Top programs of {summary.run_dir} (test R² is for reporting; selection used validation only)", ["id", "proposer", "iteration", "params", "validation R²", "test R²"], rows, out)
+    out.print(f"{summary.iterations} iterations, {summary.evaluations} programs ({summary.failures} failed) in {summary.seconds:.0f} s; {safe_text(summary.stopped_reason)}", markup=False)
+    if summary.usage:
+        out.print(f"tokens: {summary.usage.get('prompt_tokens', 0)} prompt + {summary.usage.get('completion_tokens', 0)} completion")
+    if summary.best is not None:
+        show_best_law(summary, out)
+
+
+def show_best_law(summary, out) -> None:
+    """The winning law itself, next to the best seed it had to beat."""
+    best = summary.best
+    seeds = [r for r in summary.top if r.proposer == "seed"]
+    against = f" (best seed in the top {len(summary.top)}: {seeds[0].r2:.4f})" if seeds and seeds[0] is not best else ""
+    out.print(f"\nbest law: program {best.id}, validation R² {best.r2:.4f}{against}")
+    source = function_source(best.code, "scaling_law_func") or function_source(best.code, "law")
+    if source:
+        out.print(Syntax(safe_text(source, limit=20_000), "python", theme="ansi_dark", word_wrap=True))
+    out.print(f"written to {summary.run_dir / BEST_PROGRAM_NAME}")

@@ -1,0 +1,92 @@
+"""`evolve tasks`: list the tasks; `evolve tasks new`: make one from your CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from evolve.cli.display import print_table
+from evolve.tasks import TaskError, create_task_folder, load_task, shipped_task_names
+
+
+def validation_cell(summary: dict) -> str:
+    """Held-out rows of the first validation fold, and how many folds there are."""
+    folds = summary["validation_folds"]
+    return f"{summary['validation_rows']}" + (f" ({folds} folds)" if folds > 1 else "")
+
+
+@click.group("tasks", invoke_without_command=True, help="List the tasks, or make one from your CSV (tasks new).")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.pass_context
+def tasks_command(ctx: click.Context, as_json: bool) -> int | None:
+    if ctx.invoked_subcommand is not None:
+        return None
+    summaries = [load_task(name).summary() for name in shipped_task_names()]
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+        return 0
+    rows = [
+        [s["name"], f"{', '.join(s['features'])} → {', '.join(s['targets'])}", s["groups"], s["train_rows"], validation_cell(s), s["test_rows"], s["param_cap"] or "none"]
+        for s in summaries
+    ]
+    print_table("SLDBench tasks", ["task", "features → targets", "groups", "train", "validation", "test", "cap"], rows)
+    return 0
+
+
+def split_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise TaskError("give at least one column name")
+    return names
+
+
+def parse_fraction(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TaskError(f"{flag}: the fraction must be a number between 0 and 1, not {text!r}") from None
+    if not 0 < value < 1:
+        raise TaskError(f"{flag}: the fraction must be between 0 and 1, not {text}")
+    return value
+
+
+@tasks_command.command("new", help="Write a task folder from one CSV.")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="the CSV with feature and target columns")
+@click.option("--features", required=True, help="comma-separated feature columns")
+@click.option("--targets", required=True, help="comma-separated target columns")
+@click.option("--group-column", help="column naming each row's group (default: one group)")
+@click.option("--test-largest", nargs=2, metavar="COLUMN FRACTION",
+              help="per group, hold out this fraction of rows with the largest COLUMN as the test split; COLUMN is any numeric column or a product such as params*tokens (default: first feature, 0.2)")
+@click.option("--param-cap", type=click.IntRange(min=1), help="most fitted parameters per group a law may use (default: none)")
+@click.option("--validation", "validation_rule", metavar="auto|FRACTION[:FOLDS]", default="auto", show_default=True,
+              help="how laws are validated: auto (chosen from train alone at run time) or a held-out fraction of the largest rows and a fold count")
+@click.option("--description", help="one paragraph on the experiment, shown to the model")
+def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str, group_column: str | None,
+                      test_largest: tuple[str, str] | None, param_cap: int | None, validation_rule: str, description: str | None) -> int:
+    column, fraction = (test_largest[0], parse_fraction(test_largest[1], "--test-largest")) if test_largest else (None, 0.2)
+    task = create_task_folder(
+        folder, csv_path, split_names(features), split_names(targets),
+        group_column=group_column, test_column=column, test_fraction=fraction,
+        description=description or "", param_cap=param_cap, validation=parse_validation(validation_rule),
+    )
+    s = task.summary()
+    click.echo(f"wrote task {task.path}: {s['groups']} group(s), {s['train_rows']} train, {s['validation_rows']} validation, {s['test_rows']} test rows")
+    return 0
+
+
+def parse_validation(text: str) -> tuple[float, int] | None:
+    """None for auto; else (fraction, folds) from 'FRACTION' or 'FRACTION:FOLDS'."""
+    if text.strip().lower() == "auto":
+        return None
+    fraction_text, _, folds_text = text.partition(":")
+    fraction = parse_fraction(fraction_text, "--validation")
+    try:
+        folds = int(folds_text) if folds_text else 1
+    except ValueError:
+        raise TaskError(f"--validation: the fold count must be a whole number, not {folds_text!r}") from None
+    if not 1 <= folds <= 5:
+        raise TaskError("--validation: the fold count must be between 1 and 5")
+    return fraction, folds

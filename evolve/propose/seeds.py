@@ -1,0 +1,74 @@
+"""Seed laws: the programs a run starts from (the user's, or those the task ships)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evolve.config import RunConfig
+from evolve.program import ProgramError, detect_api, ensure_block, wrap_law_program
+from evolve.tasks import Task
+
+
+class SeedError(ValueError):
+    """A seed law that cannot be used; the message is one line."""
+
+
+def seed_law_paths(task: Task, config: RunConfig) -> list[Path]:
+    """The user's --seed-law files, or the task's shipped human.py and baseline.py."""
+    if config.seed_laws:
+        return [Path(p) for p in config.seed_laws]
+    return sorted((task.path / "seeds").glob("*.py"))
+
+
+def load_seed_program(path: Path, task: Task) -> str:
+    """A seed file as an evolvable fit-API program (law() files are wrapped)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SeedError(f"cannot read seed law {path}: {exc.strerror or exc}") from None
+    try:
+        api = detect_api(text)
+    except ProgramError as exc:
+        raise SeedError(f"seed law {path}: {exc}") from None
+    if api == "law":
+        return wrap_law_program(text, task.features, task.targets)
+    return ensure_block(text)
+
+
+def default_seeds(task: Task) -> list[tuple[str, str]]:
+    """Seed programs for a task that ships none: laws that fit any number of features and
+    targets, written by the offline grammar (so the offline search can read and mutate them).
+
+    - the additive power law with an offset, `c + Σ a_i x_i^(-b_i)` (a shifted power or a
+      line for features that are not positive), the usual first law in the field;
+    - the multiplicative law, log-linear: `exp(c + Σ b_i log x_i)` = `e^c Π x_i^(b_i)`.
+
+    Either is trimmed to the task's parameter cap, dropping terms, when it is over it."""
+    import random
+
+    from evolve.propose.grammar import new_law, new_spec, task_context
+    from evolve.propose.grammar_code import describe_spec, program_code
+    from evolve.propose.offline import basic_factor, fit_to_cap, factor, feat
+
+    ctx = task_context(task)
+    idx = range(len(task.features))
+    logs = [factor("log", feat(i)) if ctx.features[i].sign == "positive" else factor("lin", feat(i)) for i in idx]
+    forms = [
+        ("power_law_with_offset", new_law([basic_factor(ctx, i) for i in idx])),
+        ("log_linear", new_law([[f] for f in logs], output="exp")),
+    ]
+    seeds = []
+    for name, law in forms:
+        spec = fit_to_cap(new_spec([dict(law, terms=[list(t) for t in law["terms"]]) for _ in task.targets]), ctx, random.Random(0))
+        if spec is not None:
+            seeds.append((name, program_code(spec, ctx, f"generic seed: {describe_spec(spec, ctx)}")))
+    return seeds
+
+
+def seed_programs(task: Task, config: RunConfig) -> list[tuple[str, str]]:
+    """(name, program) of every seed a run starts from: the user's --seed-law files, else the
+    task's shipped seeds, else the generic laws of `default_seeds`."""
+    paths = seed_law_paths(task, config)
+    if paths:
+        return [(path.name, load_seed_program(path, task)) for path in paths]
+    return [(f"{name} (generic: the task ships no seed law)", code) for name, code in default_seeds(task)]
