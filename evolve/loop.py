@@ -101,7 +101,7 @@ class Evolution:
                 seeds.append(self.archive.add(record))
             self.progress.seed(name, evaluation)
         if not any(s.ok for s in seeds):
-            reasons = "; ".join(sorted({f"{s.explanation.removeprefix('seed law ')}: {s.validation.status} {one_line(s.validation.message)[:160]}" for s in seeds}))
+            reasons = "; ".join(sorted({f"{s.explanation.removeprefix('seed law ')}: {s.validation.status} ({last_line(s.validation.message)})" for s in seeds}))
             raise RunError(f"no seed law scored ({reasons}): fix the seed laws or pass --seed-law")
         self.archive.set_meta("seeded", True)
         return seeds
@@ -215,6 +215,12 @@ class Evolution:
         return scored
 
 
+def last_line(message: str) -> str:
+    """The line of a failure message that says what went wrong (a traceback's last line)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return one_line(lines[-1])[:200] if lines else "no message"
+
+
 def edit_mode_for(parent: ProgramRecord, failures: tuple[ProgramRecord, ...], configured: str) -> str:
     """A full rewrite when a recent diff against this parent did not apply: the model
     evidently misremembers that block, and the same request would likely fail the same
@@ -284,6 +290,9 @@ def start_run(config: RunConfig, resume_dir: Path | None, iterations: int | None
     if proposer is None:
         proposer, usage = make_proposer(config, task)
     try:
+        preflight = getattr(proposer, "preflight", None)
+        if preflight is not None:
+            preflight()
         config, archive, run_dir = create_run(config, task)
     except BaseException:
         proposer.close()

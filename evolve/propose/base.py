@@ -44,6 +44,11 @@ class Proposer(Protocol):
     duplicate_retries: int  # how often to ask again for a program already stored (0 where asking costs tokens)
     parallel_requests: int  # proposals worth having in flight at once (a model endpoint's concurrency)
 
+    def preflight(self) -> None:
+        """Fail fast, with a one-line error, when the proposer cannot work (no key, an
+        unreachable endpoint, an unknown model): called before a run writes anything."""
+        ...
+
     def propose(self, request: ProposalRequest) -> Proposal: ...
 
     def close(self) -> None: ...

@@ -66,6 +66,12 @@ class LLMProposer:
         """The model's reply to the rendered prompt (a replay overrides this)."""
         return self.client.complete(render_messages(request, self.prompts_dir), model=model)
 
+    def preflight(self) -> None:
+        """The client's own check of the endpoint and model, where it has one."""
+        check = getattr(self.client, "preflight", None)
+        if check is not None:
+            check()
+
     def close(self) -> None:
         """Release the client's HTTP connections; the proposer owns its client."""
         close = getattr(self.client, "close", None)

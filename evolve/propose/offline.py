@@ -457,5 +457,8 @@ class OfflineProposer:
             return fresh_spec(self.ctx, rng)
         return mutate(parent, self.ctx, rng)
 
+    def preflight(self) -> None:
+        """Nothing can be missing: the grammar needs only the task."""
+
     def close(self) -> None:
         """Nothing to release: the proposer holds no connections or processes."""

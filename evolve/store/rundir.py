@@ -167,9 +167,10 @@ def create_run(config: RunConfig, task: Task) -> tuple[RunConfig, Archive, Path]
 
 
 def discard_failed_start(archive: Archive) -> None:
-    """Remove a run that failed before it stored any program: its database, and its folder
-    when this run created it and nothing else is in it. A run with programs is kept."""
-    if archive.count() > 0:
+    """Remove a run that failed before it evolved anything (its seeds did not score): its
+    database, and its folder when this run created it and nothing else is in it. A run that
+    has started evolving is never removed."""
+    if archive.get_meta("seeded", False) or archive.max_iteration() > 0:
         archive.close()
         return
     created = bool(archive.get_meta("created_directory", False))

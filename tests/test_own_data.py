@@ -1,0 +1,160 @@
+"""A user's own data: a CSV becomes a task, the task runs with no seed law, and what a new
+user hit on the way (truncated tables, broken pipes, resume surprises, failed starts that
+left folders behind) stays fixed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+
+from evolve.cli.run_cmd import run_command
+from evolve.propose.seeds import default_seeds
+from evolve.tasks import create_task_folder, load_task, shipped_task_names
+
+BROKEN_SEED = '''
+def fit_scaling_law(data_points, loss_values):
+    raise RuntimeError("this seed never fits")
+
+
+def scaling_law_func(data_points, params):
+    return data_points[:, 0]
+'''
+
+
+def evolve(*args, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evolve", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def write_csv(path: Path, groups=("small", "large"), sizes=6) -> Path:
+    """A Chinchilla-shaped grid per group (values computed, noise-free: this tests plumbing, not
+    discovery)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["model", "params", "tokens", "loss"])
+        for shift, group in enumerate(groups):
+            for n in np.geomspace(1e7, 1e9, sizes):
+                for d in np.geomspace(1e9, 1e11, sizes):
+                    writer.writerow([group, n, d, 1.7 + 0.1 * shift + 400 / n**0.34 + 410 / d**0.28])
+    return path
+
+
+@pytest.fixture(scope="module")
+def user_task(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("own")
+    folder = root / "chinchilla_like"
+    create_task_folder(folder, write_csv(root / "runs.csv"), ["params", "tokens"], ["loss"], group_column="model",
+                       test_column="params*tokens", test_fraction=0.2, param_cap=6)
+    return folder
+
+
+def test_tasks_new_splits_by_a_product_of_columns_and_records_how(user_task):
+    task = load_task(user_task)
+    compute = task.test.X[:, 0] * task.test.X[:, 1]
+    for group in task.train.group_names():
+        train = task.train.X[task.train.groups == group]
+        assert compute[task.test.groups == group].min() >= (train[:, 0] * train[:, 1]).max()
+    text = (user_task / "task.toml").read_text()
+    assert 'column = "params*tokens"' in text and 'rule = "auto"' in text and "param_cap = 6" in text
+    assert task.param_cap == 6 and task.validation.column == "params*tokens"
+
+
+def test_auto_validation_reads_train_only(user_task, tmp_path):
+    """The automatic rule must not move when the test rows change (it may not read them)."""
+    before = load_task(user_task).validation
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("train.csv", "task.toml"):
+        (copy / name).write_text((user_task / name).read_text())
+    lines = (user_task / "test.csv").read_text().splitlines()
+    (copy / "test.csv").write_text("\n".join(lines[:1] + [line.rsplit(",", 1)[0] + ",99.0" for line in lines[1:]]) + "\n")
+    assert load_task(copy).validation == before
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--features", "params,loss", "--targets", "loss"], "both a feature and a target"),
+    (["--features", "params", "--targets", "loss", "--test-largest", "params", "abc"], "must be a number"),
+    (["--features", "params", "--targets", "loss", "--test-largest", "flops", "0.2"], "no column flops"),
+    (["--features", "params", "--targets", "loss", "--validation", "0.3:x"], "fold count"),
+])
+def test_tasks_new_refuses_with_one_line(tmp_path, args, fragment):
+    result = evolve("tasks", "new", tmp_path / "t", "--csv", write_csv(tmp_path / "d.csv"), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_group_too_small_to_split_is_refused(tmp_path):
+    path = tmp_path / "d.csv"
+    write_csv(path)
+    with open(path, "a", newline="") as handle:
+        csv.writer(handle).writerow(["lonely", 1e8, 1e10, 3.0])
+    result = evolve("tasks", "new", tmp_path / "t", "--csv", path, "--features", "params,tokens", "--targets", "loss", "--group-column", "model")
+    assert result.returncode == 2 and "lonely" in result.stderr and not (tmp_path / "t").exists()
+
+
+def test_generic_seeds_fit_any_features_and_targets():
+    for name in shipped_task_names():
+        task = load_task(name)
+        seeds = default_seeds(task)
+        assert [n for n, _ in seeds][:1] == ["power_law_with_offset"], name
+        assert all("def fit_scaling_law" in code and "def scaling_law_func" in code for _, code in seeds)
+
+
+def test_a_task_without_seed_laws_runs_and_says_so(user_task, tmp_path):
+    result = evolve("run", user_task, "--iterations", "3", "--seed", "0", "--run-dir", tmp_path / "run", "--islands", "1", "--workers", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "generic" in result.stderr and "power_law_with_offset" in result.stderr
+    assert (tmp_path / "run" / "best.py").is_file()
+
+
+def test_a_failed_start_leaves_no_run_folder(user_task, tmp_path):
+    seed = tmp_path / "broken.py"
+    seed.write_text(BROKEN_SEED)
+    result = evolve("run", user_task, "--seed-law", seed, "--iterations", "2", "--run-dir", tmp_path / "run", "--quiet", "--islands", "1", "--workers", "1")
+    assert result.returncode == 2 and "no seed law scored" in result.stderr and "this seed never fits" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_keeps_the_run_s_own_iterations_and_refuses_fixed_flags(user_task, tmp_path):
+    run = tmp_path / "run"
+    first = evolve("run", user_task, "--iterations", "2", "--seed", "1", "--run-dir", run, "--quiet", "--islands", "1", "--workers", "1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = evolve("run", "--resume", run, "--quiet")
+    assert again.returncode == 0 and "2 iterations" in again.stdout  # not extended to the default 50
+    refused = evolve("run", "--resume", run, "--islands", "3", "--quiet")
+    assert refused.returncode == 2 and "--islands" in refused.stderr
+
+
+def test_tables_keep_whole_names_when_piped():
+    result = evolve("tasks")
+    assert result.returncode == 0
+    for name in shipped_task_names():
+        assert name in result.stdout
+    assert "…" not in result.stdout
+
+
+def test_a_closed_pipe_is_a_quiet_exit():
+    process = subprocess.Popen(f"{sys.executable} -m evolve tasks --json | head -c 10", shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = process.communicate(timeout=120)
+    assert out == "[\n  {\n    \"" [:10] and "Error" not in err and "Traceback" not in err
+
+
+def test_runs_takes_a_folder_and_says_when_it_has_none(tmp_path):
+    result = evolve("runs", tmp_path)
+    assert result.returncode == 0 and "no runs" in result.stdout
+    assert json.loads(evolve("runs", tmp_path, "--json").stdout) == []
+
+
+def test_version_and_help_for_every_run_option():
+    result = evolve("--version")
+    assert result.returncode == 0 and "evolve" in result.stdout
+    for param in run_command.params:
+        if isinstance(param, click.Option):
+            assert param.help, param.name
