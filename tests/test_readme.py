@@ -26,3 +26,22 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     install, _, run = test_command.partition(" && ")
     assert run in ci and "[test]" in ci
+
+
+def test_readme_own_data_commands_run_as_written(tmp_path):
+    """The two own-data commands, on a CSV with the README's columns (fewer iterations)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from tests.test_own_data import write_csv
+
+    block = re.search(r"## Your own data.*?```bash\n(.*?)\n```", README, re.S).group(1)
+    write_csv(tmp_path / "runs.csv")
+    for line in block.splitlines():
+        args = shlex.split(line.replace("--iterations 150", "--iterations 2"))
+        assert args[0] == "evolve"
+        result = subprocess.run([sys.executable, "-m", "evolve", *args[1:], *(["--quiet", "--islands", "1"] if args[1] == "run" else [])],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert list((tmp_path / "archive").glob("mytask-*/best.py"))
