@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
 
-from tests.ray_cluster import NODE_RESOURCES, listeners, loopback_cluster, netns_pids  # noqa: E402
+from tests.ray_cluster import FAST_DEATH, NODE_RESOURCES, listeners, loopback_cluster, netns_pids  # noqa: E402
 
 SECTIONS = ("hop", "throughput", "kill", "sandbox")
 
@@ -305,16 +305,17 @@ def main() -> None:
     parser.add_argument("--task-s", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--fast-death", action="store_true",
+                        help="health checks every 0.5 s, dead after 3 misses (tests.ray_cluster.FAST_DEATH)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     t0 = time.perf_counter()
-    with loopback_cluster() as cluster:
+    with loopback_cluster(system_config=FAST_DEATH if args.fast_death else None) as cluster:
         print(f"start: 2 nodes up and driver connected in {cluster.start_s:.2f} s "
               f"({time.perf_counter() - t0:.2f} s incl. netns) at {cluster.address}", flush=True)
         inside = listeners().splitlines()
         bad = [line for line in inside if "127.0.0.1" not in line.split()[4]]
-        outside = [line for line in cluster.outside_listeners().splitlines()
-                   if any(k in line for k in ("raylet", "gcs_server", "ray::", "python"))]
+        outside = cluster.outside_ray_listeners()
         print(f"listeners: {len(inside)} in the netns, {len(bad)} not on 127.0.0.1; "
               f"{len(outside)} Ray listeners outside", flush=True)
         if "hop" in only:

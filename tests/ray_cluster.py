@@ -40,6 +40,10 @@ ENV = {
     "RAY_DISABLE_IMPORT_WARNING": "1",
 }
 
+# GCS marks a silent node dead after period x threshold (Ray's default: 3 s x 5 ~ 15 s).
+FAST_DEATH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+              "health_check_timeout_ms": 500}
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -110,6 +114,12 @@ class LoopbackCluster:
     def outside_listeners(self) -> str:
         return listeners(self.outer_netns)
 
+    def outside_ray_listeners(self) -> list[str]:
+        """Sockets listening in the original namespace that belong to the cluster (none)."""
+        tags = {f"pid={pid}," for pid in self.pids()} | {'"raylet"', '"gcs_server"', '"ray::'}
+        return [line for line in self.outside_listeners().splitlines()
+                if any(tag in line for tag in tags)]
+
     def pids(self) -> list[int]:
         """Every process of the cluster (all of them live in its netns)."""
         return netns_pids(self.netns)
@@ -130,18 +140,27 @@ def netns_pids(netns: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def loopback_cluster(num_cpus_per_node: int = 1, connect: bool = True):
-    """Yield a running 2-node Ray cluster on 127.0.0.1 inside its own netns."""
+def loopback_cluster(num_cpus_per_node: int = 1, connect: bool = True,
+                     system_config: dict | None = None):
+    """Yield a running 2-node Ray cluster on 127.0.0.1 inside its own netns.
+
+    ``system_config`` goes to the head as Ray's ``_system_config``, e.g. FAST_DEATH."""
     reason = unavailable_reason()
     if reason:
         raise RuntimeError(reason)
     import ray
     from ray.cluster_utils import Cluster
 
-    saved_env = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    # Short path: Ray's unix sockets live under it (108-byte limit).
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    # A private RAY_TMPDIR: sessions, logs, sockets and ray_current_cluster (which Ray
+    # writes even with temp_dir= given, and fails on when /tmp/ray is missing) stay in
+    # it, so parallel clusters and other Ray users never meet. Short, for the unix
+    # sockets' 108-byte limit.
+    temp_root = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    temp_dir = os.path.join(temp_root, "ray")
+    os.mkdir(temp_dir)
+    env = dict(ENV, RAY_TMPDIR=temp_root)
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     cluster = None
     netns = ""
     try:
@@ -153,6 +172,7 @@ def loopback_cluster(num_cpus_per_node: int = 1, connect: bool = True):
             cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
                               head_node_args=dict(common, include_dashboard=False,
                                                   temp_dir=temp_dir,
+                                                  _system_config=system_config or {},
                                                   resources={NODE_RESOURCES[0]: 1}))
             worker = cluster.add_node(**common, resources={NODE_RESOURCES[1]: 1})
             cluster.wait_for_nodes(timeout=60)
@@ -182,7 +202,7 @@ def loopback_cluster(num_cpus_per_node: int = 1, connect: bool = True):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(temp_root, ignore_errors=True)
 
 
 def _reap(netns: str, wait_s: float = 5.0) -> None:
