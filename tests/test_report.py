@@ -18,7 +18,7 @@ import pytest
 from evolve.config import ScorerConfig
 from evolve.metrics import Metrics, compute_metrics, failed_metrics
 from evolve.records import ProgramRecord
-from evolve.report.html import pareto_front, split_fit
+from evolve.report.analysis import pareto_front, split_fit
 from evolve.scoring.scorer import Evaluation, Scorer
 from evolve.tasks import load_task
 from tests.test_inspect import (
@@ -119,7 +119,7 @@ def test_split_fit_pairs_predictions_with_their_rows():
 def record(rid: int, n_params: int | None, r2: float, code: str | None = None, status: str = "ok") -> ProgramRecord:
     metrics = failed_metrics(1) if status != "ok" else Metrics(r2, 1 - r2, 0.0, 1 / (2 - r2), (r2,), (1 - r2,), (0.0,))
     evaluation = Evaluation(status, "validation", metrics, n_params=n_params)
-    return ProgramRecord(code or f"# program {rid}", evaluation, id=rid)
+    return ProgramRecord(code or f"PROGRAM = {rid}", evaluation, id=rid)
 
 
 def test_pareto_front_keeps_only_non_dominated_programs():
@@ -129,7 +129,7 @@ def test_pareto_front_keeps_only_non_dominated_programs():
         record(3, 5, 0.93),  # more parameters, worse: dominated by 2
         record(4, 6, 0.99),
         record(5, 2, 0.50),
-        record(6, 6, 0.99, code="# program 4"),  # a copy of 4 (migrant): counted once
+        record(6, 6, 0.99, code="PROGRAM  =  4  # the same program as 4, laid out otherwise"),  # counted once
         record(7, 1, 0.99, status="nan"),  # failures never count
     ]
     front = pareto_front(records)

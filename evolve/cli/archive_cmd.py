@@ -221,7 +221,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from evolve.report.html import pareto_front
+    from evolve.report.analysis import pareto_front
 
     with open_read_only(args.run) as archive:
         front = pareto_front(archive.programs(failed=False, order="id"))
