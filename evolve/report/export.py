@@ -19,6 +19,7 @@ from evolve.program import LAW_FUNCTION, ProgramError, detect_api, top_level_fun
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Evaluation
 from evolve.tasks import Task
+from evolve.text import csv_cell, format_r2
 
 APIS = ("fit", "law")
 
@@ -30,10 +31,11 @@ def params_source(record: ProgramRecord) -> tuple[str, Evaluation]:
     return "validation evaluation (fitted on the training rows minus the validation rows)", record.validation
 
 
-def format_r2(evaluation: Evaluation | None) -> str:
+def r2_or_status(evaluation: Evaluation | None) -> str:
+    """An evaluation's R² for a file header, or why it has none."""
     if evaluation is None:
         return "not scored"
-    return f"{evaluation.metrics.r2:.6f}" if evaluation.ok else f"failed ({evaluation.status})"
+    return format_r2(evaluation.metrics.r2, digits=6) if evaluation.ok else f"failed ({evaluation.status})"
 
 
 def header(record: ProgramRecord, task: Task, run_name: str, api: str) -> list[str]:
@@ -41,7 +43,7 @@ def header(record: ProgramRecord, task: Task, run_name: str, api: str) -> list[s
     lines = [
         f"# Law exported from run {run_name}, program {record.id}, task {task.name} ({api} API).",
         f"# Features: {', '.join(task.features)}; targets: {', '.join(task.targets)}.",
-        f"# Validation R2: {format_r2(record.validation)}; test R2: {format_r2(record.test)}.",
+        f"# Validation R2: {r2_or_status(record.validation)}; test R2: {r2_or_status(record.test)}.",
         f"# Fitted parameters ({evaluation.n_params} per group) come from the stored {source}.",
     ]
     if api == "fit":
@@ -136,4 +138,4 @@ def write_csv(records: list[ProgramRecord], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for record in records:
-            writer.writerow(csv_row(record))
+            writer.writerow([csv_cell(value) for value in csv_row(record)])

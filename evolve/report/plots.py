@@ -12,6 +12,7 @@ import numpy as np
 
 from evolve.records import ProgramRecord
 from evolve.report.analysis import SplitFit, running_best
+from evolve.text import shorten
 
 SPLIT_COLOURS = {"train": "#4c72b0", "validation": "#dd8452", "test": "#c44e52"}
 MAX_GROUP_PLOTS = 12
@@ -169,7 +170,7 @@ def plot_groups(fits: dict[str, SplitFit], task, column: str) -> tuple[str | Non
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for ax, group in zip(axes.flat, shown):
         draw_group(ax, fits, group, j, len(task.features) == 1)
-        ax.set_title(shorten_label(group), fontsize=8)
+        ax.set_title(shorten(group, 48), fontsize=8)
         ax.set_xlabel(column, fontsize=8)
         ax.set_ylabel(task.targets[0], fontsize=8)
         ax.tick_params(labelsize=7)
@@ -212,10 +213,6 @@ def draw_group(ax, fits: dict[str, SplitFit], group: str, j: int, single_feature
             ax.scatter(xs, ys, s=12, marker="x", color="black", label="law (fit on all train)")
         if xs.min() > 0 and xs.max() / xs.min() > 50:
             ax.set_xscale("log")
-
-
-def shorten_label(text: str, width: int = 48) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def plot_lineage(chain: list[ProgramRecord]) -> str | None:
