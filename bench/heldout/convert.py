@@ -46,3 +46,17 @@ r = pd.read_csv(raw / "rev.csv")
 r = r[(r.Domain == "NMT")]
 pd.DataFrame({"group": r.Model.astype(str), "seen_examples": r["Seen Examples"],
               "log_perplexity": r.Loss}).to_csv(out / "revisiting_nmt.csv", index=False)
+
+# Over-training (Gadre et al. 2024, mlfoundations/scaling): exp_data/models/*.json, one run each;
+# loss = `results` entry whose val_data is the C4 validation set; group = dataset_name.
+# flops = 6 * params * tokens (the paper's C = 6ND), computed here: no published compute column.
+import json
+rows = []
+for f in sorted((raw / "otm").glob("*.json")):
+    d = json.loads(f.read_text())
+    hp = d["hyperparameters"]
+    c4 = [r["loss"] for r in d["results"] if any("c4_val" in v for v in r["val_data"])]
+    if len(c4) == 1:
+        rows.append({"group": d["dataset_name"], "flops": 6.0 * hp["params"] * hp["tokens"],
+                     "params": hp["params"], "loss": c4[0]})
+pd.DataFrame(rows).to_csv(out / "overtraining_openlm.csv", index=False)
