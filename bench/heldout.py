@@ -112,6 +112,12 @@ def main():
                 row.append(f"{test_r2(best, task):.4f} ({wall:.0f})")
         lines.append("| " + " | ".join(row) + " |")
         print(lines[-1], flush=True)
+    # with --only, keep the other tasks' rows of an earlier table with the same columns
+    if args.only and RESULTS.exists() and header in RESULTS.read_text():
+        done = {l.split("|")[1].strip() for l in lines[2:]}
+        old = [l for l in RESULTS.read_text().splitlines()[RESULTS.read_text().splitlines().index(header) + 2:]
+               if l.startswith("| ") and l.split("|")[1].strip() not in done]
+        lines = lines[:2] + sorted(old + lines[2:])
     table = "\n".join(lines)
     RESULTS.write_text("# Held-out real data sets: test R²\n\nCommand: `python bench/heldout.py "
                        + " ".join(sys.argv[1:]) + "`\n\nTest R² (search: wall seconds in parentheses). "
