@@ -18,6 +18,8 @@ from evolve.cli.archive_cmd import archive_group, report_command, runs_command
 from evolve.cli.eval_cmd import eval_command
 from evolve.cli.run_cmd import run_command
 from evolve.cli.tasks_cmd import tasks_command
+from evolve.cli.use_cmd import optimize_command, predict_command
+from evolve.api import LawError
 from evolve.config import ConfigError
 from evolve.loop import RunError
 from evolve.program import ProgramError
@@ -29,7 +31,7 @@ from evolve.text import one_line, safe_text
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-USER_ERRORS = (TaskError, ConfigError, ProgramError, ArchiveError, LLMError, RunError, SeedError)
+USER_ERRORS = (LawError, TaskError, ConfigError, ProgramError, ArchiveError, LLMError, RunError, SeedError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,7 +40,7 @@ def cli() -> None:
     """Discover scaling laws by evolving programs."""
 
 
-for command in (tasks_command, eval_command, run_command, runs_command, archive_group, report_command):
+for command in (tasks_command, eval_command, run_command, runs_command, archive_group, report_command, predict_command, optimize_command):
     cli.add_command(command)
 
 

@@ -11,10 +11,11 @@ header says which.
 from __future__ import annotations
 
 import csv
+import re
 import textwrap
 from pathlib import Path
 
-from evolve.store.database import ArchiveError
+from evolve.store.errors import ArchiveError
 from evolve.program import LAW_FUNCTION, ProgramError, detect_api, top_level_functions
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Evaluation
@@ -87,6 +88,43 @@ def law_adapter(task: Task) -> str:
     )
 
 
+FITTING_IMPORT = re.compile(r"^[ \t]*(from[ \t]+evolve\.fitting[ \t]+import[^\n]*|import[ \t]+evolve\.fitting[^\n]*)$", re.M)
+
+
+def standalone_code(code: str) -> str:
+    """The program with `evolve.fitting` copied in where it imports it, so the file needs
+    only numpy and scipy: it runs where evolve is not installed."""
+    if not FITTING_IMPORT.search(code):
+        return code
+    import evolve.fitting as fitting
+
+    source = Path(fitting.__file__).read_text()
+    source = re.sub(r"^from __future__ import annotations\n", "", source, flags=re.M)
+    block = "# --- evolve.fitting, copied in so this file needs only numpy and scipy ---\n" + source.strip() + "\n# --- end of evolve.fitting ---"
+    shown = [False]
+
+    def replace(match: re.Match) -> str:
+        if shown[0]:
+            return ""
+        shown[0] = True
+        indent = match.group(0)[: len(match.group(0)) - len(match.group(0).lstrip())]
+        return "\n".join(indent + line if line else line for line in block.splitlines())
+
+    code = FITTING_IMPORT.sub(replace, code)
+    return code.replace("import evolve.fitting as ", "# (evolve.fitting inlined above) ")
+
+
+def standalone_program(record: ProgramRecord, task: Task, params: dict | None = None, run_name: str = "") -> str:
+    """The one writer of a standalone program file (the `fit` API), used by `archive export`,
+    `best.py` and `Law.export`: its scores and fitted parameters in a header, and
+    FITTED_PARAMS per group at the end (`params` overrides the stored ones)."""
+    text = export_program(record, task, run_name or "(run)", "fit")
+    if params is not None:
+        literal = params_literal({g: list(map(float, v)) for g, v in params.items()})
+        text = re.sub(r"\n\nFITTED_PARAMS = .*\n$", f"\n\nFITTED_PARAMS = {literal}\n", text, flags=re.S)
+    return text
+
+
 def export_program(record: ProgramRecord, task: Task, run_name: str, api: str = "fit") -> str:
     """The program as a standalone file in the chosen API, with its fitted parameters."""
     if api not in APIS:
@@ -99,7 +137,7 @@ def export_program(record: ProgramRecord, task: Task, run_name: str, api: str = 
         raise ArchiveError(f"program {record.id} cannot be exported: {exc}") from None
     _, evaluation = params_source(record)
     lines = header(record, task, run_name, api)
-    code = record.code if record.code.endswith("\n") else record.code + "\n"
+    code = standalone_code(record.code if record.code.endswith("\n") else record.code + "\n")
     if api == "law" and (program_api == "law" or LAW_FUNCTION in top_level_functions(record.code)):
         lines[-1] = "# law(input_data, group) is the program's own (a law with fixed coefficients)."
         return "\n".join(lines) + "\n\n" + code

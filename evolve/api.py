@@ -1,0 +1,346 @@
+"""The Python API: run, open and use a law from a notebook.
+
+    import evolve
+    run = evolve.run("sft_scaling_law", iterations=100, seed=0, run_dir="runs/sft", quiet=True)
+    run = evolve.open_run("runs/sft")          # read-only
+    run.programs()                              # a pandas DataFrame, one row per program
+    law = run.best.fit()                        # refit each group on all its train rows
+    law.predict(X, group); law.interval(X, group, level=0.9)
+    law.sympy(group); law.latex(group); law.export("law.py"); law.optimal(compute=1e22, group=g)
+
+A law is candidate code written by a model, so every fit and prediction here runs in the
+same sandbox as scoring (`trusted=True` runs it in this process instead, for code you wrote
+yourself). Nothing here writes to a run's archive.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evolve.config import ScorerConfig, run_config_from_dict
+from evolve.loop import run_evolution
+from evolve.program import code_key
+from evolve.records import ProgramRecord
+from evolve.scoring.in_sandbox import GroupJob
+from evolve.scoring.scorer import Scorer
+from evolve.status import Status
+from evolve.store.rundir import open_read_only, run_task
+from evolve.tasks import Task
+
+BOOTSTRAP_RESAMPLES = 40
+_SCORERS: dict[ScorerConfig, Scorer] = {}
+_SCORERS_LOCK = threading.Lock()
+
+
+def shared_scorer(config: ScorerConfig) -> Scorer:
+    """One warm sandbox per setting for the whole session: a notebook that predicts a
+    hundred times starts the workers once. Closed when the interpreter exits."""
+    with _SCORERS_LOCK:
+        if config not in _SCORERS:
+            if not _SCORERS:
+                atexit.register(close_scorers)
+            _SCORERS[config] = Scorer(config)
+        return _SCORERS[config]
+
+
+def close_scorers() -> None:
+    with _SCORERS_LOCK:
+        for scorer in _SCORERS.values():
+            scorer.close()
+        _SCORERS.clear()
+
+
+class LawError(ValueError):
+    """A law that cannot do what was asked (it failed, or the question does not apply)."""
+
+
+def run(task: str, iterations: int = 50, seed: int | None = None, run_dir: str | Path | None = None,
+        quiet: bool = True, **settings: Any) -> "Run":
+    """Evolve laws for `task`, the same as `evolve run` (settings as in a TOML file:
+    e.g. proposer="offline", archive={"islands": 2}, scorer={"workers": 2})."""
+    data = {"task": str(task), "iterations": iterations, "seed": seed, **settings}
+    if run_dir is not None:
+        data["run_dir"] = str(run_dir)
+    progress = None
+    if not quiet:
+        from evolve.cli.progress import RunProgress
+
+        progress = RunProgress()
+    summary = run_evolution(run_config_from_dict({k: v for k, v in data.items() if v is not None}), progress=progress)
+    return open_run(summary.run_dir)
+
+
+def open_run(path: str | Path) -> "Run":
+    """A finished (or running) run, read-only."""
+    with open_read_only(path) as archive:
+        task = run_task(archive)
+        records = archive.programs(order="id")
+        scorer_settings = (archive.get_meta("config") or {}).get("scorer", {})
+    return Run(Path(path), task, records, scorer_settings)
+
+
+@dataclasses.dataclass
+class Run:
+    path: Path
+    task: Task
+    records: list[ProgramRecord]
+    scorer_settings: dict
+
+    def programs(self):
+        """Every program as a pandas DataFrame (failures included), in id order."""
+        import pandas as pd
+
+        rows = []
+        for r in self.records:
+            rows.append({
+                "id": r.id, "iteration": r.iteration, "island": r.island, "parent_id": r.parent_id,
+                "proposer": r.proposer, "model": r.model, "status": str(r.validation.status),
+                "n_params": r.n_params, "val_r2": r.validation.metrics.r2 if r.ok else None,
+                "test_r2": r.test.metrics.r2 if r.test is not None and r.test.ok else None,
+                "complexity": r.complexity, "explanation": r.explanation,
+                "formula": r.extra.get("law"), "key": code_key(r.code),
+            })
+        return pd.DataFrame(rows)
+
+    @property
+    def best(self) -> "Law":
+        """The best program by validation R² (test is never used to choose)."""
+        ok = [r for r in self.records if r.ok]
+        if not ok:
+            raise LawError(f"{self.path}: no program scored")
+        return self.law(max(ok, key=lambda r: (r.r2, -(r.id or 0))).id)
+
+    def law(self, program_id: int) -> "Law":
+        found = [r for r in self.records if r.id == program_id]
+        if not found:
+            raise LawError(f"no program {program_id} in {self.path}")
+        return Law(found[0], self.task, ScorerConfig(workers=1, timeout_s=float(self.scorer_settings.get("timeout_s", 60.0)),
+                                                     memory_mb=int(self.scorer_settings.get("memory_mb", 4096))))
+
+
+@dataclasses.dataclass
+class Law:
+    """One program of a run, usable as a law: fit, predict, intervals, formulas, export."""
+
+    record: ProgramRecord
+    task: Task
+    scorer_config: ScorerConfig = ScorerConfig(workers=1)
+    trusted: bool = False
+    params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def code(self) -> str:
+        return self.record.code
+
+    # ---------------------------------------------------------------- running the program
+
+    def _run(self, jobs: list[GroupJob]) -> dict[str, np.ndarray]:
+        scorer = shared_scorer(dataclasses.replace(self.scorer_config, isolate=not self.trusted))
+        report = scorer.run(self.code, jobs, self.task)
+        if report.status != Status.OK:
+            raise LawError(f"program {self.record.id}: {report.status}: {report.message.strip().splitlines()[-1] if report.message.strip() else ''}")
+        self._last_params = report.params
+        return report.predictions
+
+    def _group_rows(self, group: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.task.train.groups == group
+        if not mask.any():
+            known = ", ".join(self.task.train.group_names()[:10])
+            raise LawError(f"unknown group {group!r} (groups: {known}{', ...' if len(self.task.train.group_names()) > 10 else ''})")
+        return self.task.train.X[mask], self.task.train.y[mask]
+
+    def _as_matrix(self, X) -> np.ndarray:
+        if hasattr(X, "columns"):  # a DataFrame: take the task's feature columns by name
+            missing = [f for f in self.task.features if f not in X.columns]
+            if missing:
+                raise LawError(f"missing feature column(s): {', '.join(missing)}")
+            X = X[list(self.task.features)].to_numpy(dtype=float)
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        if X.shape[1] != len(self.task.features):
+            raise LawError(f"X has {X.shape[1]} columns; the task's features are {', '.join(self.task.features)}")
+        if not np.isfinite(X).all():
+            raise LawError("X has values that are not finite")
+        return X
+
+    def _shape(self, predictions: np.ndarray) -> np.ndarray:
+        predictions = np.asarray(predictions, dtype=float)
+        return predictions[:, 0] if predictions.ndim == 2 and predictions.shape[1] == 1 else predictions
+
+    # ---------------------------------------------------------------- the API
+
+    def fit(self) -> "Law":
+        """Fit each group on all its train rows (in the sandbox); `params` holds the result."""
+        jobs = [GroupJob(g, *self._group_rows(g), self._group_rows(g)[0][:1]) for g in self.task.train.group_names()]
+        self._run(jobs)
+        params = {g: np.asarray(p, dtype=float) for g, p in self._last_params.items() if p is not None}
+        return dataclasses.replace(self, params=params)
+
+    def predict(self, X, group: str) -> np.ndarray:
+        """Predictions for rows X (array of shape (n, features) or a DataFrame with the
+        feature columns) of `group`, the law fitted on the group's train rows: (n,) or
+        (n, targets)."""
+        X = self._as_matrix(X)
+        X_fit, y_fit = self._group_rows(group)
+        return self._shape(self._run([GroupJob(group, X_fit, y_fit, X)])[group])
+
+    def interval(self, X, group: str, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """A prediction interval at `level` for rows X of `group`.
+
+        Method: the law is refitted on 40 bootstrap resamples of the group's train rows
+        (the spread of the fitted law, which grows as X leaves the data), and the error
+        the law makes when it extrapolates is added: the root mean square error on the
+        task's validation rows, where the law was fitted without its largest-scale rows.
+        The half-width is the two combined in quadrature, around the prediction of the
+        law fitted on all rows. Assumptions: rows are exchangeable within a group for the
+        bootstrap, and extrapolating beyond train errs about as much as extrapolating
+        from the fit rows to the validation rows did (it is larger when X goes further
+        out than validation did); a law that fails on a resample leaves it out."""
+        if not 0 < level < 1:
+            raise LawError("level must be between 0 and 1")
+        X = self._as_matrix(X)
+        X_fit, y_fit = self._group_rows(group)
+        rng = np.random.default_rng(0)
+        jobs = [GroupJob(group, X_fit, y_fit, X)]
+        for b in range(BOOTSTRAP_RESAMPLES):
+            index = rng.integers(0, len(X_fit), len(X_fit))
+            jobs.append(GroupJob(f"{group}\x1fbootstrap{b:03d}", X_fit[index], y_fit[index], X))
+        validation_fit, validation_rows = self.task.validation_folds()[0]
+        vmask_fit, vmask = validation_fit.groups == group, validation_rows.groups == group
+        if vmask.any() and vmask_fit.any():
+            jobs.append(GroupJob(f"{group}\x1fvalidation", validation_fit.X[vmask_fit], validation_fit.y[vmask_fit], validation_rows.X[vmask]))
+        predictions = self._run_tolerant(jobs)
+        center = np.atleast_2d(np.asarray(predictions[group], dtype=float).reshape(len(X), -1))
+        boots = [np.asarray(v, dtype=float).reshape(len(X), -1) for k, v in predictions.items() if "\x1fbootstrap" in k]
+        z = _normal_quantile(0.5 + level / 2)
+        spread = np.std(np.stack(boots), axis=0) if len(boots) >= 5 else np.zeros_like(center)
+        sigma = np.zeros(center.shape[1])
+        if f"{group}\x1fvalidation" in predictions:
+            residual = np.asarray(predictions[f"{group}\x1fvalidation"], dtype=float).reshape(int(vmask.sum()), -1) - validation_rows.y[vmask]
+            sigma = np.sqrt(np.mean(residual**2, axis=0))
+        half = z * np.sqrt(spread**2 + sigma**2)
+        return self._shape(center - half), self._shape(center + half)
+
+    def _run_tolerant(self, jobs: list[GroupJob]) -> dict[str, np.ndarray]:
+        """Run resample jobs; a failure of the whole batch falls back to the plain fit."""
+        try:
+            return self._run(jobs)
+        except LawError:
+            return self._run(jobs[:1])
+
+    def sympy(self, group: str):
+        """The law as a sympy expression in the task's feature names with the group's fitted
+        constants in (a list for several targets); checked against the program's own
+        predictions on the group's rows, else a LawError."""
+        from evolve.scoring.formula_jobs import formulas_isolated
+        from evolve.symbolic import FormulaJob
+
+        import sympy
+
+        law = self if group in self.params else self.fit()
+        if group not in law.params:
+            raise LawError(f"no numeric fitted parameters for group {group!r}")
+        params = law.params[group]
+        rows = self._group_rows(group)[0][:8]
+        job = FormulaJob(self.code, self.task.features, len(self.task.targets), len(params), params.tolist(), rows.tolist())
+        formula = formulas_isolated([job])[0]
+        if formula is None or not formula.verified:
+            raise LawError(f"program {self.record.id}: its formula could not be recovered and checked")
+        symbols = {f"p{i}": sympy.Float(float(v), 15) for i, v in enumerate(params)}
+        features = {name: sympy.Symbol(name, positive=True) for name in self.task.features}
+        expressions = []
+        for text in formula.expressions:
+            expression = sympy.sympify(text, locals={**{s: sympy.Symbol(s) for s in symbols}, **{n: features[n] for n in features}})
+            expression = expression.subs({sympy.Symbol(k): v for k, v in symbols.items()})
+            expressions.append(drop_idle_guards(expression, [features[n] for n in self.task.features], self._group_rows(group)[0]))
+        return expressions[0] if len(expressions) == 1 else expressions
+
+    def latex(self, group: str):
+        import sympy
+
+        expression = self.sympy(group)
+        rounded = lambda e: sympy.latex(e.evalf(5))  # rounding for reading only; sympy() keeps every digit
+        return [rounded(e) for e in expression] if isinstance(expression, list) else rounded(expression)
+
+    def export(self, path: str | Path) -> Path:
+        """A standalone program file: numpy and scipy only, no evolve import (the fitting
+        helpers the law uses are copied in), with this law's fitted parameters in a header."""
+        from evolve.report.export import standalone_program
+
+        path = Path(path)
+        path.write_text(standalone_program(self.record, self.task, self.params or None))
+        return path
+
+    def optimal(self, compute: float, group: str, points: int = 241) -> dict[str, float]:
+        """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve
+        with the lowest predicted loss (first target). Applies to laws whose task has a
+        model-size and a data feature (by name: params/N/model_size, tokens/D/data);
+        other features are held at the group's largest train values."""
+        n_index, d_index = size_and_data_features(self.task.features)
+        if not compute > 0:
+            raise LawError("compute must be positive")
+        X_fit = self._group_rows(group)[0]
+        n_low, n_high = X_fit[:, n_index].min() / 100, X_fit[:, n_index].max() * 100
+        grid_n = np.geomspace(max(n_low, 1.0), n_high, points)
+        X = np.tile(X_fit[np.argmax(X_fit[:, n_index])], (points, 1))
+        X[:, n_index], X[:, d_index] = grid_n, compute / (6 * grid_n)
+        predicted = np.atleast_2d(self.predict(X, group).reshape(points, -1))[:, 0]
+        finite = np.isfinite(predicted)
+        if not finite.any():
+            raise LawError("the law predicts no finite loss on the compute curve")
+        best = int(np.nanargmin(np.where(finite, predicted, np.nan)))
+        edge = best in (0, points - 1)
+        return {"compute": float(compute), "N": float(grid_n[best]), "D": float(compute / (6 * grid_n[best])),
+                "loss": float(predicted[best]), "at_search_edge": bool(edge)}
+
+
+def drop_idle_guards(expression, symbols: list, rows: np.ndarray):
+    """`Max(tiny, e)` → `e` (and `Min(huge, e)` → `e`) where the guard never binds on the
+    group's own rows: the numerical safety nets programs add are noise to a reader. A guard
+    that binds on any row is kept, so the expression still computes what the program does."""
+    import sympy
+
+    def idle(guard, other, binds) -> bool:
+        try:
+            values = sympy.lambdify(symbols, other, "numpy")(*rows.T)
+            return bool(np.all(np.isfinite(values)) and np.all(binds(np.broadcast_to(values, (len(rows),)), float(guard))))
+        except Exception:  # noqa: BLE001 - keep the guard when it cannot be checked
+            return False
+
+    def simplify(node):
+        if isinstance(node, (sympy.Max, sympy.Min)) and len(node.args) == 2:
+            numbers = [a for a in node.args if a.is_Number]
+            if len(numbers) == 1:
+                other = next(a for a in node.args if a is not numbers[0])
+                binds = (lambda v, g: v > g) if isinstance(node, sympy.Max) else (lambda v, g: v < g)
+                if idle(numbers[0], other, binds):
+                    return simplify(other)
+        if node.args:
+            return node.func(*[simplify(a) for a in node.args])
+        return node
+
+    return simplify(expression)
+
+
+SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params", "model_params", "non_embedding_params", "non_embedding_param_size", "dense_parameter_count")
+DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "train_tokens", "dataset_size", "samples_seen", "seen_examples")
+
+
+def size_and_data_features(features: tuple[str, ...]) -> tuple[int, int]:
+    lowered = [f.lower() for f in features]
+    n = next((i for i, f in enumerate(lowered) if f in SIZE_NAMES), None)
+    d = next((i for i, f in enumerate(lowered) if f in DATA_NAMES), None)
+    if n is None or d is None:
+        raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); it does not apply to this task")
+    return n, d
+
+
+def _normal_quantile(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))

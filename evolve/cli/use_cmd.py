@@ -1,0 +1,86 @@
+"""`evolve predict` and `evolve optimize`: use a run's law on new points."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from evolve.api import LawError, open_run
+from evolve.cli.display import console, print_table
+from evolve.tasks import TaskError, read_rows
+
+
+def pick_law(run: Path, program_id: int | None):
+    opened = open_run(run)
+    return opened, (opened.law(program_id) if program_id is not None else opened.best)
+
+
+@click.command("predict", help="Predict new points with a run's law (the best by validation unless --id).")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="rows with the task's feature columns (and a group column unless --group)")
+@click.option("--id", "program_id", type=int, help="the program to use (default: the best by validation)")
+@click.option("--group", help="the group every row belongs to (default: the CSV's 'group' column)")
+@click.option("--interval", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="also a prediction interval at this level (e.g. 0.9)")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="write the CSV here (default: standard output)")
+def predict_command(run: Path, csv_path: Path, program_id: int | None, group: str | None, interval: float | None, output: Path | None) -> int:
+    opened, law = pick_law(run, program_id)
+    task = opened.task
+    rows = read_rows(csv_path, task.features, (), "group" if group is None else "\x00none")
+    groups = rows.groups if group is None else np.array([group] * len(rows), dtype=object)
+    if group is None and set(groups.tolist()) == {"all_data"} and "all_data" not in task.train.group_names():
+        if len(task.train.group_names()) != 1:
+            raise TaskError(f"{csv_path}: no 'group' column; name the group with --group (groups: {', '.join(task.train.group_names()[:8])})")
+        groups = np.array(task.train.group_names() * len(rows), dtype=object)
+    fitted = law.fit()
+    columns = [*task.features, "group", *[f"predicted_{t}" for t in task.targets]]
+    if interval:
+        columns += [f"{t}_{side}" for t in task.targets for side in ("low", "high")]
+    out_rows = [None] * len(rows)
+    for name in sorted(set(groups.tolist())):
+        mask = groups == name
+        predicted = np.asarray(fitted.predict(rows.X[mask], name), dtype=float).reshape(int(mask.sum()), -1)
+        extra = []
+        if interval:
+            low, high = fitted.interval(rows.X[mask], name, interval)
+            low, high = np.asarray(low).reshape(len(predicted), -1), np.asarray(high).reshape(len(predicted), -1)
+            extra = [np.column_stack([low[:, k], high[:, k]]) for k in range(predicted.shape[1])]
+        for i, index in enumerate(np.flatnonzero(mask)):
+            values = [*rows.X[index].tolist(), name, *predicted[i].tolist()]
+            for block in extra:
+                values += block[i].tolist()
+            out_rows[index] = values
+    handle = open(output, "w", newline="") if output else sys.stdout
+    try:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(out_rows)
+    finally:
+        if output:
+            handle.close()
+            click.echo(f"wrote {len(out_rows)} predictions of program {law.record.id} to {output}", err=True)
+    return 0
+
+
+@click.command("optimize", help="The compute-optimal model size and data under C ≈ 6·N·D for a run's law.")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--compute", required=True, type=float, multiple=True, help="training compute in FLOPs (repeat for several)")
+@click.option("--group", help="the group (default: every group)")
+@click.option("--id", "program_id", type=int, help="the program to use (default: the best by validation)")
+def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, program_id: int | None) -> int:
+    opened, law = pick_law(run, program_id)
+    fitted = law.fit()
+    groups = [group] if group else opened.task.train.group_names()
+    rows = []
+    for name in groups:
+        for c in compute:
+            best = fitted.optimal(c, name)
+            rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "yes" if best["at_search_edge"] else ""])
+    print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D)", ["group", "compute", "N", "D", "predicted loss", "at the search edge"], rows, console())
+    return 0
+
+
+__all__ = ["predict_command", "optimize_command", "LawError"]

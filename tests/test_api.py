@@ -1,0 +1,124 @@
+"""The Python API on a task with several groups (parallel) and one with several targets
+(domain_mixture): every call, with formulas checked against the program's own predictions."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy
+
+import evolve
+from evolve.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    return evolve.run("parallel_scaling_law", iterations=2, seed=0, run_dir=tmp_path_factory.mktemp("api") / "parallel", quiet=True,
+                      proposer="offline", archive={"islands": 1}, scorer={"workers": 2})
+
+
+@pytest.fixture(scope="module")
+def mixture_run(tmp_path_factory):
+    return evolve.run("domain_mixture_scaling_law", iterations=0, seed=0, run_dir=tmp_path_factory.mktemp("api") / "mix", quiet=True,
+                      proposer="offline", archive={"islands": 1}, scorer={"workers": 2})
+
+
+def test_version():
+    assert re.match(r"\d+\.\d+", evolve.__version__)
+
+
+def test_programs_frame_and_best(sft_run):
+    frame = sft_run.programs()
+    assert {"id", "iteration", "island", "proposer", "status", "n_params", "val_r2", "test_r2", "formula"} <= set(frame.columns)
+    assert len(frame) == len(sft_run.records)
+    best = sft_run.best
+    assert best.record.r2 == frame["val_r2"].max()
+    assert evolve.open_run(sft_run.path).best.record.id == best.record.id
+
+
+def test_fit_predict_interval_and_formula_on_several_groups(sft_run):
+    law = sft_run.best.fit()
+    assert set(law.params) == set(sft_run.task.train.group_names())
+    group = sft_run.task.test.group_names()[0]
+    X = sft_run.task.test.X[sft_run.task.test.groups == group]
+    predicted = law.predict(X, group)
+    assert predicted.shape == (len(X),) and np.isfinite(predicted).all()
+    low, high = law.interval(X, group, level=0.9)
+    assert (low <= predicted).all() and (predicted <= high).all()
+    expression = law.sympy(group)
+    symbols = [sympy.Symbol(f, positive=True) for f in sft_run.task.features]
+    rows = sft_run.task.train.X[sft_run.task.train.groups == group]
+    from_formula = sympy.lambdify(symbols, expression, "numpy")(*rows.T)
+    assert np.allclose(from_formula, law.predict(rows, group), rtol=1e-6)
+    assert "Max" not in str(expression) or "1.0e-12" not in str(expression)
+    assert isinstance(law.latex(group), str)
+    with pytest.raises(evolve.LawError, match="does not apply"):
+        law.optimal(compute=1e22, group=group)
+
+
+def test_several_targets(mixture_run):
+    law = mixture_run.best.fit()
+    group = mixture_run.task.train.group_names()[0]
+    X = mixture_run.task.test.X[mixture_run.task.test.groups == group]
+    predicted = law.predict(X, group)
+    assert predicted.shape == (len(X), len(mixture_run.task.targets))
+    expressions = law.sympy(group)
+    assert isinstance(expressions, list) and len(expressions) == len(mixture_run.task.targets)
+    low, high = law.interval(X, group)
+    assert low.shape == predicted.shape and (high >= low).all()
+
+
+def test_export_is_standalone(sft_run, tmp_path):
+    law = sft_run.best.fit()
+    path = law.export(tmp_path / "law.py")
+    text = path.read_text()
+    assert not re.search(r"^\s*(from evolve|import evolve)", text, re.M)
+    script = f"""
+import sys, numpy as np
+sys.modules['evolve'] = None  # evolve cannot be imported
+namespace = {{}}
+exec(open({str(path)!r}).read(), namespace)
+X = np.array({sft_run.task.train.X[:6].tolist()})
+y = np.array({sft_run.task.train.y[:6, 0].tolist()})
+p = namespace['fit_scaling_law'](X, y)
+print(np.asarray(namespace['scaling_law_func'](X, p)).shape)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_optimal_on_a_law_in_size_and_data(tmp_path):
+    run = evolve.run("data_constrained_scaling_law", iterations=0, seed=0, run_dir=tmp_path / "dc", quiet=True,
+                     proposer="offline", archive={"islands": 1})
+    law = run.best.fit()
+    group = run.task.train.group_names()[0]
+    small, large = law.optimal(compute=1e20, group=group), law.optimal(compute=1e22, group=group)
+    assert small["N"] * small["D"] * 6 == pytest.approx(1e20, rel=1e-6)
+    assert large["loss"] <= small["loss"]
+
+
+def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):
+    rows = tmp_path / "new.csv"
+    lines = (ROOT / "tasks/parallel_scaling_law/test.csv").read_text().splitlines()[:4]
+    rows.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(sft_run.path), "--csv", str(rows), "--interval", "0.9", "-o", str(out)]) == 0
+    header = out.read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["predicted_loss", "loss_low", "loss_high"]
+    assert main(["optimize", str(sft_run.path), "--compute", "1e22"]) == 2  # no size and data features: one line
+    assert "does not apply" in capsys.readouterr().err
+
+
+def test_readme_api_example_runs(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace("iterations=100", "iterations=0").replace('"runs/sft"', repr(str(tmp_path / "sft")))
+    namespace: dict = {}
+    exec(compile(code, "README", "exec"), namespace)
