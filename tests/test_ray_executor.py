@@ -16,7 +16,7 @@ pytestmark = [
 ]
 
 TASK = "parallel_scaling_law"
-ITERATIONS = 8
+ITERATIONS = 4
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,9 @@ def local_run(tmp_path_factory):
     return run(tmp_path_factory.mktemp("local") / "run")
 
 
-def test_a_run_over_both_nodes_stores_the_same_archive_as_a_local_run(cluster, local_run, tmp_path):
+def test_a_run_over_both_nodes_stores_the_same_archive_as_a_local_run(cluster, local_run, tmp_path, capsys):
+    import json
+
     local, _ = local_run
     spread, status = run(tmp_path / "run", "--executor", "ray", "--ray-address", cluster.address)
     assert status == "finished"
@@ -59,12 +61,6 @@ def test_a_run_over_both_nodes_stores_the_same_archive_as_a_local_run(cluster, l
     nodes = {r.validation.node for r in spread}
     assert len(nodes) == 2, nodes  # both nodes scored
     assert all(r.validation.node for r in local)  # the local executor names its host too
-
-
-def test_node_shows_in_archive_list_json(cluster, tmp_path, capsys):
-    import json
-
-    run(tmp_path / "run", "--executor", "ray")
     capsys.readouterr()
     assert evolve("archive", str(tmp_path / "run"), "list", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
