@@ -34,8 +34,8 @@ class Evaluation:
     params: dict[str, list[float] | None] = field(default_factory=dict)
     n_params: int | None = None
     seconds: float = 0.0
-    node: str = ""  # where it was scored ("" in archives older than the Ray executor)
     predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
+    node: str = ""  # where it was scored ("" in archives older than the Ray executor)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))  # one vocabulary: an unknown status is a bug
