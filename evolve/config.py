@@ -41,6 +41,10 @@ class ScorerConfig:
     memory_mb: int = setting(4096, "memory limit of one program's processes, in MB")
     max_output_mb: int = setting(8, "largest result a program may send back, in MB", cli=False)
     isolate: bool = setting(True, "False only for benchmarks that compare against in-process scoring", cli=False)
+    executor: str = setting("local", "where programs are scored: this machine or a Ray cluster (one warm pool per node)",
+                            choices=("local", "ray"))
+    ray_address: str | None = setting(None, "Ray cluster address HOST:PORT (default: RAY_ADDRESS or a local Ray)")
+    allow_weak_sandbox: bool = setting(False, "use Ray nodes whose sandbox cannot isolate (no root, no user namespaces)")
 
 
 @dataclass(frozen=True)

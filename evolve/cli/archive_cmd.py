@@ -40,6 +40,7 @@ def record_summary(record: ProgramRecord) -> dict:
         "proposer": record.proposer,
         "model": record.model,
         "status": record.validation.status,
+        "node": record.validation.node,
         "validation_r2": r2_or_none(record.validation),
         "test_r2": r2_or_none(record.test),
         "n_params": record.n_params,

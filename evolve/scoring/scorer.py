@@ -35,6 +35,7 @@ class Evaluation:
     n_params: int | None = None
     seconds: float = 0.0
     predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
+    node: str = ""  # where it was scored ("" in archives older than the Ray executor)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))  # one vocabulary: an unknown status is a bug
@@ -57,6 +58,7 @@ class Evaluation:
             "params": self.params,
             "n_params": self.n_params,
             "seconds": self.seconds,
+            "node": self.node,
         }
 
     @classmethod
@@ -69,6 +71,7 @@ class Evaluation:
             params=d.get("params", {}),
             n_params=d.get("n_params"),
             seconds=float(d.get("seconds", 0.0)),
+            node=str(d.get("node", "")),
         )
 
 
@@ -130,7 +133,12 @@ class Scorer:
     def __init__(self, config: ScorerConfig = ScorerConfig()):
         self.config = config
         self.sandbox = None
-        if config.isolate:
+        self.remote = None
+        if config.executor == "ray":  # one warm pool per Ray node; this process only dispatches
+            from evolve.scoring.ray_executor import RayExecutor
+
+            self.remote = RayExecutor(config)
+        elif config.isolate:
             from evolve.scoring.pool import Sandbox
 
             self.sandbox = Sandbox(config)
@@ -139,16 +147,24 @@ class Scorer:
     def score(self, program_text: str, task: Task, split: str = "validation") -> Evaluation:
         """Fit and score on each fold of the split (validation may have several; the first
         failure ends it). Parameters and predictions are the first fold's."""
+        if self.remote is not None:
+            return self.remote.score(program_text, task, split)
         started = time.perf_counter()
         evaluations = []
         for fit_rows, score_rows in task.folds(split):
             jobs, truth = group_jobs(fit_rows, score_rows)
             evaluation = evaluation_from_report(task, split, self.run(program_text, jobs, task), truth, time.perf_counter() - started)
             if not evaluation.ok:
-                return evaluation
+                return dataclasses.replace(evaluation, node=self.config_node())
             evaluations.append(evaluation)
         metrics = mean_over_folds([e.metrics for e in evaluations])
-        return dataclasses.replace(evaluations[0], metrics=metrics, seconds=time.perf_counter() - started)
+        return dataclasses.replace(evaluations[0], metrics=metrics, seconds=time.perf_counter() - started,
+                                   node=self.config_node())
+
+    def config_node(self) -> str:
+        from evolve.scoring.executor import local_node_name
+
+        return getattr(self, "node_name", None) or local_node_name()
 
     def run(self, program_text: str, jobs: list[GroupJob], task: Task) -> RunReport:
         if self.sandbox is None:
@@ -163,6 +179,8 @@ class Scorer:
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self.sandbox is not None:
             self.sandbox.close()
+        if self.remote is not None:
+            self.remote.close()
 
     def __enter__(self) -> "Scorer":
         return self
