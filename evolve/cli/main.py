@@ -17,6 +17,7 @@ from evolve import __version__
 from evolve.cli.archive_cmd import archive_group, report_command, runs_command
 from evolve.cli.eval_cmd import eval_command
 from evolve.cli.run_cmd import run_command
+from evolve.cli.sweep_cmd import sweep_command
 from evolve.cli.tasks_cmd import tasks_command
 from evolve.cli.use_cmd import optimize_command, predict_command
 from evolve.api import LawError
@@ -40,7 +41,7 @@ def cli() -> None:
     """Discover scaling laws by evolving programs."""
 
 
-for command in (tasks_command, eval_command, run_command, runs_command, archive_group, report_command, predict_command, optimize_command):
+for command in (tasks_command, eval_command, run_command, runs_command, archive_group, report_command, predict_command, optimize_command, sweep_command):
     cli.add_command(command)
 
 

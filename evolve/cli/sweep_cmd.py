@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,8 +48,8 @@ def run_status(run_dir: Path) -> dict | None:
 
 
 def run_cell(cell: dict, run_dir: str, iterations: int, extra: list[str]) -> dict:
-    """One cell, in whatever process it lands in: skip if finished, resume if started, else start."""
-    from evolve.cli.main import main
+    """One cell, in whatever process it lands in: skip if finished, resume if started, else
+    start. The run is its own `evolve run` process, so one cell's failure or crash is its own."""
 
     path = Path(run_dir)
     overview = run_status(path)
@@ -65,7 +66,7 @@ def run_cell(cell: dict, run_dir: str, iterations: int, extra: list[str]) -> dic
         elif cell["kind"] == "config":
             argv += ["--config", cell["value"]]
         action = "started"
-    code = main(argv)
+    code = subprocess.run([sys.executable, "-m", "evolve", *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
     overview = run_status(path) or {"run": str(path), "status": "not started"}
     return dict(overview, action=action, exit_code=code)
 
