@@ -138,6 +138,15 @@ class Law:
     def code(self) -> str:
         return self.record.code
 
+    @property
+    def id(self) -> int | None:
+        return self.record.id
+
+    @property
+    def groups(self) -> list[str]:
+        """The task's groups, each fitted on its own train rows."""
+        return self.task.train.group_names()
+
     # ---------------------------------------------------------------- running the program
 
     def _run(self, jobs: list[GroupJob]) -> dict[str, np.ndarray]:
@@ -189,10 +198,10 @@ class Law:
         X_fit, y_fit = self._group_rows(group)
         return self._shape(self._run([GroupJob(group, X_fit, y_fit, X)])[group])
 
-    def interval(self, X, group: str, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    def interval(self, X, group: str, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
         """A prediction interval at `level` for rows X of `group`.
 
-        Method: the law is refitted on 40 bootstrap resamples of the group's train rows
+        Method: the law is refitted on `resamples` (40) bootstrap resamples of the group's train rows
         (the spread of the fitted law, which grows as X leaves the data), and the error
         the law makes when it extrapolates is added: the root mean square error on the
         task's validation rows, where the law was fitted without its largest-scale rows.
@@ -207,7 +216,7 @@ class Law:
         X_fit, y_fit = self._group_rows(group)
         rng = np.random.default_rng(0)
         jobs = [GroupJob(group, X_fit, y_fit, X)]
-        for b in range(BOOTSTRAP_RESAMPLES):
+        for b in range(max(0, int(resamples))):
             index = rng.integers(0, len(X_fit), len(X_fit))
             jobs.append(GroupJob(f"{group}\x1fbootstrap{b:03d}", X_fit[index], y_fit[index], X))
         validation_fit, validation_rows = self.task.validation_folds()[0]
