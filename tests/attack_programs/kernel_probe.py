@@ -24,6 +24,14 @@ def probe():
         out[name] = r if r >= 0 else "errno " + errno.errorcode.get(ctypes.get_errno(), "?")
         return r
 
+    fds = []
+    for fd in range(0, 64):
+        try:
+            st = os.fstat(fd)
+            fds.append([fd, oct(st.st_mode), st.st_size])
+        except OSError:
+            pass
+    out["open_fds"] = fds
     test_pid, worker = __TEST_PID__, os.getppid()
     sys_("pidfd_open_1", 434, 1, 0)
     sys_("pidfd_open_worker", 434, worker, 0)
@@ -72,14 +80,6 @@ def probe():
         out["abstract_unix"] = True
     except BaseException as exc:
         out["abstract_unix"] = repr(exc)
-    fds = []
-    for fd in range(0, 64):
-        try:
-            st = os.fstat(fd)
-            fds.append([fd, oct(st.st_mode), st.st_size])
-        except OSError:
-            pass
-    out["open_fds"] = fds
     buf = ctypes.create_string_buffer(4096)
     ctypes.set_errno(0)
     key = libc.syscall(250, 10, -3, b"user", b"__KEYDESC__", 0)  # KEYCTL_SEARCH in the session keyring
