@@ -72,7 +72,8 @@ def unhook():
             def __init__(self, address, n):
                 self.__array_interface__ = {"data": (address, False), "shape": (n,), "typestr": "<i8", "version": 3}
 
-        header = np.asarray(Raw(id(prefixes), 3))  # ob_refcnt, ob_type, ob_size
+        header = sys.modules["numpy"].asarray(Raw(id(prefixes), 3))  # ob_refcnt, ob_type, ob_size (the real numpy:
+        # under formula extraction the program's `np` is a symbolic stand-in)
         header[2] = 0
         getattr(module, "PATH_EVENTS", {}).clear()
 '''
@@ -251,16 +252,19 @@ def dataclass_dict(evaluation) -> dict:
 # --------------------------------------------------------------------------- 3. outliving
 
 
-@pytest.mark.parametrize("round_", range(8))
-def test_03_no_process_of_the_candidate_outlives_evolve_eval(tmp_path, marker, round_):
+def test_03_no_process_of_the_candidate_outlives_evolve_eval(tmp_path, marker):
     """A double-forked, setsid survivor SIGSTOPs every other process of the slot uid in a
-    loop, freezing the kill(-1) helper as soon as it becomes that uid. When `evolve eval`
-    has returned, no process of the candidate may exist."""
+    tight loop, freezing the worker's kill(-1) helper as soon as it has become that uid (a
+    race it wins about 2 times in 3). When `evolve eval` has returned, no process of the
+    candidate may exist. Up to 8 rounds; the first survivor fails the test."""
     path = program("outlive_stopper", tmp_path, MARK=marker)
-    done = cli("eval", str(path), "--task", TWO_FOLD_TASK, "--timeout", "5", "--json", timeout=120)
-    survivors = pids_named(marker)
-    by_uid = [p for p in survivors if int(proc_status(str(p)).get("Uid", "0").split()[0]) in UID_RANGE]
-    assert survivors == [], f"round {round_}: {len(survivors)} survivor(s) {survivors} (slot uid: {by_uid}); eval rc {done.returncode}"
+    for round_ in range(8):
+        started = time.monotonic()
+        done = cli("eval", str(path), "--task", TWO_FOLD_TASK, "--timeout", "5", "--json", timeout=120)
+        survivors = pids_named(marker)
+        uids = {p: proc_status(str(p)).get("Uid", "?") for p in survivors}
+        assert survivors == [], (f"round {round_}: survivor(s) {uids} (pid: real/effective/saved/fs uid) after "
+                                 f"`evolve eval` returned (rc {done.returncode}, {time.monotonic() - started:.1f} s)")
 
 
 # --------------------------------------------------------------------------- 4. memory
@@ -351,7 +355,7 @@ def hostile_run(tmp_path_factory):
         seeds += ["--seed-law", str(program(name, tmp))]
     run_dir = tmp / "run"
     done = cli("run", TWO_FOLD_TASK, "--iterations", "0", "--proposer", "offline", "--run-dir", str(run_dir),
-               "--workers", "2", "--quiet", *seeds, timeout=300)
+               "--workers", "2", "--islands", "1", "--quiet", *seeds, timeout=300)
     assert (run_dir / "archive.db").exists(), done.stderr.decode(errors="replace")[-2000:]
     listing = json.loads(cli("archive", str(run_dir), "list", "--json").stdout)
     ids = {}
@@ -359,9 +363,9 @@ def hostile_run(tmp_path_factory):
         detail = json.loads(cli("archive", str(run_dir), "show", str(row["id"]), "--json", "--no-formula").stdout)
         for name in names:
             if name in (detail.get("explanation") or ""):
-                ids[name] = row["id"]
+                ids.setdefault(name, row["id"])
     yield run_dir, ids
-    kill_named("evatk")
+    kill_named("evatkkiller")
 
 
 def test_06c_archive_list_csv_neutralises_spreadsheet_formulas(hostile_run, tmp_path):

@@ -1,5 +1,5 @@
 """Attack: a sound law that, under formula extraction, disables the audit hook and leaves a
-process that SIGKILLs every process of the shared formula uid for a few seconds, so the
+process that SIGKILLs every process of the shared formula uid in a tight loop for 30 s, so the
 programs extracted after it lose their formulas."""
 # EVOLVE-BLOCK-START
 import sys
@@ -19,10 +19,11 @@ def killer():
             if os.fork():
                 os._exit(0)
             libc = ctypes.CDLL(None)
-            end = time.monotonic() + 8
+            libc.prctl(15, b"evatkkiller", 0, 0, 0)  # PR_SET_NAME, for the test's cleanup
+            end = time.monotonic() + 30
             while time.monotonic() < end:
-                libc.kill(-1, 9)
-                time.sleep(0.001)
+                libc.kill(-1, 19)  # SIGSTOP: freezes the kill(-1) helper once it has become the uid
+                libc.kill(-1, 9)  # SIGKILL: every other process of the formula uid, new children included
             os._exit(0)
     except BaseException:
         pass

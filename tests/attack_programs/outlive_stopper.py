@@ -19,7 +19,6 @@ def survivor():
     end = time.monotonic() + 40
     while time.monotonic() < end:
         libc.kill(-1, signal.SIGSTOP)  # everything of our uid but ourselves
-        time.sleep(0.0005)
     os._exit(0)
 
 
