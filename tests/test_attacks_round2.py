@@ -57,6 +57,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "attack_programs"
 TWO_FOLD_TASK = "data_constrained_scaling_law"  # folds = 2 under [validation]
 UID_RANGE = range(61_000, 62_000)
+# The audit hook is advisory and can no longer be switched off from inside (test_01). To test the
+# kernel layers beneath it, as the attacks below mean to, those runs switch it off from outside.
+HOOK_OFF = {"EVOLVE_SANDBOX_AUDIT_HOOK": "0"}
 
 UNHOOK = '''
 def unhook():
@@ -94,7 +97,7 @@ def program(name: str, tmp_path: Path, **subs) -> Path:
 def cli(*args: str, env: dict | None = None, timeout: float = 90.0) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "evolve.cli", *args], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "evolve", *args], cwd=ROOT, env=full_env,
                           capture_output=True, timeout=timeout)
 
 
@@ -180,8 +183,13 @@ def ipc_key():
 
 @pytest.fixture(scope="module")
 def scorer():
-    with Scorer(ScorerConfig(workers=1, timeout_s=20.0)) as s:
-        yield s
+    saved = os.environ.get("EVOLVE_SANDBOX_AUDIT_HOOK")
+    os.environ.update(HOOK_OFF)
+    try:
+        with Scorer(ScorerConfig(workers=1, timeout_s=20.0)) as s:
+            yield s
+    finally:
+        os.environ.pop("EVOLVE_SANDBOX_AUDIT_HOOK") if saved is None else os.environ.update(EVOLVE_SANDBOX_AUDIT_HOOK=saved)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +268,7 @@ def test_03_no_process_of_the_candidate_outlives_evolve_eval(tmp_path, marker):
     path = program("outlive_stopper", tmp_path, MARK=marker)
     for round_ in range(8):
         started = time.monotonic()
-        done = cli("eval", str(path), "--task", TWO_FOLD_TASK, "--timeout", "5", "--json", timeout=120)
+        done = cli("eval", str(path), "--task", TWO_FOLD_TASK, "--timeout", "5", "--json", env=HOOK_OFF, timeout=120)
         survivors = pids_named(marker)
         uids = {p: proc_status(str(p)).get("Uid", "?") for p in survivors}
         assert survivors == [], (f"round {round_}: survivor(s) {uids} (pid: real/effective/saved/fs uid) after "
@@ -279,7 +287,7 @@ def private_mb(pid: int) -> float:
     return kb / 1024
 
 
-def test_04_memory_is_bounded_per_candidate_not_per_process(tmp_path, marker, two_fold_task):
+def test_04_memory_is_bounded_per_candidate_not_per_process(tmp_path, marker, two_fold_task, monkeypatch):
     """memory_mb = 256; eight processes of one candidate each touch 200 MB. Measured from
     outside (private memory of every process named by the candidate), the candidate's total
     must stay within memory_mb."""
@@ -292,6 +300,7 @@ def test_04_memory_is_bounded_per_candidate_not_per_process(tmp_path, marker, tw
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
+    monkeypatch.setenv("EVOLVE_SANDBOX_AUDIT_HOOK", "0")
     with Scorer(ScorerConfig(workers=1, timeout_s=8.0, memory_mb=256)) as s:
         sampler.start()
         try:
@@ -494,7 +503,7 @@ def probe(tmp_path_factory):
     path = program("kernel_probe", tmp, TEST_PID=os.getpid(), PORT=tcp.getsockname()[1], ABSTRACT=abstract_name,
                    KEYDESC=keydesc)
     try:
-        evaluation = eval_json(path, env={"OPENAI_API_KEY": "sk-secret-round2"})
+        evaluation = eval_json(path, env={"OPENAI_API_KEY": "sk-secret-round2", **HOOK_OFF})
         contacts = []
         for listener in (tcp, unix):
             try:
