@@ -284,7 +284,7 @@ class Worker:
 
     def context(self, scratch: Path) -> ChildContext:
         hook = os.environ.get("EVOLVE_SANDBOX_AUDIT_HOOK", "1") != "0"
-        return ChildContext(self.plan, scratch, self.limits, os.getpid(), self.uid, hook)
+        return ChildContext(self.plan, scratch, self.limits, os.getpid(), self.uid, audit_hook=hook)
 
     def candidate_plans(self) -> list[str]:
         if self.requested_plan != "auto":
