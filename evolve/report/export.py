@@ -19,6 +19,7 @@ from evolve.program import LAW_FUNCTION, ProgramError, detect_api, top_level_fun
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Evaluation
 from evolve.tasks import Task
+from evolve.text import csv_cell
 
 APIS = ("fit", "law")
 
@@ -136,4 +137,4 @@ def write_csv(records: list[ProgramRecord], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for record in records:
-            writer.writerow(csv_row(record))
+            writer.writerow([csv_cell(cell) for cell in csv_row(record)])  # program text: no formulas, one line
