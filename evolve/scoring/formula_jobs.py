@@ -249,7 +249,7 @@ def lock_down(args: argparse.Namespace, request: dict, parent_pid: int) -> Child
     worker = Worker(args, -1, -1)
     worker.uid, worker.uid_lock = request["uid"], request["uid_lock_fd"]
     worker.choose_plan()
-    ctx = ChildContext(worker.plan, worker.scratch_for_run(), worker.limits, parent_pid, worker.uid)
+    ctx = ChildContext(worker.plan, worker.scratch_for_run(), worker.limits, parent_pid, worker.uid, nproc=3)
     step_descriptors(ctx, os.dup(1))
     isolate_after_descriptors(ctx)
     return ctx

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evolve.status import CHILD_STATUSES, Status
+from evolve.text import safe_text
 from evolve.scoring.in_sandbox import MAX_PARAMS_REPORTED, GroupJob, RunReport
 
 MAGIC = b"EVR1"
@@ -68,7 +69,7 @@ class Expectation:
 
 def encode_report(report: RunReport) -> bytes:
     """A RunReport as one frame: prefix, JSON header, float64 predictions and params."""
-    message = str(report.message)[-MESSAGE_MAX_CHARS:]
+    message = safe_text(str(report.message)[-MESSAGE_MAX_CHARS:], limit=MESSAGE_MAX_CHARS)
     groups, blobs = [], []
     if report.status == Status.OK:
         for group, predictions in report.predictions.items():
@@ -116,7 +117,7 @@ def parse_header(raw: bytes, statuses: frozenset[Status]) -> dict:
     header["status"] = Status(header["status"])
     if not isinstance(header["message"], str) or not isinstance(header["groups"], list):
         raise FrameError("message must be a string and groups a list")
-    header["message"] = header["message"][-MESSAGE_MAX_CHARS:]
+    header["message"] = safe_text(header["message"][-MESSAGE_MAX_CHARS:], limit=MESSAGE_MAX_CHARS)  # no consumer can forget
     return header
 
 

@@ -45,7 +45,8 @@ STOP_GRACE_S = 5.0
 HELLO_CAP_BYTES = 65_536
 THREAD_PINNING = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                   "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
-KEPT_PARENT_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # numpy may need them on some CPUs
+KEPT_PARENT_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy may need them on some CPUs
+                         "EVOLVE_SANDBOX_AUDIT_HOOK")  # "0" only in the kernel-layer attack tests
 PLANS = ("auto", "root", "userns", "basic")
 
 
@@ -246,11 +247,17 @@ class Sandbox:
         self.layers = " | ".join(sorted({f"{h.get('plan', '?')}: {h.get('layers', '')}" for h in hellos}))
         self.missing_modules: tuple[str, ...] = tuple(hellos[0].get("missing", ()))
 
-    def run(self, program_text: str, jobs: list[GroupJob], features: tuple[str, ...], targets: tuple[str, ...]) -> RunReport:
+    def run(self, program_text: str, jobs: list[GroupJob], features: tuple[str, ...], targets: tuple[str, ...],
+            timeout_s: float | None = None) -> RunReport:
         """Fit and predict every group of `jobs` in a fresh isolated child; never raises for
-        anything the program does: failures come back as a RunReport status."""
+        anything the program does: failures come back as a RunReport status. `timeout_s`
+        (at most the configured one) is what is left of the candidate's time."""
+        budget = float(self.config.timeout_s) if timeout_s is None else min(float(timeout_s), float(self.config.timeout_s))
+        if budget <= 0:
+            return RunReport(Status.TIMEOUT, f"no result within {self.config.timeout_s:g} s (over all folds)")
         request = pickle.dumps(
-            {"program": program_text, "jobs": list(jobs), "features": tuple(features), "targets": tuple(targets)},
+            {"program": program_text, "jobs": list(jobs), "features": tuple(features), "targets": tuple(targets),
+             "timeout_s": budget},
             protocol=pickle.HIGHEST_PROTOCOL,
         )
         expected = Expectation.from_jobs(list(jobs), len(targets))

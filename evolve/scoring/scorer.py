@@ -8,6 +8,7 @@ computes every metric itself from the returned arrays (see metrics.py).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -115,6 +116,10 @@ def evaluation_from_report(task: Task, split: str, report: RunReport, truth: np.
     except ValueError as exc:
         return Evaluation(Status.WRONG_SHAPE, split, failed_metrics(n_targets), str(exc), seconds=seconds)
     n_params = count_params(report.params)
+    bad = sorted(g for g, p in report.params.items() if p is not None and not all(math.isfinite(v) for v in p))
+    if bad:
+        return Evaluation(Status.NAN, split, failed_metrics(n_targets),
+                          f"in group {bad[0]!r}: fitted parameters contain NaN or infinity", seconds=seconds)
     status, message = Status.OK, ""
     if task.param_cap is not None and n_params is None:
         status, message = Status.OVER_CAP, f"the fitted parameters cannot be counted (not numbers, or over {MAX_PARAMS_REPORTED}); the task allows {task.param_cap}"
@@ -153,7 +158,9 @@ class Scorer:
         evaluations = []
         for fit_rows, score_rows in task.folds(split):
             jobs, truth = group_jobs(fit_rows, score_rows)
-            evaluation = evaluation_from_report(task, split, self.run(program_text, jobs, task), truth, time.perf_counter() - started)
+            remaining = float(self.config.timeout_s) - (time.perf_counter() - started)  # one deadline across the folds
+            evaluation = evaluation_from_report(task, split, self.run(program_text, jobs, task, remaining), truth,
+                                                time.perf_counter() - started)
             if not evaluation.ok:
                 return dataclasses.replace(evaluation, node=self.config_node())
             evaluations.append(evaluation)
@@ -166,10 +173,10 @@ class Scorer:
 
         return getattr(self, "node_name", None) or local_node_name()
 
-    def run(self, program_text: str, jobs: list[GroupJob], task: Task) -> RunReport:
+    def run(self, program_text: str, jobs: list[GroupJob], task: Task, timeout_s: float | None = None) -> RunReport:
         if self.sandbox is None:
             return run_jobs(program_text, jobs, task.features, task.targets)
-        return self.sandbox.run(program_text, jobs, task.features, task.targets)
+        return self.sandbox.run(program_text, jobs, task.features, task.targets, timeout_s)
 
     def submit(self, program_text: str, task: Task, split: str = "validation") -> Future:
         """Score in the background; the future's result is an Evaluation."""

@@ -12,6 +12,7 @@ subreaper so every process a candidate leaves behind becomes its child and is re
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import pickle
@@ -50,6 +51,8 @@ from evolve.scoring.isolation import (
     step_audit_hook,
     step_descriptors,
     step_setsid,
+    SYSCALLS,
+    libc,
     wait_bounded,
 )
 from evolve.scoring.frames import (
@@ -89,10 +92,12 @@ def run_probe(ctx: ChildContext, result_fd: int) -> NoReturn:
     except BaseException:  # noqa: BLE001 - fd 3 may still be the worker's own pipe: say nothing
         os._exit(EXIT_SETUP_FAILED)
     try:
-        layers += isolate_after_descriptors(ctx)
-        verify_kernel_layers(ctx)
-        layers += step_audit_hook(ctx)
-        verify_audit_hook()
+        layers += isolate_after_descriptors(ctx, verify_kernel_layers)
+        verify_seccomp(ctx)
+        hooked = step_audit_hook(ctx)
+        layers += hooked
+        if hooked:
+            verify_audit_hook()
         message = {"ok": True, "layers": layers}
     except BaseException as exc:  # noqa: BLE001 - any failure means the plan is unusable
         message = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -112,6 +117,16 @@ def verify_kernel_layers(ctx: ChildContext) -> None:
             raise IsolationError("chroot root is not empty")
     if ctx.plan == "root" and (os.getuid() != ctx.uid or os.geteuid() != ctx.uid):
         raise IsolationError("still running as the worker's uid")
+
+
+def verify_seccomp(ctx: ChildContext) -> None:
+    """The filter is on where the machine has one: keyctl, a denied call, must answer EPERM."""
+    if "keyctl" not in SYSCALLS:
+        return
+    libc.syscall.restype = ctypes.c_long
+    if libc.syscall(ctypes.c_long(SYSCALLS["keyctl"]), ctypes.c_long(0), ctypes.c_long(-3), ctypes.c_long(0)) != -1 \
+            or ctypes.get_errno() != 1:
+        raise IsolationError("the seccomp filter did not refuse keyctl")
 
 
 def verify_audit_hook() -> None:
@@ -268,7 +283,8 @@ class Worker:
         self.dirty = False  # something could not be cleaned up: stop after answering
 
     def context(self, scratch: Path) -> ChildContext:
-        return ChildContext(self.plan, scratch, self.limits, os.getpid(), self.uid)
+        hook = os.environ.get("EVOLVE_SANDBOX_AUDIT_HOOK", "1") != "0"
+        return ChildContext(self.plan, scratch, self.limits, os.getpid(), self.uid, audit_hook=hook)
 
     def candidate_plans(self) -> list[str]:
         if self.requested_plan != "auto":
@@ -342,7 +358,8 @@ class Worker:
         scratch = self.scratch_for_run()
         read_fd, write_fd = os.pipe()
         ctx = self.context(scratch)
-        deadline = time.monotonic() + self.limits.timeout_s
+        budget = min(self.limits.timeout_s, float(request.get("timeout_s", self.limits.timeout_s)))
+        deadline = time.monotonic() + max(0.0, budget)  # one deadline per candidate: the scorer passes what is left
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
