@@ -23,6 +23,7 @@ from evolve.metrics import failed_metrics
 from evolve.program import code_key
 from evolve.propose.base import Proposal, ProposalRequest, Proposer
 from evolve.records import ProgramRecord
+from evolve.scoring.factory import open_scorer
 from evolve.scoring.scorer import Evaluation, Scorer
 from evolve.status import Status
 from evolve.text import one_line
@@ -313,7 +314,7 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
     rng = rng_from_json(stored_rng) if stored_rng else random.Random(config.seed)
     stopped = "finished"
     try:
-        with Scorer(config.scorer) as scorer:
+        with open_scorer(config.scorer) as scorer:
             evolution = Evolution(config, archive, task, proposer, scorer, rng, progress)
             if not archive.get_meta("seeded", False):
                 try:

@@ -50,7 +50,18 @@ def error(text: str) -> int:
     return EXIT_USER_ERROR
 
 
+def tolerant_streams() -> None:
+    """Output the locale cannot encode (an R², a dash, a program's text under
+    PYTHONIOENCODING=ascii:strict or LC_ALL=C) is replaced, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    tolerant_streams()
     try:
         result = cli.main(args=argv, prog_name="evolve", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -135,15 +135,13 @@ class Scorer:
     `ScorerConfig(isolate=False)` programs run in this process (benchmarks only).
     """
 
-    def __init__(self, config: ScorerConfig = ScorerConfig()):
+    def __init__(self, config: ScorerConfig = ScorerConfig(), remote=None):
+        """`remote` scores elsewhere (a Ray executor, see scoring/factory.py); this process
+        then only dispatches."""
         self.config = config
         self.sandbox = None
-        self.remote = None
-        if config.executor == "ray":  # one warm pool per Ray node; this process only dispatches
-            from evolve.scoring.ray_executor import RayExecutor
-
-            self.remote = RayExecutor(config)
-        elif config.isolate:
+        self.remote = remote
+        if remote is None and config.isolate:
             from evolve.scoring.pool import Sandbox
 
             self.sandbox = Sandbox(config)
