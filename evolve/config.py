@@ -63,10 +63,10 @@ class ModelConfig:
     base_url: str | None = setting(None, "OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
     api_key: str | None = field(default=None, repr=False, metadata={"cli": False})  # default: OPENAI_API_KEY
     temperature: float = setting(0.8, "sampling temperature")
-    max_tokens: int = setting(4096, "most tokens one reply may have")
+    max_tokens: int = setting(1500, "most tokens one reply may have (a law edit needs fewer than 1500)")
     request_timeout_s: float = setting(120.0, "seconds before a model request is given up", flag="--request-timeout")
     max_retries: int = setting(5, "retries of a failed model request")
-    concurrency: int = setting(2, "model requests in flight at once")
+    concurrency: int = setting(0, "model requests in flight at once (0: 1 for a server on localhost, else 2)")
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get("OPENAI_API_KEY") or None

@@ -71,7 +71,7 @@ class ScriptedClient:
     def choose_model(self, rng=None) -> str:
         return self.models[len(self.requests) % len(self.models)]
 
-    def complete(self, messages: list[dict], model: str | None = None) -> Completion:
+    def complete(self, messages: list[dict], model: str | None = None, seed: int | None = None) -> Completion:
         self.requests.append((messages, model))
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
@@ -188,3 +188,82 @@ def test_custom_prompts_reach_the_model(task, tmp_path):
     client = ScriptedClient(GOOD_DIFF)
     LLMProposer(client, prompts_dir=tmp_path).propose(request(task))
     assert system_prompt(client, 0) == "You write laws for sft_scaling_law.\n"
+
+
+# --- against the loopback fake server behaving like llama-cpp-python (issue 15) ---
+
+from evolve.config import ModelConfig  # noqa: E402
+from evolve.propose.client import ContextOverflow, LLMClient  # noqa: E402
+from evolve.propose.endpoint import effective_concurrency, is_loopback  # noqa: E402
+from tests.fake_openai import FakeOpenAI  # noqa: E402
+
+
+def fake_client(server: FakeOpenAI, **options) -> LLMClient:
+    config = ModelConfig(**{"base_url": server.base_url, "api_key": "k", "max_retries": 1, "request_timeout_s": 5.0, **options})
+    return LLMClient(config, retry_wait_s=0.001, retry_wait_max_s=0.01)
+
+
+def request_with_company(task) -> ProposalRequest:
+    others = tuple(parent_record(PROGRAM.replace("0.5", f"0.{k}"), parent_id=20 + k) for k in range(1, 4))
+    return dataclasses.replace(request(task), inspirations=others, failures=others[:2], seed=1234)
+
+
+def test_the_seed_is_sent_and_the_prompt_stored_with_the_reply(task):
+    with FakeOpenAI.like_llama_cpp(context_size=100_000) as server:
+        server.push_reply(GOOD_DIFF)
+        proposer = LLMProposer(fake_client(server))
+        proposal = proposer.propose(request_with_company(task))
+    assert server.requests[0]["seed"] == 1234
+    assert proposal.code is not None
+    assert proposal.extra["prompt"] == server.requests[0]["messages"]
+    assert [m["role"] for m in proposal.extra["prompt"]] == ["system", "user"]
+
+
+def test_a_context_overflow_shrinks_the_prompt_and_retries(task):
+    big = request_with_company(task)
+    with FakeOpenAI.like_llama_cpp(context_size=100_000) as probe:
+        probe.push_reply(GOOD_DIFF, times=2)
+        sizes = []
+        for smaller in __import__("evolve.propose.model", fromlist=["x"]).shrunk_requests(big):
+            LLMProposer(fake_client(probe)).propose(smaller)
+            sizes.append(sum(len(m["content"]) for m in probe.requests[-1]["messages"]) // 4)
+    limit = (sizes[0] + sizes[-1]) // 2  # the full prompt overflows, the smallest fits
+    with FakeOpenAI.like_llama_cpp(context_size=limit, responder=lambda body: GOOD_DIFF) as server:
+        proposal = LLMProposer(fake_client(server)).propose(big)
+    assert proposal.code is not None
+    assert server.served[0].status == 400 and server.request_count >= 2
+    assert len(proposal.extra["prompt"][1]["content"]) < sizes[0] * 4
+
+
+def test_a_prompt_that_never_fits_stops_with_one_line_and_the_full_server_message(task):
+    with FakeOpenAI.like_llama_cpp(context_size=50) as server:
+        with pytest.raises(ContextOverflow) as caught:
+            LLMProposer(fake_client(server)).propose(request_with_company(task))
+    text = str(caught.value)
+    assert "\n" not in text and "smallest prompt" in text
+    assert "Please reduce the length of the messages" in text  # not cut at 240 characters
+
+
+def test_preflight_names_an_unreachable_url():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = LLMClient(ModelConfig(base_url=f"http://127.0.0.1:{port}/v1", api_key="k"))
+    with pytest.raises(LLMUnavailable, match=f"127.0.0.1:{port}/v1/models"):
+        LLMProposer(client).preflight()
+
+
+def test_preflight_passes_against_a_live_server_and_sends_no_generation():
+    with FakeOpenAI.like_llama_cpp() as server:
+        LLMProposer(fake_client(server)).preflight()
+        assert server.request_count == 0
+
+
+def test_defaults_suit_a_local_one_request_at_a_time_server():
+    assert ModelConfig().max_tokens <= 1500
+    assert is_loopback("http://localhost:8080/v1") and is_loopback("http://127.0.0.1:1/v1") and not is_loopback("https://api.openai.com/v1")
+    assert effective_concurrency(ModelConfig(base_url="http://127.0.0.1:8080/v1")) == 1
+    assert effective_concurrency(ModelConfig(base_url="https://api.openai.com/v1")) == 2
+    assert effective_concurrency(ModelConfig(base_url="http://127.0.0.1:8080/v1", concurrency=3)) == 3

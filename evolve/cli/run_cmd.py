@@ -54,8 +54,8 @@ def build_config(task: str | None, config_file: Path | None, models: tuple[str, 
         raise ConfigError("name a task: evolve run TASK (see `evolve tasks`)")
     if config.iterations < 0 or config.archive.islands < 1:
         raise ConfigError("iterations must be >= 0 and islands >= 1")
-    if config.scorer.workers < 1 or config.model.concurrency < 1 or config.scorer.timeout_s <= 0:
-        raise ConfigError("workers and concurrency must be >= 1 and the timeout above 0")
+    if config.scorer.workers < 1 or config.model.concurrency < 0 or config.scorer.timeout_s <= 0:
+        raise ConfigError("workers must be >= 1, concurrency >= 0 (0: automatic) and the timeout above 0")
     return config
 
 

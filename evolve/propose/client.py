@@ -26,7 +26,6 @@ Choices made here (the loop and the LLM proposer rely on them):
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
@@ -47,6 +46,7 @@ from tenacity import (
 )
 
 from evolve.config import ModelConfig
+from evolve.propose.endpoint import _retry_after, _root_cause, effective_concurrency, is_context_overflow
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ class LLMError(Exception):
 
 class LLMAuthError(LLMError):
     """The endpoint refused the request for a reason retrying cannot fix (401, 403, 400, 404...)."""
+
+
+class ContextOverflow(LLMAuthError):
+    """The prompt does not fit the model's context (HTTP 400 context_length_exceeded); a smaller prompt may."""
 
 
 class LLMUnavailable(LLMError):
@@ -226,7 +230,7 @@ class LLMClient:
         self._options_lock = threading.Lock()
         self._options: dict[str, dict[str, Any]] = {}  # per model: request fields it accepts
         self._prices = {m.name: (m.price_prompt_per_mtok, m.price_completion_per_mtok) for m in config.models}
-        self._slots = threading.BoundedSemaphore(max(1, int(config.concurrency)))
+        self._slots = threading.BoundedSemaphore(effective_concurrency(config))
         self._api_key = _api_key(config)
         self._client = openai.OpenAI(
             base_url=config.resolved_base_url(),
@@ -268,13 +272,13 @@ class LLMClient:
         if self.budget_usd is not None and self.usage.cost_usd >= self.budget_usd:
             raise BudgetExceeded(f"cost budget reached: ${self.usage.cost_usd:.4f} of ${self.budget_usd:.4f} spent")
 
-    def complete(self, messages: list[dict], model: str | None = None) -> Completion:
-        """One chat completion; blocks, retries transient failures, records usage."""
+    def complete(self, messages: list[dict], model: str | None = None, seed: int | None = None) -> Completion:
+        """One chat completion (`seed` sent when given); blocks, retries transient failures, records usage."""
         self.check_budget()
         model = model or self.choose_model()
         started = time.monotonic()
         try:
-            reply = self._with_retries(messages, model)
+            reply = self._with_retries(messages, model, seed)
         except LLMError:
             self.usage.record_failure(model)
             raise
@@ -286,7 +290,7 @@ class LLMClient:
             raise BudgetExceeded(str(exc), completion) from None
         return completion
 
-    def _with_retries(self, messages: list[dict], model: str) -> Any:
+    def _with_retries(self, messages: list[dict], model: str, seed: int | None = None) -> Any:
         retrying = Retrying(
             stop=stop_after_attempt(max(0, int(self.config.max_retries)) + 1),
             wait=self._wait,
@@ -295,7 +299,7 @@ class LLMClient:
             reraise=True,
         )
         try:
-            return retrying(self._attempt, messages, model)
+            return retrying(self._attempt, messages, model, seed)
         except _Transient as exc:
             attempts = max(0, int(self.config.max_retries)) + 1
             raise LLMUnavailable(self._redact(f"{self.base_url} unavailable after {attempts} attempt(s): {exc.reason}")) from None
@@ -320,7 +324,7 @@ class LLMClient:
                 return True
         return False
 
-    def _attempt(self, messages: list[dict], model: str) -> Any:
+    def _attempt(self, messages: list[dict], model: str, seed: int | None = None) -> Any:
         """One HTTP request, holding a concurrency slot; classifies every failure.
 
         A refused sampling field is dropped or renamed and the request sent again at once:
@@ -328,24 +332,28 @@ class LLMClient:
         """
         while True:  # each adaptation removes a field, so this ends after at most two
             try:
-                return self._send(messages, model)
+                return self._send(messages, model, seed)
             except openai.BadRequestError as exc:
                 if not self.adapt_options(model, _server_message(exc)):
                     raise self._status_error(exc, model) from None
                 log.info("model %s refused a sampling field; now sending %s", model, ", ".join(sorted(self.request_options(model))))
 
-    def _send(self, messages: list[dict], model: str) -> Any:
+    def _send(self, messages: list[dict], model: str, seed: int | None = None) -> Any:
+        extra = {} if seed is None else {"seed": int(seed) % 2**31}
         with self._slots:
             try:
                 reply = self._client.chat.completions.create(
                     model=model,
                     messages=messages,  # type: ignore[arg-type]
                     **self.request_options(model),
+                    **extra,
                 )
-            except openai.BadRequestError:
+            except openai.BadRequestError as exc:
+                if is_context_overflow(exc):
+                    raise ContextOverflow(self._redact(_refusal_message(400, self.base_url, model, _server_message(exc)), limit=1000)) from None
                 raise
-            except openai.APITimeoutError:
-                raise _Transient(f"timed out after {self.config.request_timeout_s:g}s") from None
+            except openai.APITimeoutError:  # not resent: a one-at-a-time server may still be generating it
+                raise LLMUnavailable(f"{self.base_url} timed out after {self.config.request_timeout_s:g}s (not resent)") from None
             except openai.APIConnectionError as exc:
                 raise _Transient(f"connection failed ({_root_cause(exc)})") from None
             except openai.APIStatusError as exc:
@@ -394,8 +402,14 @@ class LLMClient:
             completion.model, completion.prompt_tokens, completion.completion_tokens, cost, completion.usage_estimated
         )
 
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
+    def _redact(self, text: str, limit: int = 0) -> str:
+        return redact(text, self._api_key, limit or MAX_MESSAGE_CHARS)
+
+    def preflight(self) -> None:
+        """GET {base_url}/models with a short timeout: a one-line error naming the URL when unreachable."""
+        from evolve.propose.endpoint import check_endpoint
+
+        check_endpoint(self)
 
 
 def _ensemble(config: ModelConfig) -> tuple[list[str], list[float]]:
@@ -438,28 +452,6 @@ def _estimate(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the server asks us to wait: retry-after-ms, or Retry-After in seconds or as a date."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return float(millis) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _server_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -480,18 +472,10 @@ def _refusal_message(status: int, url: str, model: str, detail: str) -> str:
     return f"the endpoint {url} rejected the request for model {model!r} ({status}): {detail}"
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause, e.g. 'ConnectError: [Errno 111] Connection refused'."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def redact(text: str, secret: str | None) -> str:
-    """One line, at most MAX_MESSAGE_CHARS, with the key (and anything shaped like one) masked."""
+def redact(text: str, secret: str | None, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """One line, at most `limit` characters, with the key (and anything shaped like one) masked."""
     if secret and secret != PLACEHOLDER_KEY:
         text = text.replace(secret, "***")
     text = re.sub(r"\bsk-[A-Za-z0-9_\-*]{6,}", "sk-***", text)
     text = " ".join(text.split())
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

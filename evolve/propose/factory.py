@@ -20,7 +20,7 @@ def make_proposer(config: RunConfig, task: Task, stored_usage: dict | None = Non
     if config.replay:
         from evolve.propose.replay import ReplayProposer
 
-        return ReplayProposer(Path(config.replay), parallel_requests=config.model.concurrency), None
+        return ReplayProposer(Path(config.replay), parallel_requests=max(1, config.model.concurrency)), None
     choice = config.proposer
     if choice == "auto":
         has_endpoint = config.model.resolved_api_key() or config.model.resolved_base_url()
@@ -35,5 +35,7 @@ def make_proposer(config: RunConfig, task: Task, stored_usage: dict | None = Non
 
         usage = Usage.from_dict(stored_usage) if stored_usage else Usage()
         client = LLMClient(config.model, usage=usage, budget_tokens=config.budget_tokens, budget_usd=config.budget_usd, rng=random.Random(config.seed))
-        return LLMProposer(client, Path(config.prompts_dir) if config.prompts_dir else None, config.model.concurrency), usage
+        from evolve.propose.endpoint import effective_concurrency
+
+        return LLMProposer(client, Path(config.prompts_dir) if config.prompts_dir else None, effective_concurrency(config.model)), usage
     raise ConfigError(f"unknown proposer '{config.proposer}' (choose auto, llm or offline)")

@@ -12,7 +12,7 @@ import dataclasses
 import random
 from pathlib import Path
 
-from evolve.propose.client import Completion, LLMClient, LLMUnavailable
+from evolve.propose.client import Completion, ContextOverflow, LLMClient, LLMUnavailable
 from evolve.propose.prompts import render_messages
 from evolve.propose.base import Proposal, ProposalRequest
 from evolve.propose.splice import SpliceError, reply_prose, splice
@@ -39,8 +39,9 @@ class LLMProposer:
 
     def propose(self, request: ProposalRequest) -> Proposal:
         model = self.client.choose_model(random.Random(request.seed))
+        messages: list[dict] = []
         try:
-            completion = self.reply(request, model)
+            completion, messages = self.fitting_reply(request, model)
         except LLMUnavailable as exc:
             return Proposal(None, proposer=self.name, model=model, edit_mode=request.edit_mode, status=Status.UNAVAILABLE, message=str(exc))
         except LookupError as exc:  # a replay with no recorded reply for this request
@@ -54,7 +55,8 @@ class LLMProposer:
             completion_tokens=completion.completion_tokens,
             seconds=completion.seconds,
             edit_mode=request.edit_mode,
-            extra={"finish_reason": completion.finish_reason, "reply": completion.text, "request_seed": request.seed},
+            extra={"finish_reason": completion.finish_reason, "reply": completion.text, "request_seed": request.seed,
+                   "prompt": [{"role": m["role"], "content": m["content"]} for m in messages]},
         )
         try:
             child = splice(request.parent.code, completion.text, request.edit_mode)
@@ -62,9 +64,22 @@ class LLMProposer:
             return dataclasses.replace(base, status=exc.kind, message=splice_failure(exc, completion.finish_reason))
         return dataclasses.replace(base, code=child.program, edit_mode=child.edit_mode)
 
-    def reply(self, request: ProposalRequest, model: str) -> Completion:
-        """The model's reply to the rendered prompt (a replay overrides this)."""
-        return self.client.complete(render_messages(request, self.prompts_dir), model=model)
+    def fitting_reply(self, request: ProposalRequest, model: str) -> tuple[Completion, list[dict]]:
+        """The reply and the messages it answered: on a context overflow the prompt is
+        shrunk (fewer inspirations and failures) and sent again; when even the smallest
+        prompt does not fit, ContextOverflow stops the run with one line."""
+        last: ContextOverflow | None = None
+        for smaller in shrunk_requests(request):
+            messages = render_messages(smaller, self.prompts_dir)
+            try:
+                return self.reply(smaller, model, messages), messages
+            except ContextOverflow as exc:
+                last = exc
+        raise ContextOverflow(f"even the smallest prompt (parent only, no inspirations or failures) does not fit the model's context: {last}") from None
+
+    def reply(self, request: ProposalRequest, model: str, messages: list[dict]) -> Completion:
+        """The model's reply to the rendered messages (a replay overrides this)."""
+        return self.client.complete(messages, model=model, seed=request.seed)
 
     def preflight(self) -> None:
         """The client's own check of the endpoint and model, where it has one."""
@@ -77,6 +92,16 @@ class LLMProposer:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def shrunk_requests(request: ProposalRequest) -> list[ProposalRequest]:
+    """The request, then smaller prompts: one inspiration and failure, then the parent alone."""
+    steps = [request]
+    for keep in (1, 0):
+        smaller = dataclasses.replace(request, inspirations=request.inspirations[:keep], failures=request.failures[:keep])
+        if (len(smaller.inspirations), len(smaller.failures)) != (len(steps[-1].inspirations), len(steps[-1].failures)):
+            steps.append(smaller)
+    return steps
 
 
 def splice_failure(error: SpliceError, finish_reason: str | None) -> str:

@@ -44,7 +44,7 @@ class ReplayProposer(LLMProposer):
     def __init__(self, run_dir: Path, parallel_requests: int = 1):
         super().__init__(RecordedReplies.from_run(run_dir), parallel_requests=parallel_requests)
 
-    def reply(self, request: ProposalRequest, model: str) -> Completion:
+    def reply(self, request: ProposalRequest, model: str, messages: list[dict] | None = None) -> Completion:
         recorded = self.client.replies.get(request.seed)
         if recorded is None:
             raise LookupError(f"no recorded reply for request seed {request.seed}")
