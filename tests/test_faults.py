@@ -208,7 +208,7 @@ def test_endpoint_faults_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch)
             elif kind == "reset":
                 server.push_reset(times=attempts)
             elif kind == "slow":
-                server.push_slow(3.0, times=attempts)
+                server.push_slow(3.0, times=1)  # a request that timed out is not sent again
             elif kind == "truncated":
                 server.push_truncated(times=attempts)
             elif kind == "invalid_json":
@@ -243,7 +243,7 @@ def test_endpoint_faults_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch)
     for record, (kind, status, fragment) in zip(children, expected):
         assert record.validation.status == status, (kind, record.validation.status, record.validation.message)
         assert fragment in record.validation.message, (kind, record.validation.message)
-    assert usage["retries"] >= 6 + 2  # one retry per failed proposal, one per fault that cleared
+    assert usage["retries"] >= 5 + 2  # one retry per failed proposal but the timed-out one (never resent), one per fault that cleared
     assert any(r.ok and r.r2 > 0.9 for r in children)  # the children that got through were scored
 
 

@@ -46,6 +46,7 @@ from tenacity import (
 )
 
 from evolve.config import ModelConfig
+from evolve.propose.errors import ContextOverflow, LLMAuthError, LLMError, LLMUnavailable
 from evolve.propose.endpoint import _retry_after, _root_cause, effective_concurrency, is_context_overflow
 
 log = logging.getLogger(__name__)
@@ -66,22 +67,6 @@ class Completion:
     seconds: float  # wall time of the whole call, retries and backoff included
     finish_reason: str | None
     usage_estimated: bool = False  # True when the server sent no usage and tokens were estimated
-
-
-class LLMError(Exception):
-    """Base of every error this module raises; the message is one line meant for users."""
-
-
-class LLMAuthError(LLMError):
-    """The endpoint refused the request for a reason retrying cannot fix (401, 403, 400, 404...)."""
-
-
-class ContextOverflow(LLMAuthError):
-    """The prompt does not fit the model's context (HTTP 400 context_length_exceeded); a smaller prompt may."""
-
-
-class LLMUnavailable(LLMError):
-    """The endpoint could not be reached or kept failing after every retry."""
 
 
 class BudgetExceeded(LLMError):

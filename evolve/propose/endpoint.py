@@ -76,7 +76,7 @@ def check_endpoint(client: Any, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> None:
     A timeout is only logged: llama.cpp's /models waits behind running generations, so a
     busy local server is slow here but still works.
     """
-    from evolve.propose.client import LLMAuthError, LLMUnavailable
+    from evolve.propose.errors import LLMAuthError, LLMUnavailable
 
     url = f"{client.base_url}/models"
     headers = {"Authorization": f"Bearer {client._api_key}"}
