@@ -15,6 +15,15 @@ Test is scored here only to MEASURE the rule; the rule was fixed from principles
 train-only evidence before these figures existed, and nothing here feeds back into it.
 
     python bench/selection.py DIR [DIR ...]    # appends to bench/results/selection.json
+    python bench/selection.py --rules TASK ...  # hand-set vs automatic validation rule, train only
+
+`--rules` compares a shipped task's hand-set validation rule with `auto_validation_rule`
+on train alone (nested): per group, train's own largest rows along the axis test is cut by
+(a fraction of train equal to test's share of the data) become a pseudo-test; each rule
+cuts its validation from the rest; the laws of the task's "after" run (its 30 best distinct,
+plus the seed) are ranked by each rule, and a rule is judged by the pseudo-test R² of the
+law evolve.selection picks under it and by the Spearman correlation of validation and
+pseudo-test R² over the pool. The real test split is not read.
 """
 
 from __future__ import annotations
@@ -34,9 +43,22 @@ from evolve.propose.seeds import default_seeds  # noqa: E402
 from evolve.scoring.scorer import Scorer  # noqa: E402
 from evolve.selection import distinct_ok  # noqa: E402
 from evolve.store.database import Archive  # noqa: E402
-from evolve.tasks import load_task  # noqa: E402
+from evolve.tasks import auto_validation_rule, column_values, largest_mask, load_task  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "selection.json"
+RULES = ROOT / "bench" / "results" / "validation_rules.json"
+# The axis each shipped task's test split extends (from the task descriptions and the test
+# rows' features, never their labels); domain_mixture's test is not cut along a scale.
+TEST_AXIS = {
+    "data_constrained_scaling_law": "params*tokens",
+    "easy_question_scaling_law": "log_flops",
+    "lr_bsz_scaling_law": "data_size*non_embedding_param_size",
+    "moe_scaling_law": "dense_parameter_count",
+    "parallel_scaling_law": "parallel_size",
+    "sft_scaling_law": "sft_data_size",
+    "vocab_scaling_law": "vocab_size",
+}
+POOL = 30
 WORK = Path("/tmp/evolve-selection")
 ITERATIONS = 150
 
@@ -95,7 +117,55 @@ def measure(source: Path) -> dict:
     return out
 
 
+def spearman(a, b) -> float:
+    import numpy as np
+
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 else float("nan")
+
+
+def compare_rules(name: str) -> dict:
+    """Hand-set vs automatic validation rule on a pseudo-test cut from train (train only)."""
+    import dataclasses
+
+    from evolve.selection import choose
+
+    task = load_task(name)
+    axis = TEST_AXIS[name]
+    share = len(task.test) / (len(task.test) + len(task.train))  # how much test holds out: a row count, no label
+    pseudo = largest_mask(task.train.groups, column_values(task.train.X, task.features, axis), share)
+    inner = dataclasses.replace(task, train=task.train.select(~pseudo), test=task.train.select(pseudo))
+    rules = {"hand": task.validation, "auto": auto_validation_rule(inner.train, task.features, axis, share)}
+    with Archive.open(WORK / "runs" / f"{name}-after" / "archive.db", readonly=True) as archive:
+        pool = distinct_ok(archive.programs(failed=False, order="r2"))
+    pool = pool[:POOL] + [r for r in pool[POOL:] if r.proposer == "seed"]
+    out = {"axis": axis, "share": share, "pool": len(pool)}
+    with Scorer(ScorerConfig()) as scorer:
+        pseudo_test = [scorer.score(r.code, inner, "test").rank_r2 for r in pool]
+        for label, rule in rules.items():
+            ruled = dataclasses.replace(inner, validation=rule)
+            records = [dataclasses.replace(r, validation=scorer.score(r.code, ruled, "validation")) for r in pool]
+            val = [r.r2 for r in records]
+            choice = choose([r for r in records if r.ok], ruled, scorer.run)
+            picked = next(i for i, r in enumerate(records) if r.id == choice.record.id)
+            top = max(range(len(val)), key=lambda i: val[i])
+            out[label] = {"rule": [rule.column, round(rule.fraction, 3), rule.folds], "spearman": spearman(val, pseudo_test),
+                          "top1_pseudo_test_r2": pseudo_test[top], "chosen_pseudo_test_r2": pseudo_test[picked]}
+    return out
+
+
+def main_rules(names: list[str]) -> None:
+    results = json.loads(RULES.read_text()) if RULES.exists() else {}
+    for name in names:
+        results[name] = compare_rules(name)
+        RULES.write_text(json.dumps(results, indent=1) + "\n")
+        r = results[name]
+        print(name, {k: r[k] for k in ("hand", "auto")}, flush=True)
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--rules":
+        return main_rules(argv[1:])
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for arg in argv:
         source = Path(arg).resolve()

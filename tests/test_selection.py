@@ -118,3 +118,16 @@ def test_choices_are_made_from_train_alone(tmp_path):
     changed = load_task(task.path)
     assert len(changed.test) == 2 and changed.test.y[0, 0] == -99.0
     assert (changed.validation, choose(records, changed, fake_run(changed, laws)).record.id) == before
+
+
+def test_auto_rule_holds_out_half_the_scales_of_a_few_scale_sweep():
+    from evolve.tasks import Rows, auto_validation_rule, validation_mask
+
+    sizes = np.repeat([1e7, 3e7, 1e8, 3e8, 1e9], 8)
+    X = np.column_stack([sizes, np.tile(np.arange(1.0, 9.0), 5)])
+    train = Rows(X, np.ones((len(X), 1)), np.array(["g"] * len(X), dtype=object))
+    rule = auto_validation_rule(train, ("n", "k"), "n", 0.15)
+    held = validation_mask(train, ("n", "k"), rule)
+    assert sorted(set(sizes[held])) == [1e8, 3e8, 1e9] and rule.folds == 1
+    no_scale = Rows(np.random.default_rng(0).uniform(0.2, 1, (40, 2)), np.ones((40, 1)), np.array(["g"] * 40, dtype=object))
+    assert auto_validation_rule(no_scale, ("a", "b"), "", 0.2).column == ""  # no axis: a random cut
