@@ -15,6 +15,7 @@ Test is scored here only to MEASURE the rule; the rule was fixed from principles
 train-only evidence before these figures existed, and nothing here feeds back into it.
 
     python bench/selection.py DIR [DIR ...]    # appends to bench/results/selection.json
+    python bench/selection.py --reuse DIR ...   # choose again from the stored runs
     python bench/selection.py --rules TASK ...  # hand-set vs automatic validation rule, train only
 
 `--rules` compares a shipped task's hand-set validation rule with `auto_validation_rule`
@@ -41,7 +42,7 @@ from evolve.loop import run_evolution  # noqa: E402
 from evolve.propose import grammar  # noqa: E402
 from evolve.propose.seeds import default_seeds  # noqa: E402
 from evolve.scoring.scorer import Scorer  # noqa: E402
-from evolve.selection import distinct_ok  # noqa: E402
+from evolve.selection import choose, distinct_ok  # noqa: E402
 from evolve.store.database import Archive  # noqa: E402
 from evolve.tasks import auto_validation_rule, column_values, largest_mask, load_task  # noqa: E402
 
@@ -77,8 +78,10 @@ def prepare(source: Path) -> tuple[Path, Path]:
     return folder, seed
 
 
-def run(folder: Path, seed: Path, tag: str) -> Path:
+def run(folder: Path, seed: Path, tag: str, reuse: bool) -> Path:
     run_dir = WORK / "runs" / f"{folder.name}-{tag}"
+    if reuse and (run_dir / "archive.db").exists():
+        return run_dir
     if run_dir.exists():
         shutil.rmtree(run_dir)
     config = RunConfig(task=str(folder), iterations=ITERATIONS, seed=0, proposer="offline", seed_laws=(str(seed),),
@@ -87,31 +90,33 @@ def run(folder: Path, seed: Path, tag: str) -> Path:
     return run_dir
 
 
-def measure(source: Path) -> dict:
-    folder, seed = prepare(source)
+def measure(source: Path, reuse: bool = False) -> dict:
+    """Run (or, with reuse, read the stored runs), choose with evolve.selection as the loop
+    does, then score seed, before and after on test."""
+    folder, seed = prepare(source) if not (reuse and (WORK / "data" / source.name).exists()) else (WORK / "data" / source.name, WORK / "data" / f"{source.name}_power_law.py")
     task = load_task(folder)
-    after_dir = run(folder, seed, "after")
+    after_dir = run(folder, seed, "after", reuse)
     before_dir = after_dir
     if task.param_cap is None:  # the search changed too: the old search had 20 parameters per target
         saved = grammar.default_param_cap
         grammar.default_param_cap = lambda task: grammar.MAX_PARAMS_UNCAPPED
         try:
-            before_dir = run(folder, seed, "before")
+            before_dir = run(folder, seed, "before", reuse)
         finally:
             grammar.default_param_cap = saved
-    with Archive.open(after_dir / "archive.db", readonly=True) as archive:
-        records = archive.programs(failed=False, order="r2")
-        chosen_id = archive.get_meta("selection")["id"]
-        after = next(r for r in records if r.id == chosen_id)
-        seed_record = next(r for r in records if r.proposer == "seed")
-        reason = archive.get_meta("selection")["reason"]
     with Archive.open(before_dir / "archive.db", readonly=True) as archive:
         before = distinct_ok(archive.programs(failed=False, order="r2"))[0]
     out = {"data_set": source.name, "source": str(source), "rows": len(task.train) + len(task.test),
            "groups": len(task.train.group_names()), "features": len(task.features), "param_cap": task.param_cap,
-           "validation": [task.validation.column, task.validation.fraction, task.validation.folds], "reason": reason}
-    with Scorer(ScorerConfig()) as scorer:  # measurement only: after every choice is made
-        for name, record in (("seed", seed_record), ("before", before), ("after", after)):
+           "default_cap": grammar.default_param_cap(task) if task.param_cap is None else None,
+           "validation": [task.validation.column, task.validation.fraction, task.validation.folds]}
+    with Scorer(ScorerConfig()) as scorer:
+        with Archive.open(after_dir / "archive.db", readonly=True) as archive:
+            records = archive.programs(failed=False, order="r2")
+        choice = choose(records, task, scorer.run)  # as Evolution.score_top_on_test does: train only
+        seed_record = next(r for r in records if r.proposer == "seed")
+        out["reason"] = choice.reason
+        for name, record in (("seed", seed_record), ("before", before), ("after", choice.record)):  # measurement only
             test = scorer.score(record.code, task, "test")
             out[name] = {"val_r2": record.r2, "test_r2": test.rank_r2, "n_params": record.n_params}
     return out
@@ -163,13 +168,28 @@ def main_rules(names: list[str]) -> None:
         print(name, {k: r[k] for k in ("hand", "auto")}, flush=True)
 
 
+def table() -> str:
+    """The before/after table of bench/results/selection.json as markdown."""
+    results = json.loads(RESULTS.read_text())
+    lines = ["| data set | rows | groups | cap | seed test R² | before test R² (params) | after test R² (params) | after − seed | after − before |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        s, b, a = r["seed"], r["before"], r["after"]
+        lines.append(f"| {name} | {r['rows']} | {r['groups']} | {r['param_cap'] or 'none'} | {s['test_r2']:.4f} | {b['test_r2']:.4f} ({b['n_params']}) | "
+                     f"{a['test_r2']:.4f} ({a['n_params']}) | {a['test_r2'] - s['test_r2']:+.4f} | {a['test_r2'] - b['test_r2']:+.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--table":
+        return print(table())
     if argv and argv[0] == "--rules":
         return main_rules(argv[1:])
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for arg in argv:
+    reuse = bool(argv) and argv[0] == "--reuse"  # re-choose from the stored runs (selection changed, search did not)
+    for arg in argv[1:] if reuse else argv:
         source = Path(arg).resolve()
-        results[source.name] = measure(source)
+        results[source.name] = measure(source, reuse)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         r = results[source.name]
         print(f"{source.name}: seed {r['seed']['test_r2']:.4f}  before {r['before']['test_r2']:.4f} ({r['before']['n_params']}p)  "

@@ -10,7 +10,7 @@ held-out rows are not evidence. So at the end of a run:
 1. Finalists: the best distinct laws by validation R², the seeds, and the best law of each
    parameter count (so a simpler law within noise of the best is on the list).
 2. Refuse laws whose coefficients cancel (two of the largest fitted parameters huge
-   relative to the target's scale, of opposite signs and similar size: the law subtracts
+   relative to the target's scale, of opposite signs, summing to little: the law subtracts
    two big numbers to make a small one, which extrapolates like its ill-conditioning),
    and, on a task with no parameter cap, laws over the default cap from rows per group
    (`evolve.propose.grammar.default_param_cap`), unless they beat every clean finalist by
@@ -44,7 +44,7 @@ TOP_FINALISTS = 12  # best distinct laws by validation R² re-scored at the end
 MAX_FINALISTS = 30  # with the seeds and the best law of each parameter count
 SE_MULTIPLIER = 1.0  # the classic one-standard-error rule
 CANCEL_SCALE = 1000.0  # a coefficient this many times the target's scale is huge
-CANCEL_SIMILAR = 10.0  # two huge coefficients within this factor of each other cancel
+CANCEL_SUM = 0.05  # ... and of opposite signs cancel when their sum is this small beside them
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ def target_scale(task: Task) -> float:
 
 def cancelling(params: dict[str, list[float] | None], scale: float) -> bool:
     """True when, in some group, the two largest fitted parameters are huge relative to the
-    target's scale, of opposite signs and of similar size: coefficients that cancel."""
+    target's scale, of opposite signs, and their sum small beside them (c = -56302.5 with
+    a = 56304.8): coefficients that cancel. Large coefficients of opposite signs that do not
+    nearly sum to zero (a U-shape in a small-valued feature) are not flagged."""
     for values in params.values():
         if not values or len(values) < 2:
             continue
@@ -79,7 +81,7 @@ def cancelling(params: dict[str, list[float] | None], scale: float) -> bool:
             return True
         order = np.argsort(-np.abs(p))
         a, b = p[order[0]], p[order[1]]
-        if abs(b) >= CANCEL_SCALE * scale and np.sign(a) != np.sign(b) and abs(a) <= CANCEL_SIMILAR * abs(b):
+        if abs(b) >= CANCEL_SCALE * scale and np.sign(a) != np.sign(b) and abs(a + b) <= CANCEL_SUM * abs(a):
             return True
     return False
 

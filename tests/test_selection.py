@@ -53,6 +53,7 @@ def test_cancelling_coefficients_are_detected_from_fitted_params():
     assert not cancelling({"g": [400.0, 0.3, 1.7]}, 3.0)  # one large scale constant is fine
     assert not cancelling({"g": [5e4, 3e4, 0.3]}, 3.0)  # same sign: no cancellation
     assert not cancelling({"g": [-20.0, 25.0, 0.3]}, 3.0)  # opposite signs but not huge
+    assert not cancelling({"g": [-9e3, 4e3, 0.3]}, 3.0)  # huge, opposite, but not summing to little (a U-shape)
 
 
 def test_cancelling_law_loses_to_the_simple_law(tmp_path):
