@@ -18,8 +18,13 @@ held-out rows are not evidence. So at the end of a run:
 3. One-standard-error rule: re-score the finalists on the validation folds (cheap) to get
    each held-out row's normalised squared error; the noise of a law's gap to the best is
    the standard error of the paired per-row differences, or the fold-to-fold spread of
-   the gap when it is larger. Among the laws within one standard error of the best, take
+   the gap when it is larger (with three folds or more; two give one degree of freedom). Among the laws within one standard error of the best, take
    the fewest parameters (then the lower validation error).
+4. The seed stands unless beaten by evidence that survives the search: a seed law (the
+   field's prior, chosen before the data) is returned instead of the pick when the pick's
+   validation gain over it is under z standard errors, z the one-sided 5% quantile
+   Bonferroni-corrected for the number of distinct laws tried (3.4 for 150). The best of
+   150 laws on a handful of held-out rows beats a fixed law by luck alone.
 
 Every number here comes from train rows (the validation folds); test is never read. The
 rule was fixed by these principles before any test figure was looked at; test figures in
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -42,6 +48,7 @@ from evolve.tasks import Task
 
 TOP_FINALISTS = 12  # best distinct laws by validation R² re-scored at the end
 MAX_FINALISTS = 30  # with the seeds and the best law of each parameter count
+MIN_FOLDS_FOR_SPREAD = 3  # folds needed before their spread is read as noise
 SE_MULTIPLIER = 1.0  # the classic one-standard-error rule
 CANCEL_SCALE = 1000.0  # a coefficient this many times the target's scale is huge
 CANCEL_SUM = 0.05  # ... and of opposite signs cancel when their sum is this small beside them
@@ -150,11 +157,12 @@ def held_out_errors(run, record: ProgramRecord, task: Task) -> tuple[np.ndarray,
 
 def gap_and_noise(a: tuple, b: tuple) -> tuple[float, float]:
     """How much worse law a's validation NMSE is than law b's, and the standard error of
-    that gap: of the paired per-row differences, or of the fold gaps when that is larger."""
+    that gap: of the paired per-row differences, or of the fold gaps when that is larger
+    (with three folds or more)."""
     diff = a[1] - b[1]
     row_se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    gaps = a[2] - b[2]
-    fold_se = float(np.std(gaps, ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
+    gaps = a[2] - b[2]  # a spread of two fold gaps has one degree of freedom: not an estimate
+    fold_se = float(np.std(gaps, ddof=1) / np.sqrt(len(gaps))) if len(gaps) >= MIN_FOLDS_FOR_SPREAD else 0.0
     return float(np.mean(diff)), max(row_se, fold_se)
 
 
@@ -188,6 +196,28 @@ def drop_suspects(scored: list[tuple], suspect: set[int]) -> list[tuple]:
     return scored if gap > 2 * SE_MULTIPLIER * noise else clean
 
 
+def search_margin(tried: int) -> float:
+    """Standard errors an evolved law must beat the seed by: the one-sided 5% normal quantile
+    corrected for the number of laws tried (Bonferroni). The best of many laws on a few
+    held-out rows beats a fixed law by luck alone; a seed was chosen before the data."""
+    return NormalDist().inv_cdf(1 - 0.05 / max(1, tried))
+
+
+def seed_standing(scored: list[tuple], pick: tuple, tried: int) -> ProgramRecord | None:
+    """The best seed law (fewest parameters on ties) when the pick does not beat it by the
+    search margin, else None. Seeds are the prior laws of the field; a search displaces
+    them only on evidence that survives the number of laws it tried."""
+    seeds = [c for c in scored if c[0].proposer == "seed"]
+    standing = []
+    for candidate in seeds:
+        gap, noise = gap_and_noise(candidate, pick)
+        if gap <= search_margin(tried) * noise:
+            standing.append(candidate)
+    if not standing:
+        return None
+    return min(standing, key=lambda c: (float(np.mean(c[1])), c[0].n_params or 0, c[0].id or 0))[0]
+
+
 def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
     """The law a run returns (see the module docstring); None when no law succeeded.
 
@@ -212,6 +242,10 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
         reason = "best validation error; no simpler law within one standard error"
     else:
         reason = f"fewest parameters ({record.n_params}) within one standard error of the best kept validation error (best overall: law {best.id}, {best.n_params} parameters)"
+    seed = seed_standing(scored, next(c for c in scored if c[0] is record), len(distinct_ok(records)))
+    if seed is not None and seed is not record:
+        reason = f"the seed law (law {seed.id}, {seed.n_params} parameters) stands: the search's pick (law {record.id}) does not beat it by the margin {len(distinct_ok(records))} tried laws call for"
+        record = seed
     if refused_ids:
         reason += f"; {len(refused_ids)} finalist(s) refused (cancelling coefficients or over the default cap, and not better by two standard errors)"
     return Choice(record, reason, len(pool), within, refused_ids)
