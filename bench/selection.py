@@ -8,8 +8,7 @@ out so every run starts like a data set nobody tuned (issue 13): the plain power
 
 (through evolve.loop.run_evolution). "before" is what the run returned before this change:
 the best distinct law by validation R²; "after" is evolve.selection's choice (the run's
-best.py). On a task without a parameter cap the search itself changed (the default cap
-from rows per group), so "before" comes from a second run with the old cap of 20.
+best.py). Both come from the same run: the search did not change.
 
 Test is scored here only to MEASURE the rule; the rule was fixed from principles and
 train-only evidence before these figures existed, and nothing here feeds back into it.
@@ -95,15 +94,9 @@ def measure(source: Path, reuse: bool = False) -> dict:
     does, then score seed, before and after on test."""
     folder, seed = prepare(source) if not (reuse and (WORK / "data" / source.name).exists()) else (WORK / "data" / source.name, WORK / "data" / f"{source.name}_power_law.py")
     task = load_task(folder)
-    after_dir = run(folder, seed, "after", reuse)
-    before_dir = after_dir
-    if task.param_cap is None:  # the search changed too: the old search had 20 parameters per target
-        saved = grammar.default_param_cap
-        grammar.default_param_cap = lambda task: grammar.MAX_PARAMS_UNCAPPED
-        try:
-            before_dir = run(folder, seed, "before", reuse)
-        finally:
-            grammar.default_param_cap = saved
+    # The search did not change (the default cap is read by selection only): one run, and
+    # before/after are two choices from the same archive.
+    after_dir = before_dir = run(folder, seed, "after" if task.param_cap is not None else "before", reuse)
     with Archive.open(before_dir / "archive.db", readonly=True) as archive:
         before = distinct_ok(archive.programs(failed=False, order="r2"))[0]
     out = {"data_set": source.name, "source": str(source), "rows": len(task.train) + len(task.test),

@@ -114,11 +114,14 @@ MAX_PARAMS_UNCAPPED = 20
 
 
 def default_param_cap(task) -> int:
-    """Parameters per target for a task with no cap, from rows per group (train alone).
+    """Parameters per target a law of an uncapped task may have before it is suspect, from
+    rows per group (train alone).
 
-    A law fitted per group cannot be told apart from noise with more parameters than a
-    quarter of the rows it is fitted on: an uncapped search otherwise finds laws whose
-    coefficients cancel and that fit the held-out rows by luck (issue 13). The rows
+    A law fitted per group is hard to tell from noise with more parameters than a quarter
+    of the rows it is fitted on: an uncapped search finds laws whose coefficients cancel
+    and that fit the held-out rows by luck (issue 13). evolve.selection prefers laws within
+    this unless a larger one beats them by two standard errors. (As a hard cap on the
+    search it also blocked good laws: bench/results/selection.md.) The rows
     counted are the smallest group's fit rows in the last validation fold (what ranking
     fits on); never fewer than the plain power law needs (2 per feature + 1), never over 20.
     """
@@ -129,16 +132,14 @@ def default_param_cap(task) -> int:
 
 
 def task_context(task, max_params_uncapped: int | None = None) -> TaskContext:
-    """Context from a Task (features, targets, cap, train feature values); an uncapped task
-    gets `default_param_cap` parameters per target unless `max_params_uncapped` is given."""
+    """Context from a Task (features, targets, cap, train feature values); an uncapped task's
+    search gets 20 parameters per target (`default_param_cap` is not a hard limit on the
+    search: evolve.selection reads it as a warning sign, outweighed by strong evidence)."""
     X = np.asarray(task.train.X, dtype=float)
     infos = tuple(feature_info(i, name, X[:, i]) for i, name in enumerate(task.features))
     n_targets = len(task.targets)
     cap = task.param_cap
-    if cap is not None:
-        per_target = cap // n_targets
-    else:
-        per_target = max_params_uncapped if max_params_uncapped is not None else default_param_cap(task)
+    per_target = cap // n_targets if cap is not None else (max_params_uncapped or MAX_PARAMS_UNCAPPED)
     return TaskContext(infos, tuple(task.targets), cap, per_target, X)
 
 
