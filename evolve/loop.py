@@ -25,6 +25,7 @@ from evolve.propose.base import Proposal, ProposalRequest, Proposer
 from evolve.records import ProgramRecord
 from evolve.scoring.factory import open_scorer
 from evolve.scoring.scorer import Evaluation, Scorer
+from evolve.selection import choose, ordered_top
 from evolve.status import Status
 from evolve.text import one_line
 from evolve.propose.seeds import load_seed_program, seed_law_paths, seed_programs
@@ -197,16 +198,18 @@ class Evolution:
             self.archive.set_meta("usage", usage.to_dict())
 
     def score_top_on_test(self) -> list[ProgramRecord]:
-        """Re-score the best distinct programs on test: for reporting only, after selection is over."""
-        top, seen = [], set()
-        for record in self.archive.programs(failed=False, order="r2"):
-            key = code_key(record.code)
-            if key in seen:
-                continue
-            seen.add(key)
-            top.append(record)
-            if len(top) >= self.config.top_k_test:
-                break
+        """Choose the law the run returns, then re-score it and the next best distinct
+        programs on test: for reporting only, after selection is over.
+
+        The choice (`evolve.selection.choose`) reads train alone: the finalists are re-fitted
+        on the validation folds, laws whose coefficients cancel are refused, and among the
+        laws within one standard error of the best validation error the fewest-parameter
+        one is returned first (it becomes best.py). Test is scored only after the choice."""
+        records = self.archive.programs(failed=False, order="r2")
+        choice = choose(records, self.task, self.scorer.run)
+        if choice is not None:
+            self.archive.set_meta("selection", choice.to_dict())
+        top = ordered_top(records, choice, self.config.top_k_test)
         futures = [(r, self.scorer.submit(r.code, self.task, "test")) for r in top]
         scored = []
         for record, future in futures:

@@ -191,33 +191,64 @@ def wide_positive_features(X: np.ndarray, features: tuple[str, ...]) -> list[str
     return found
 
 
+FEW_SCALES = 6  # a group with at most this many distinct values of the order column spans few scales
+
+
 def auto_validation_rule(train: Rows, features: tuple[str, ...], test_column: str, test_fraction: float) -> ValidationRule:
     """How to validate a task nobody tuned, decided from train and the test split's own rule.
 
     The principle: validation should ask the question the test split asks, one step earlier.
     - Order by the column test is split by when it is made of features (a product such as
       params*tokens included); else by the product of the scale-like features (positive,
-      spanning over 20x: compute-like), else by the widest feature. Never by the labels.
+      spanning over 20x: compute-like); with neither, a seeded random cut (no axis to
+      extrapolate along, as in a mixture sweep). Never by the labels.
     - Hold out as much of what train keeps as test holds out of the whole group:
       fraction f/(1-f) of train for a test fraction f (clipped to 0.1..0.5), so the
       extrapolation judged has the reach of the one that matters.
-    - Two rolling-origin folds when every group keeps at least 4 rows to fit on after both
-      cuts: one small held-out fold lets a search that ranks hundreds of laws pick one that
-      fits those few rows by luck (seen on SLDBench's data_constrained and easy_question,
-      where the one-fold winners extrapolated worse than the plain power law); one fold
+    - When groups span few scales (at most 6 distinct values of the order column, as a
+      sweep over five model sizes): hold out about half of them, keeping at least two to
+      fit on. One held-out scale measures a level, which a flexible law matches by
+      bending; several measure the trend across scales, which is what extrapolates.
+    - Two rolling-origin folds when every group keeps at least 4 rows (and, with few
+      scales, 4 scales) to fit on after both cuts: one small held-out fold lets a search
+      that ranks hundreds of laws pick one that fits those few rows by luck; one fold
       when groups are too small for two.
-    Nothing here reads a target value or the test rows.
+    Nothing here reads a target value or the test rows (the shipped tasks' rules were
+    compared with this one on train alone: bench/results/selection.md).
     """
     names = column_names(test_column) if test_column else []
     if names and all(n in features for n in names):
         column = test_column
     else:
         scales = wide_positive_features(train.X, features)
-        column = "*".join(scales) if scales else (features[int(np.argmax(np.ptp(train.X, axis=0)))] if len(features) else "")
+        column = "*".join(scales)  # no scale-like feature: no axis to extrapolate along, a random cut
     fraction = float(min(0.5, max(0.1, test_fraction / max(1e-9, 1 - test_fraction))))
+    few = few_scales_fraction(train, features, column) if column else None
+    if few is not None:
+        fraction, kept_scales = max(fraction, few[0]), few[1]
     sizes = [int(np.sum(train.groups == g)) for g in train.group_names()]
     two_folds = all(size - 2 * max(1, math.ceil(fraction * size)) >= 4 for size in sizes)
+    if few is not None:
+        two_folds = two_folds and kept_scales >= 4
     return ValidationRule(column, fraction, 2 if two_folds else 1)
+
+
+def few_scales_fraction(train: Rows, features: tuple[str, ...], column: str) -> tuple[float, int] | None:
+    """When every group spans few distinct scales: the row fraction that holds out the
+    largest half of them (at least one, leaving two to fit on; the median over groups), and
+    how many scales the fit keeps. None when some group spans many (the fraction rule then)."""
+    values = column_values(train.X, features, column)
+    fractions, kept = [], []
+    for group in train.group_names():
+        v = values[train.groups == group]
+        distinct = np.unique(v)[::-1]
+        if len(distinct) > FEW_SCALES or len(distinct) < 3:
+            return None
+        held = max(1, min(math.ceil(len(distinct) / 2), len(distinct) - 2))
+        above = int(np.sum(v > distinct[held - 1]))  # rows in the larger held-1 scales
+        fractions.append((above + 1) / len(v))  # one more row reaches the held-th scale (ties join)
+        kept.append(len(distinct) - held)
+    return float(np.median(fractions)), int(min(kept))
 
 
 def shipped_task_names() -> list[str]:

@@ -109,13 +109,37 @@ def feature_info(index: int, name: str, column: np.ndarray) -> FeatureInfo:
     return FeatureInfo(index, name, identifier(name), sign, scale)
 
 
-def task_context(task, max_params_uncapped: int = 20) -> TaskContext:
-    """Context from a Task (features, targets, cap, train feature values)."""
+ROWS_PER_PARAM = 4  # fit rows each fitted parameter needs, for a task without a cap
+MAX_PARAMS_UNCAPPED = 20
+
+
+def default_param_cap(task) -> int:
+    """Parameters per target a law of an uncapped task may have before it is suspect, from
+    rows per group (train alone).
+
+    A law fitted per group is hard to tell from noise with more parameters than a quarter
+    of the rows it is fitted on: an uncapped search finds laws whose coefficients cancel
+    and that fit the held-out rows by luck (issue 13). evolve.selection prefers laws within
+    this unless a larger one beats them by two standard errors. (As a hard cap on the
+    search it also blocked good laws: bench/results/selection.md.) The rows
+    counted are the smallest group's fit rows in the last validation fold (what ranking
+    fits on); never fewer than the plain power law needs (2 per feature + 1), never over 20.
+    """
+    fit_rows = task.validation_folds()[-1][0]
+    sizes = [int(np.sum(fit_rows.groups == g)) for g in fit_rows.group_names()] or [len(task.train)]
+    floor = 2 * len(task.features) + 1
+    return int(max(floor, min(MAX_PARAMS_UNCAPPED, min(sizes) // ROWS_PER_PARAM)))
+
+
+def task_context(task, max_params_uncapped: int | None = None) -> TaskContext:
+    """Context from a Task (features, targets, cap, train feature values); an uncapped task's
+    search gets 20 parameters per target (`default_param_cap` is not a hard limit on the
+    search: evolve.selection reads it as a warning sign, outweighed by strong evidence)."""
     X = np.asarray(task.train.X, dtype=float)
     infos = tuple(feature_info(i, name, X[:, i]) for i, name in enumerate(task.features))
     n_targets = len(task.targets)
     cap = task.param_cap
-    per_target = cap // n_targets if cap is not None else max_params_uncapped
+    per_target = cap // n_targets if cap is not None else (max_params_uncapped or MAX_PARAMS_UNCAPPED)
     return TaskContext(infos, tuple(task.targets), cap, per_target, X)
 
 

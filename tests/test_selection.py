@@ -1,0 +1,156 @@
+"""The law a run returns (evolve.selection): simpler laws within noise, no cancelling
+coefficients, a default cap from rows per group, and choices made from train alone."""
+
+import numpy as np
+
+from evolve.metrics import Metrics
+from evolve.propose.grammar import default_param_cap, task_context
+from evolve.records import ProgramRecord
+from evolve.scoring.in_sandbox import RunReport
+from evolve.scoring.scorer import Evaluation
+from evolve.selection import cancelling, choose, one_se_choice, ordered_top
+from evolve.status import Status
+from evolve.tasks import create_task_folder, load_task
+
+
+def truth(x):
+    return 2.0 + 5.0 * x ** -0.5
+
+
+def make_task(tmp_path, param_cap=None, validation=(0.25, 2), rows=60, name="synthetic"):
+    rng = np.random.default_rng(0)
+    x = np.geomspace(10, 1e5, rows)
+    y = truth(x) + rng.normal(0, 0.02, rows)
+    csv = tmp_path / f"{name}.csv"
+    csv.write_text("x,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(x, y)))
+    return create_task_folder(tmp_path / name, csv, ["x"], ["y"], test_column="x", test_fraction=0.2,
+                              param_cap=param_cap, validation=validation)
+
+
+def record(ident, r2, n_params, params=None):
+    metrics = Metrics(r2, 1 - r2, 0.0, 1 / (2 - r2), (r2,), (1 - r2,), (0.0,))
+    evaluation = Evaluation(Status.OK, "validation", metrics, params={"all_data": params or [1.0] * n_params}, n_params=n_params)
+    return ProgramRecord(code=f"def law_{ident}():\n    return {ident}\n", validation=evaluation, id=ident, proposer="offline")
+
+
+def wobble(x, y):
+    """Better than the true law on these held-out rows on average, by less than the row-to-row
+    spread of the gain (it moves toward some labels and away from others)."""
+    return truth(x) + (y - truth(x)) * np.where(np.cos(9 * np.log(x)) > 0, 0.5, -0.3)
+
+
+def fake_run(task, laws):
+    """A stand-in for Scorer.run: law ident -> predictions from (x, y of that row)."""
+    labels = {float(x): float(y) for x, y in zip(task.train.X[:, 0], task.train.y[:, 0])}
+
+    def run(code, jobs, task_):
+        ident = int(code.split("return ")[1])
+        predictions = {}
+        for job in jobs:
+            x = job.X_predict[:, 0]
+            y = np.array([labels[float(v)] for v in x])
+            predictions[job.group] = laws[ident](x, y).reshape(-1, 1)
+        return RunReport(Status.OK, "", predictions, {})
+    return run
+
+
+def test_cancelling_coefficients_are_detected_from_fitted_params():
+    assert cancelling({"g": [-56302.5, 56304.8, 0.31, 1.2]}, 3.0)
+    assert not cancelling({"g": [400.0, 0.3, 1.7]}, 3.0)  # one large scale constant is fine
+    assert not cancelling({"g": [5e4, 3e4, 0.3]}, 3.0)  # same sign: no cancellation
+    assert not cancelling({"g": [-20.0, 25.0, 0.3]}, 3.0)  # opposite signs but not huge
+    assert not cancelling({"g": [-9e3, 4e3, 0.3]}, 3.0)  # huge, opposite, but not summing to little (a U-shape)
+
+
+def test_cancelling_law_loses_to_the_simple_law(tmp_path):
+    task = make_task(tmp_path)
+    laws = {1: lambda x, y: truth(x), 2: wobble}  # 2: a little better on validation, within noise
+    simple = record(1, 0.95, 3, [2.0, 5.0, 0.5])
+    cancel = record(2, 0.951, 5, [-56302.5, 56304.8, 0.5, 0.1, 0.2])
+    choice = choose([cancel, simple], task, fake_run(task, laws))
+    assert choice.record.id == 1 and 2 in choice.refused
+
+
+def test_cancelling_law_is_kept_when_far_better(tmp_path):
+    task = make_task(tmp_path)
+    laws = {1: lambda x, y: truth(x) + 0.5, 2: lambda x, y: truth(x)}
+    choice = choose([record(2, 0.9, 4, [-5e4, 5e4, 0.5, 0.1]), record(1, 0.2, 3)], task, fake_run(task, laws))
+    assert choice.record.id == 2
+
+
+def test_one_standard_error_rule_takes_the_smaller_law_within_noise(tmp_path):
+    task = make_task(tmp_path, param_cap=10)
+    laws = {1: lambda x, y: truth(x), 2: wobble}
+    big, small = record(2, 0.96, 8), record(1, 0.95, 3)
+    choice = choose([big, small], task, fake_run(task, laws))
+    assert choice.record.id == 1 and set(choice.within_noise) == {1, 2}
+    assert [r.id for r in ordered_top([big, small], choice, 5)] == [1, 2]
+
+
+def test_one_standard_error_rule_keeps_the_better_law_beyond_noise(tmp_path):
+    task = make_task(tmp_path, param_cap=10)
+    laws = {1: lambda x, y: truth(x) + 0.3, 2: lambda x, y: truth(x)}
+    choice = choose([record(2, 0.96, 8), record(1, 0.5, 3)], task, fake_run(task, laws))
+    assert choice.record.id == 2
+
+
+def test_one_se_choice_on_errors():
+    rng = np.random.default_rng(1)
+    base = rng.exponential(1.0, 50)
+    a, b = record(1, 0.9, 7), record(2, 0.9, 3)
+    chosen, within = one_se_choice([(a, base, np.array([base.mean()])), (b, base + rng.normal(0.01, 0.5, 50), np.array([base.mean() + 0.01]))])
+    assert chosen.id == 2 and set(within) == {1, 2}
+    chosen, _ = one_se_choice([(a, base, np.array([base.mean()])), (b, base + 2.0, np.array([base.mean() + 2.0]))])
+    assert chosen.id == 1
+
+
+def test_default_cap_for_uncapped_tasks_comes_from_rows_per_group(tmp_path):
+    task = make_task(tmp_path, param_cap=None, rows=60)
+    fit_rows = task.validation_folds()[-1][0]
+    assert default_param_cap(task) == max(3, len(fit_rows) // 4)
+    assert task_context(task).max_params == 20  # the search is not capped by it; selection reads it
+    capped = make_task(tmp_path, param_cap=6, name="capped")
+    assert task_context(capped).max_params == 6
+
+
+def test_choices_are_made_from_train_alone(tmp_path):
+    """Changing test.csv changes neither the automatic validation rule nor the law chosen."""
+    task = make_task(tmp_path, validation=None)
+    laws = {1: lambda x, y: truth(x), 2: wobble}
+    records = [record(2, 0.96, 8), record(1, 0.95, 3)]
+    before = (task.validation, choose(records, task, fake_run(task, laws)).record.id)
+    lines = (task.path / "test.csv").read_text().splitlines()
+    (task.path / "test.csv").write_text("\n".join([lines[0]] + [",".join(l.split(",")[:2] + ["-99.0"]) for l in lines[1:3]]) + "\n")
+    changed = load_task(task.path)
+    assert len(changed.test) == 2 and changed.test.y[0, 0] == -99.0
+    assert (changed.validation, choose(records, changed, fake_run(changed, laws)).record.id) == before
+
+
+def test_auto_rule_holds_out_half_the_scales_of_a_few_scale_sweep():
+    from evolve.tasks import Rows, auto_validation_rule, validation_mask
+
+    sizes = np.repeat([1e7, 3e7, 1e8, 3e8, 1e9], 8)
+    X = np.column_stack([sizes, np.tile(np.arange(1.0, 9.0), 5)])
+    train = Rows(X, np.ones((len(X), 1)), np.array(["g"] * len(X), dtype=object))
+    rule = auto_validation_rule(train, ("n", "k"), "n", 0.15)
+    held = validation_mask(train, ("n", "k"), rule)
+    assert sorted(set(sizes[held])) == [1e8, 3e8, 1e9] and rule.folds == 1
+    no_scale = Rows(np.random.default_rng(0).uniform(0.2, 1, (40, 2)), np.ones((40, 1)), np.array(["g"] * 40, dtype=object))
+    assert auto_validation_rule(no_scale, ("a", "b"), "", 0.2).column == ""  # no axis: a random cut
+
+
+def test_the_seed_stands_unless_the_search_beats_it_beyond_luck(tmp_path):
+    import dataclasses
+
+    from evolve.selection import search_margin
+
+    task = make_task(tmp_path, param_cap=10)
+    seed = dataclasses.replace(record(1, 0.9, 3), proposer="seed")
+    # 2 beats the seed by about 3 standard errors: beyond the margin for 2 laws tried, not for 300
+    laws = {1: lambda x, y: truth(x), 2: lambda x, y: truth(x) + (y - truth(x)) * np.where(np.cos(9 * np.log(x)) > 0, 0.8, 0.2)}
+    assert choose([record(2, 0.97, 5), seed], task, fake_run(task, laws)).record.id == 2  # 2 laws tried: small margin
+    many = [record(2, 0.97, 5), seed] + [record(i, 0.1, 4) for i in range(3, 300)]  # the same gain among 300 tried
+    laws.update({i: (lambda x, y: truth(x) + 1.0) for i in range(3, 300)})
+    assert search_margin(300) > 3 and choose(many, task, fake_run(task, laws)).record.id == 1
+    laws[1] = lambda x, y: truth(x) + 0.05  # a seed off by a bias: a law far better displaces it whatever was tried
+    assert choose(many, task, fake_run(task, laws)).record.id == 2
