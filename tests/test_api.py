@@ -116,7 +116,8 @@ def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):
     assert "does not apply" in capsys.readouterr().err
 
 
-def test_readme_api_example_runs(tmp_path):
+def test_readme_api_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes law.py where it runs
     readme = (ROOT / "README.md").read_text()
     code = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.S).group(1)
     code = code.replace("iterations=100", "iterations=0").replace('"runs/sft"', repr(str(tmp_path / "sft")))
