@@ -82,6 +82,15 @@ def run_command(task: str | None, resume: Path | None, config_file: Path | None,
     return 0
 
 
+def chosen_because(run_dir: Path) -> str:
+    """Why the run returned the law it did (evolve.selection stores its reason)."""
+    try:
+        with open_read_only(run_dir) as archive:
+            return str((archive.get_meta("selection") or {}).get("reason", ""))
+    except Exception:  # noqa: BLE001 - an explanation, never a reason to fail a finished run
+        return ""
+
+
 def show_summary(summary) -> None:
     out = console()
     rows = []
@@ -102,6 +111,9 @@ def show_best_law(summary, out) -> None:
     seeds = [r for r in summary.top if r.proposer == "seed"]
     against = f" (best seed in the top {len(summary.top)}: {seeds[0].r2:.4f})" if seeds and seeds[0] is not best else ""
     out.print(f"\nbest law: program {best.id}, validation R² {best.r2:.4f}{against}")
+    reason = chosen_because(summary.run_dir)
+    if reason:
+        out.print(f"  chosen from train alone: {safe_text(reason, keep_newlines=False)}", markup=False)
     source = function_source(best.code, "scaling_law_func") or function_source(best.code, "law")
     if source:
         out.print(Syntax(safe_text(source, limit=20_000), "python", theme="ansi_dark", word_wrap=True))
