@@ -27,7 +27,7 @@ from evolve.config import ScorerConfig, run_config_from_dict
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
-from evolve.scoring.in_sandbox import GroupJob
+from evolve.scoring.in_sandbox import GroupJob, RunReport
 from evolve.scoring.scorer import Scorer
 from evolve.status import Status
 from evolve.store.rundir import open_read_only, run_task
@@ -149,13 +149,13 @@ class Law:
 
     # ---------------------------------------------------------------- running the program
 
-    def _run(self, jobs: list[GroupJob]) -> dict[str, np.ndarray]:
+    def _run(self, jobs: list[GroupJob]) -> RunReport:
+        """The sandbox's report of the jobs (predictions and fitted parameters per job)."""
         scorer = shared_scorer(dataclasses.replace(self.scorer_config, isolate=not self.trusted))
         report = scorer.run(self.code, jobs, self.task)
         if report.status != Status.OK:
             raise LawError(f"program {self.record.id}: {report.status}: {report.message.strip().splitlines()[-1] if report.message.strip() else ''}")
-        self._last_params = report.params
-        return report.predictions
+        return report
 
     def _group_rows(self, group: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.task.train.groups == group
@@ -185,9 +185,11 @@ class Law:
 
     def fit(self) -> "Law":
         """Fit each group on all its train rows (in the sandbox); `params` holds the result."""
-        jobs = [GroupJob(g, *self._group_rows(g), self._group_rows(g)[0][:1]) for g in self.task.train.group_names()]
-        self._run(jobs)
-        params = {g: np.asarray(p, dtype=float) for g, p in self._last_params.items() if p is not None}
+        jobs = []
+        for g in self.task.train.group_names():
+            X_fit, y_fit = self._group_rows(g)
+            jobs.append(GroupJob(g, X_fit, y_fit, X_fit[:1]))
+        params = {g: np.asarray(p, dtype=float) for g, p in self._run(jobs).params.items() if p is not None}
         return dataclasses.replace(self, params=params)
 
     def predict(self, X, group: str) -> np.ndarray:
@@ -196,7 +198,7 @@ class Law:
         (n, targets)."""
         X = self._as_matrix(X)
         X_fit, y_fit = self._group_rows(group)
-        return self._shape(self._run([GroupJob(group, X_fit, y_fit, X)])[group])
+        return self._shape(self._run([GroupJob(group, X_fit, y_fit, X)]).predictions[group])
 
     def interval(self, X, group: str, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
         """A prediction interval at `level` for rows X of `group`.
@@ -238,9 +240,9 @@ class Law:
     def _run_tolerant(self, jobs: list[GroupJob]) -> dict[str, np.ndarray]:
         """Run resample jobs; a failure of the whole batch falls back to the plain fit."""
         try:
-            return self._run(jobs)
+            return self._run(jobs).predictions
         except LawError:
-            return self._run(jobs[:1])
+            return self._run(jobs[:1]).predictions
 
     def sympy(self, group: str):
         """The law as a sympy expression in the task's feature names with the group's fitted
