@@ -195,20 +195,6 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     return dataclasses.replace(run, model=model_config, archive=archive, scorer=scorer)
 
 
-def replace_nested(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Apply CLI overrides given as dotted keys (e.g. 'archive.islands'); None means unset."""
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        head, _, tail = dotted.partition(".")
-        if tail:
-            inner = getattr(config, head)
-            config = dataclasses.replace(config, **{head: dataclasses.replace(inner, **{tail: value})})
-        else:
-            config = dataclasses.replace(config, **{head: value})
-    return config
-
-
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """The settings as plain data for the run database, without the API key."""
     data = dataclasses.asdict(config)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from evolve.config import ConfigError, RunConfig, config_from_stored, config_to_dict, load_config_file, replace_nested, run_config_from_dict
+from evolve.config import ConfigError, RunConfig, config_from_stored, config_to_dict, load_config_file, run_config_from_dict
 
 GOOD = """
 iterations = 12
@@ -39,9 +39,13 @@ def test_stored_settings_round_trip_without_the_key():
     assert "sk-secret" not in repr(config)
 
 
-def test_cli_overrides_dotted_keys():
-    config = replace_nested(RunConfig(), {"archive.islands": 2, "iterations": 7, "seed": None})
-    assert config.archive.islands == 2 and config.iterations == 7 and config.seed is None
+def test_cli_flags_lay_over_the_config_file(tmp_path):
+    from evolve.cli.run_cmd import build_config
+
+    path = tmp_path / "run.toml"
+    path.write_text("iterations = 3\nseed = 5\n[archive]\nislands = 4\n")
+    config = build_config("sft_scaling_law", path, (), {"archive.islands": 2, "iterations": 7})
+    assert config.archive.islands == 2 and config.iterations == 7 and config.seed == 5
 
 
 @pytest.mark.parametrize(
