@@ -260,9 +260,10 @@ def driver_costs(args, task) -> dict:
         archive = Archive.create(Path(tmp) / "archive.db", ArchiveConfig(), task.param_cap)
         with archive:
             seed = archive.add(ProgramRecord(code=code, validation=evaluation, island=0, proposer="seed"))
-            adds, draws = [], []
-            for i in range(args.archive_size):
-                variant = code.replace("EXPONENT_BOUNDS = (0.0, 3.0)", f"EXPONENT_BOUNDS = (0.0, {3 + i / 1000:.4f})")
+            adds, draws, at = [], [], {}
+            checkpoints = sorted(int(x) for x in args.archive_sizes.split(","))
+            for i in range(checkpoints[-1]):
+                variant = code.replace("EXPONENT_BOUNDS = (0.0, 3.0)", f"EXPONENT_BOUNDS = (0.0, {3 + i / 10000:.5f})")
                 record = ProgramRecord(code=variant, validation=evaluation, iteration=i + 1, island=i % 5,
                                        parent_id=seed.id, proposer="bench", explanation="bench variant " * 8)
                 t0 = time.perf_counter()
@@ -273,21 +274,22 @@ def driver_costs(args, task) -> dict:
                 archive.sample_inspirations(rng, i % 5, parent, 3)
                 archive.recent_failures(i % 5, 3)
                 draws.append(time.perf_counter() - t0)
-            last = slice(-50, None)  # at the full archive size
-            out["store_ms"] = statistics.median(adds[last]) * 1e3
-            out["draw_ms"] = statistics.median(draws[last]) * 1e3
-            out["archive_size"] = archive.count()
+                if i + 1 in checkpoints:  # medians of the last 25 at this size
+                    at[archive.count()] = (statistics.median(adds[-25:]) * 1e3, statistics.median(draws[-25:]) * 1e3)
+            out["at"] = at
             run_config = RunConfig(task=TASK, proposer="offline")
             proposer, _ = make_proposer(run_config, task)
             try:
-                times = []
+                times, with_code = [], 0
                 for i in range(args.proposals):
                     request = ProposalRequest(task=task, parent=parent, inspirations=(), failures=(),
                                               edit_mode="diff", seed=i)
                     c0 = time.process_time()
-                    proposer.propose(request)
+                    proposal = proposer.propose(request)
                     times.append(time.process_time() - c0)
+                    with_code += proposal.code is not None
                 out["propose_ms"] = statistics.median(times) * 1e3
+                out["proposals"] = (with_code, len(times))
             finally:
                 proposer.close()
     return out
@@ -326,9 +328,10 @@ def markdown(rows, hop_result, driver, args, starts, cost, started_load, ended_l
                       f"{h['driver_cpu_ms']:.2f} ms"]
     if driver:
         d = driver
-        lines += ["", f"driver loop per evaluation (archive of {d['archive_size']} programs): SQLite store "
-                      f"{d['store_ms']:.2f} ms, parent + inspirations + failures draw {d['draw_ms']:.2f} ms, "
-                      f"offline proposal {d['propose_ms']:.2f} ms CPU"]
+        sizes = "; ".join(f"{n} programs: store {a:.2f} ms, draw {b:.2f} ms" for n, (a, b) in sorted(d["at"].items()))
+        lines += ["", f"driver loop per evaluation (SQLite store = Archive.add, the single writer; draw = parent + "
+                      f"inspirations + recent failures for one request): {sizes}; offline proposal "
+                      f"{d['propose_ms']:.2f} ms CPU ({d['proposals'][0]} of {d['proposals'][1]} with code)"]
     return "\n".join(lines)
 
 
@@ -339,14 +342,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eval-s", type=float, default=1.0, help="CPU seconds one evaluation should take")
     parser.add_argument("--calls", type=int, default=100, help="hop: evaluations one at a time per side")
-    parser.add_argument("--archive-size", type=int, default=300)
+    parser.add_argument("--archive-sizes", default="100,300,1000", help="archive sizes to time the driver's store and draws at")
     parser.add_argument("--proposals", type=int, default=30)
     parser.add_argument("--no-1x2", dest="layouts_1x2", action="store_false", help="skip the 1 node x 2 CPUs layout")
     parser.add_argument("--only", default=",".join(SECTIONS))
     args = parser.parse_args()
     if args.quick:
         args.evals, args.rounds, args.calls, args.layouts_1x2 = 4, 1, 40, False
-        args.archive_size, args.proposals = 200, 10
+        args.archive_sizes, args.proposals = "100,300", 10
     only = set(args.only.split(","))
     started, started_load = time.perf_counter(), uptime()
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)

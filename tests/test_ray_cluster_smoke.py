@@ -12,6 +12,8 @@ import pytest
 
 from tests.ray_cluster import loopback_netns, unavailable_reason
 
+TASK = "parallel_scaling_law"
+
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
@@ -33,3 +35,23 @@ def test_the_namespace_has_only_loopback_and_the_thread_leaves_it():
         routes = subprocess.run(["ip", "-o", "route", "show"], capture_output=True, text=True, check=True).stdout
         assert routes.strip() == ""  # no default route: nothing can reach another host
     assert os.readlink("/proc/thread-self/ns/net") == outside
+
+
+def test_an_unreachable_cluster_is_one_line_and_leaves_no_run_behind(tmp_path, capsys):
+    """Inside a fresh loopback-only namespace nothing listens: the address refuses at once,
+    where ray.init would retry for minutes."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray driver is already connected in this process")
+    from evolve.cli.main import main
+
+    with loopback_netns():
+        code = main(["run", TASK, "--proposer", "offline", "--iterations", "1", "--executor", "ray",
+                     "--ray-address", "127.0.0.1:1", "--run-dir", str(tmp_path / "run"), "--quiet"])
+        sweep = main(["sweep", "--tasks", TASK, "--dir", str(tmp_path / "sweep"), "--executor", "ray",
+                      "--ray-address", "127.0.0.1:1", "--proposer", "offline"])
+    err = capsys.readouterr().err
+    assert code != 0 and sweep != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 2 and all("cannot reach the Ray cluster at 127.0.0.1:1" in line for line in lines), err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()  # a failed start leaves nothing

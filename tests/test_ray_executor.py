@@ -7,8 +7,8 @@ seconds to start; the tests share it, and the one that kills a node runs last):
 - candidate code the selection re-fits runs in a node's sandbox, never in the driver;
 - a node whose sandbox cannot isolate is refused unless allowed; a result that overflows
   scores as it does locally; the driver's checks refuse malformed results;
-- a sweep runs on Ray, and the same command here resumes an interrupted cell and skips a
-  finished one;
+- a sweep killed mid-cell stops that cell's run with it; the same grid on Ray resumes it
+  and starts the other, and the same command here then skips both;
 - killing a node mid-run loses nothing (its evaluations go to the survivor).
 """
 import json
@@ -198,26 +198,56 @@ def test_driver_rejects_a_result_that_breaks_the_checks():
             check_run_report(bad, ["g"])
 
 
-def test_a_sweep_on_ray_then_the_same_command_here_resumes_and_skips(cluster, tmp_path):
+def cell_processes(run_dir) -> list[int]:
+    """Pids of processes whose command line names run_dir (a cell's `evolve run`)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if str(run_dir).encode() in f.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def test_a_killed_sweep_resumes_on_ray_and_the_same_command_here_skips(cluster, tmp_path):
+    import subprocess
+    import sys
+
     from click.testing import CliRunner
 
-    from evolve.cli.sweep_cmd import cells, run_sweep, sweep_command
-    from evolve.store.database import Archive
+    from evolve.cli.sweep_cmd import cells, run_sweep, run_status, sweep_command
 
     grid = cells([TASK], ["0", "1"], [], [])
+    sweep_dir = tmp_path / "sweep"
+    first = sweep_dir / grid[0]["name"]
     extra = ["--proposer", "offline", "--workers", "1", "--top-k-test", "1"]  # small runs: the sweep is the point
-    rows = run_sweep(grid, tmp_path / "sweep", 2, extra, "ray", None, 1)
-    assert [(r["status"], r["action"]) for r in rows] == [("finished", "started")] * 2, rows
+    argv = ["sweep", "--tasks", TASK, "--seeds", "0,1", "--iterations", "6", "--dir", str(sweep_dir), *extra]
+    sweep = subprocess.Popen([sys.executable, "-m", "evolve", *argv], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not (run_status(first) or {}).get("iterations"):
+            time.sleep(0.1)  # until the first cell has evolved a batch (its state is saved)
+        assert (run_status(first) or {}).get("status") == "running"
+    finally:
+        sweep.kill()  # SIGKILL: no handler runs in the sweep
+        sweep.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and cell_processes(first):
+        time.sleep(0.2)
+    assert cell_processes(first) == []  # the cell's run did not outlive its sweep
+    assert run_status(first)["status"] == "interrupted"
+    rows = run_sweep(grid, sweep_dir, 6, extra, "ray", None, 1)  # the same grid, now on Ray
+    assert [(r["status"], r["action"]) for r in rows] == [("finished", "resumed"), ("finished", "started")], rows
     assert all(r["best_validation_r2"] is not None for r in rows)
-    with Archive.open(tmp_path / "sweep" / grid[0]["name"] / "archive.db") as archive:
-        archive.set_meta("status", "interrupted")  # as a killed run leaves it
-    result = CliRunner().invoke(sweep_command, ["--tasks", TASK, "--seeds", "0,1", "--iterations", "2",
-                                                "--dir", str(tmp_path / "sweep"), "--parallel", "2", *extra])
+    result = CliRunner().invoke(sweep_command, [*argv, "--parallel", "2"])  # and here, without Ray
     assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
-    assert [(r["status"], r["action"]) for r in summary] == [("finished", "resumed"), ("finished", "skipped")]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert [(r["status"], r["action"]) for r in summary] == [("finished", "skipped")] * 2
     assert [r["best_validation_r2"] for r in summary] == [r["best_validation_r2"] for r in rows]
-    assert "val R²" in result.output and "resumed" in result.output and "skipped" in result.output
+    assert "val R²" in result.output and "skipped" in result.output
 
 
 def test_killing_a_node_mid_run_loses_nothing(cluster, local_run, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -49,6 +50,20 @@ def run_status(run_dir: Path) -> dict | None:
     return run_overview(run_dir, db)
 
 
+# `python -m evolve ARGS` that gets SIGINT when the process that started it dies (a killed
+# sweep, a Ray worker whose node or driver went away): the run stops as "interrupted" and the
+# next sweep resumes it, instead of an orphan still writing the archive while a second
+# `evolve run --resume` starts on it.
+CELL_PROCESS = """import ctypes, os, runpy, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(sys.argv[1]):
+        sys.exit(130)  # the sweep died before the signal was armed
+sys.argv = ["evolve", *sys.argv[2:]]
+runpy.run_module("evolve", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_cell(cell: dict, run_dir: str, iterations: int, extra: list[str]) -> dict:
     """One cell, in whatever process it lands in: skip if finished, resume if started, else
     start. The run is its own `evolve run` process, so one cell's failure or crash is its own."""
@@ -68,8 +83,8 @@ def run_cell(cell: dict, run_dir: str, iterations: int, extra: list[str]) -> dic
         elif cell["kind"] == "config":
             argv += ["--config", cell["value"]]
         action = "started"
-    done = subprocess.run([sys.executable, "-m", "evolve", *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, errors="replace")
+    done = subprocess.run([sys.executable, "-c", CELL_PROCESS, str(os.getpid()), *argv], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
     overview = run_status(path) or {"run": str(path), "status": "not started"}
     lines = [line for line in (done.stderr or "").splitlines() if line.strip()]
     return dict(overview, action=action, exit_code=done.returncode,
@@ -108,6 +123,12 @@ def gather_local(futures: list, dirs: list[str]) -> list[dict]:
 
 def run_sweep(grid: list[dict], directory: Path, iterations: int, extra: list[str], executor: str,
               ray_address: str | None, parallel: int) -> list[dict]:
+    if executor == "ray":
+        from evolve.scoring.ray_executor import why_unreachable
+
+        unreachable = why_unreachable(ray_address)
+        if unreachable:  # before anything is written; ray.init would retry for minutes
+            raise click.ClickException(f"cannot reach the Ray cluster at {ray_address}: {unreachable}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "sweep.json").write_text(json.dumps({"cells": grid, "iterations": iterations, "extra": extra}, indent=2))
     dirs = [str((directory / c["name"]).resolve()) for c in grid]

@@ -23,6 +23,7 @@ gives up. Tasks are shipped once per Task object with ray.put.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import sys
 import threading
 import time
@@ -111,6 +112,9 @@ class RayExecutor:
         self.config = config
         self.sandbox_plan = sandbox_plan
         if not ray.is_initialized():
+            unreachable = why_unreachable(config.ray_address)
+            if unreachable:  # ray.init would retry for minutes
+                raise NoLiveNodes(f"cannot reach the Ray cluster at {config.ray_address}: {unreachable}")
             try:
                 ray.init(address=config.ray_address or "auto", log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -286,6 +290,20 @@ class RayExecutor:
         self.actors.clear()
         if self.owns_ray:
             self.ray.shutdown()
+
+
+def why_unreachable(address: str | None, timeout_s: float = 5.0) -> str | None:
+    """Why HOST:PORT (or ray://HOST:PORT) takes no TCP connection, or None; other
+    addresses ("auto", none: RAY_ADDRESS or a local Ray) are left to Ray."""
+    text = (address or "").strip().removeprefix("ray://")
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:
