@@ -231,7 +231,8 @@ class RayExecutor:
             if attempt and time.monotonic() > deadline:
                 break
             if attempt:
-                self.retries += 1
+                with self.lock:
+                    self.retries += 1
             node_id = self._pick(tried)
             tried.add(node_id)
             try:
@@ -253,7 +254,7 @@ class RayExecutor:
         if isinstance(last, (RayActorError, ActorUnavailableError, GetTimeoutError)) or last is None:
             raise NoLiveNodes(f"evaluation failed on {MAX_ATTEMPTS} attempts as Ray nodes went away "
                               f"({type(last).__name__}); resume the run when the cluster is back")
-        raise BadResult(f"no Ray node returned a result that passes the checks: {_first_line(last)}")
+        raise BadResult(f"no Ray node returned a usable result (a failed check or an error on the node): {_first_line(last)}")
 
     def score(self, program_text: str, task, split: str = "validation"):
         from evolve.scoring.scorer import Evaluation
