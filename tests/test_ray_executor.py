@@ -132,6 +132,7 @@ def test_the_selection_refits_candidates_in_a_node_sandbox_not_in_the_driver(ray
     assert os.getpid() not in pids
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_a_law_whose_errors_overflow_scores_over_ray_as_it_does_here(ray_scorer):
     from evolve.config import ScorerConfig
     from evolve.scoring.scorer import Scorer
