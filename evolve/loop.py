@@ -317,7 +317,13 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
     rng = rng_from_json(stored_rng) if stored_rng else random.Random(config.seed)
     stopped = "finished"
     try:
-        with open_scorer(config.scorer) as scorer:
+        scorer = open_scorer(config.scorer)
+    except BaseException:  # no scorer (e.g. no Ray node can score): a fresh run leaves nothing behind
+        discard_failed_start(archive)
+        proposer.close()
+        raise
+    try:
+        with scorer:
             evolution = Evolution(config, archive, task, proposer, scorer, rng, progress)
             if not archive.get_meta("seeded", False):
                 try:

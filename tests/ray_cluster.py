@@ -7,9 +7,9 @@ listener, every connection and every packet stays inside the namespace.
 
 How: the calling thread moves into a fresh network namespace
 (``unshare(CLONE_NEWNET)`` is per thread, and allowed in a threaded process),
-brings ``lo`` up, starts ``ray.cluster_utils.Cluster`` (head + one worker node,
-one CPU each, custom resources ``evolve_node_0`` / ``evolve_node_1``) and
-connects the driver. Every process Ray forks and every thread it starts from
+brings ``lo`` up, starts ``ray.cluster_utils.Cluster`` (head + one worker node by
+default, one CPU each, custom resources ``evolve_node_0`` / ``evolve_node_1`` ...)
+and connects the driver. Every process Ray forks and every thread it starts from
 this thread inherits the namespace. On exit the driver and the cluster are shut
 down and the thread goes back to its original namespace, which the kernel then
 frees. Needs root (CAP_SYS_ADMIN), Linux, and the ``ip`` command.
@@ -17,6 +17,7 @@ frees. Needs root (CAP_SYS_ADMIN), Linux, and the ``ip`` command.
     with loopback_cluster() as c:      # or the ``ray_cluster`` fixture
         c.address                      # "127.0.0.1:<port>", driver connected
         c.kill_worker()                # SIGKILL node 2's raylet (and workers)
+        c.add_worker()                 # a fresh node in its place (same thread)
 
 Use it from the thread that will make the Ray calls (pytest's main thread).
 """
@@ -33,6 +34,11 @@ from dataclasses import dataclass
 
 CLONE_NEWNET = 0x40000000
 NODE_RESOURCES = ("evolve_node_0", "evolve_node_1")
+
+
+def node_resource(index: int) -> str:
+    """The custom resource that pins an actor to the index-th node started (0: the head)."""
+    return f"evolve_node_{index}"
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # per node; Ray's floor is 75 MiB
 ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -96,20 +102,38 @@ def listeners(netns_fd: int | None = None) -> str:
 class LoopbackCluster:
     cluster: object
     head: object
-    worker: object
+    worker: object | None  # the newest worker node (None for a head-only cluster)
     outer_netns: int
     temp_dir: str
     start_s: float
     resources: tuple = NODE_RESOURCES
     netns: str = ""
+    num_cpus_per_node: int = 1
+    started: int = 1  # nodes started so far (the next one's resource index)
 
     @property
     def address(self) -> str:
         return self.cluster.address
 
+    def add_worker(self, num_cpus: int | None = None, wait_s: float = 60.0):
+        """Start one more worker node (call from the thread inside the namespace) and wait
+        until Ray lists it; it becomes ``self.worker``."""
+        cpus = self.num_cpus_per_node if num_cpus is None else num_cpus
+        self.worker = self.cluster.add_node(node_ip_address="127.0.0.1", num_cpus=cpus,
+                                            object_store_memory=OBJECT_STORE_BYTES,
+                                            resources={node_resource(self.started): 1})
+        self.started += 1
+        self.cluster.wait_for_nodes(timeout=wait_s)
+        return self.worker
+
     def kill_worker(self) -> None:
-        """SIGKILL node 2 (its raylet and everything on it), no grace."""
+        """SIGKILL the newest worker node (its raylet and everything on it), no grace."""
         self.cluster.remove_node(self.worker, allow_graceful=False)
+
+    def alive_nodes(self) -> int:
+        import ray
+
+        return sum(1 for n in ray.nodes() if n.get("Alive"))
 
     def outside_listeners(self) -> str:
         return listeners(self.outer_netns)
@@ -141,8 +165,9 @@ def netns_pids(netns: str) -> list[int]:
 
 @contextlib.contextmanager
 def loopback_cluster(num_cpus_per_node: int = 1, connect: bool = True,
-                     system_config: dict | None = None):
-    """Yield a running 2-node Ray cluster on 127.0.0.1 inside its own netns.
+                     system_config: dict | None = None, nodes: int = 2):
+    """Yield a running Ray cluster of ``nodes`` nodes (head included) on 127.0.0.1 inside
+    its own netns.
 
     ``system_config`` goes to the head as Ray's ``_system_config``, e.g. FAST_DEATH."""
     reason = unavailable_reason()
@@ -174,14 +199,16 @@ def loopback_cluster(num_cpus_per_node: int = 1, connect: bool = True,
                                                   temp_dir=temp_dir,
                                                   _system_config=system_config or {},
                                                   resources={NODE_RESOURCES[0]: 1}))
-            worker = cluster.add_node(**common, resources={NODE_RESOURCES[1]: 1})
+            handle = LoopbackCluster(cluster, cluster.head_node, None, outer, temp_dir, 0.0,
+                                     netns=netns, num_cpus_per_node=num_cpus_per_node)
+            for _ in range(nodes - 1):
+                handle.add_worker()
             cluster.wait_for_nodes(timeout=60)
             if connect:
                 ray.init(address=cluster.address, _node_ip_address="127.0.0.1",
                          include_dashboard=False, log_to_driver=False,
                          logging_level="WARNING")
-            handle = LoopbackCluster(cluster, cluster.head_node, worker, outer,
-                                     temp_dir, time.monotonic() - t0, netns=netns)
+            handle.start_s = time.monotonic() - t0
             try:
                 yield handle
             finally:

@@ -141,6 +141,8 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool) -> None:
     status = "[green]ok[/green]" if v.ok else f"[red]{v.status}[/red]"
     console.print(f"status {status}; validation R² {format_r2(r2_or_none(v))}, NMSE {v.metrics.nmse:.6g}, NMAE {v.metrics.nmae:.6g}; test R² {format_r2(r2_or_none(record.test)) if record.test else 'not scored'}", highlight=False)
     console.print(f"{record.n_params if record.n_params is not None else '—'} fitted parameters per group; size {record.complexity} AST nodes; cell {record.cell}; tokens {record.prompt_tokens} prompt + {record.completion_tokens} completion", highlight=False)
+    if v.node:
+        console.print(f"scored on node {safe_text(v.node)}", markup=False, highlight=False)
     if record.explanation:
         console.print(f"explanation: {safe_text(record.explanation)}", markup=False, highlight=False)
     if v.message:

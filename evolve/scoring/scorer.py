@@ -172,6 +172,8 @@ class Scorer:
         return getattr(self, "node_name", None) or local_node_name()
 
     def run(self, program_text: str, jobs: list[GroupJob], task: Task, timeout_s: float | None = None) -> RunReport:
+        if self.remote is not None:  # candidate code runs in a node's sandbox, never in the driver
+            return self.remote.run(program_text, jobs, task, timeout_s)
         if self.sandbox is None:
             return run_jobs(program_text, jobs, task.features, task.targets)
         return self.sandbox.run(program_text, jobs, task.features, task.targets, timeout_s)
