@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
+
 from evolve.status import Status
-from evolve.scoring.in_sandbox import RunReport, run_jobs
-from evolve.scoring.warm import preload
+from evolve.scoring import params_codec
+from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, fit_phase, predict_phase, with_params
+from evolve.scoring.warm import preload, preload_formulas
 from evolve.scoring.isolation import (
     allocate_uid,
     ChildContext,
@@ -67,15 +70,25 @@ from evolve.scoring.frames import (
     send_message,
 )
 
-def run_child(ctx: ChildContext, result_fd: int, request: dict) -> NoReturn:
-    """Isolate, run the program, write one frame to fd 3, exit without cleanup handlers."""
+FIT_FRAME_CAP = params_codec.ENCODED_CAP_BYTES + 65_536
+
+
+def run_child(ctx: ChildContext, result_fd: int, request: dict, phase: str) -> NoReturn:
+    """Isolate, run one phase of the program (fit, or predict from the fitted parameters
+    alone), write its answer to fd 3, exit without cleanup handlers."""
     code = EXIT_SETUP_FAILED
     try:
         isolate(ctx, result_fd)
         step_audit_hook(ctx)
         code = EXIT_CRASH
-        report = run_jobs(request["program"], request["jobs"], request["features"], request["targets"])
-        write_all(RESULT_FD, encode_report(report))
+        if phase == "fit":
+            answer = json.dumps(fit_phase(request["program"], request["jobs"])).encode("utf-8", "surrogatepass")
+        elif phase == "extract":
+            answer = json.dumps(extracted(request["job"])).encode("utf-8", "surrogatepass")
+        else:
+            answer = encode_report(predict_phase(request["program"], request["jobs"], request["features"],
+                                                 request["targets"], request["api"], request["trees"]))
+        write_all(RESULT_FD, answer)
         os.close(RESULT_FD)  # EOF now, not after the kernel has torn down our address space
         code = 0
     except MemoryError:
@@ -83,6 +96,25 @@ def run_child(ctx: ChildContext, result_fd: int, request: dict) -> NoReturn:
     except BaseException:  # noqa: BLE001, S110 - the exit code tells the worker; nothing may escape a fork
         pass
     os._exit(code)
+
+
+MAX_FORMULA_CHARS = 20_000  # one expression or its LaTeX; real ones (symbolic.MAX_OPS) are far shorter
+FORMULA_FRAME_CAP = 1 << 20
+
+
+def extracted(job: dict) -> dict:
+    """The traced expressions and their LaTeX (no check: the worker checks against predictions)."""
+    from evolve.symbolic import FormulaJob, latex_of, trace_expressions
+
+    formula_job = FormulaJob.from_dict(job)
+    try:
+        expressions = trace_expressions(formula_job.code, formula_job.features, formula_job.n_targets,
+                                        int(formula_job.n_params))
+        texts = [str(e) for e in expressions]
+        latex = [latex_of(e, formula_job.features) for e in expressions]
+    except BaseException:  # noqa: BLE001 - a program may raise anything: no formula then
+        return {"expressions": None, "latex": None}
+    return {"expressions": texts, "latex": latex}
 
 
 def run_probe(ctx: ChildContext, result_fd: int) -> NoReturn:
@@ -135,6 +167,11 @@ def verify_audit_hook() -> None:
     except PermissionError:
         return
     raise IsolationError("the audit hook did not block socket creation")
+
+
+def is_texts(value: object, count: int) -> bool:
+    return (isinstance(value, list) and len(value) == count
+            and all(isinstance(v, str) and len(v) <= MAX_FORMULA_CHARS for v in value))
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -348,37 +385,134 @@ class Worker:
                 return
 
     def answer(self, request: dict) -> bool:
-        """Run one request in a fresh child and send its report; False once the parent is gone.
+        """Run one request in two fresh children and send its report; False once the parent is gone.
 
-        When the child delivered a result, the reply goes out first and the kill, reap and
-        cleanup follow, off the caller's clock; otherwise its exit status is the only clue
-        and it is reaped first. Either way all is clean before the next request is read.
+        The first child fits every group and answers with the returned parameters as data
+        (params_codec); the worker checks and counts them, then a second child, forked
+        afresh from this worker, loads the program again and predicts from those
+        parameters alone. Module globals, files or anything else the fit left behind die
+        with the first child, so the parameter count covers everything the law uses. Both
+        share one deadline. Everything is clean before the next request is read.
         """
+        if request.get("kind") == "formula":
+            return self.answer_formula(request)
         expected = Expectation.from_jobs(request["jobs"], len(request["targets"]))
+        budget = min(self.limits.timeout_s, float(request.get("timeout_s", self.limits.timeout_s)))
+        deadline = time.monotonic() + max(0.0, budget)  # one deadline per candidate: the scorer passes what is left
+        fit_outcome = self.run_phase(request, "fit", FIT_FRAME_CAP, deadline)
+        if fit_outcome is None:
+            return False
+        failure, api, trees, params, counted = self.read_fit(fit_outcome, request)
+        if failure is not None:
+            return self.reply(failure)
+        predict_request = dict(request, api=api, trees=trees)
+        replied: list[bool] = []
+
+        def reply_with(outcome: Outcome) -> None:
+            replied.append(self.reply(with_params(classify(outcome, expected, self.limits), params, counted)))
+
+        if self.run_phase(predict_request, "predict", expected.frame_cap(), deadline, reply_with) is None:
+            return False
+        return bool(replied) and replied[0]
+
+    def answer_formula(self, request: dict) -> bool:
+        """A formula job: the program's own predictions on the check rows from a prediction
+        child (the scoring code path, with the stored parameters), then the traced formula
+        from a second child; both within one deadline. The parent checks one against the
+        other (formula_check), so a program that behaves differently under tracing gets no
+        checked formula, whatever its extraction child says."""
+        job = request["job"]
+        deadline = time.monotonic() + max(0.0, min(self.limits.timeout_s, float(request["timeout_s"])))
+        n = int(job["n_targets"])
+        predictions = None
+        if job.get("check_rows") and job.get("check_params") is not None:
+            report = self.check_predictions(job, deadline)
+            if report is None:
+                return False
+            if report.status != Status.OK:
+                return self.reply_json({"ok": False, "why": f"prediction: {report.status}"})
+            predictions = report.predictions["check"].tolist()
+        outcome = self.run_phase({"job": job}, "extract", FORMULA_FRAME_CAP, deadline)
+        if outcome is None:
+            return False
+        if outcome.timed_out or outcome.too_large or not outcome.data:
+            return self.reply_json({"ok": False, "why": "extraction: " + ("timeout" if outcome.timed_out else "no result")})
+        try:
+            found = json.loads(outcome.data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return self.reply_json({"ok": False, "why": "extraction: invalid result"})
+        if not (isinstance(found, dict) and set(found) == {"expressions", "latex"}
+                and all(is_texts(found[key], n) for key in ("expressions", "latex"))):
+            return self.reply_json({"ok": False, "why": "extraction: no formula"})
+        return self.reply_json({"ok": True, "expressions": found["expressions"], "latex": found["latex"],
+                                "predictions": predictions})
+
+    def check_predictions(self, job: dict, deadline: float) -> RunReport | None:
+        """The program's predictions on the check rows with the stored parameters, from a
+        prediction child exactly like scoring's; None once the parent is gone."""
+        rows = np.asarray(job["check_rows"], dtype=float)
+        targets = tuple(f"y{i}" for i in range(int(job["n_targets"])))
+        check = GroupJob("check", np.zeros((0, rows.shape[1])), np.zeros((0, len(targets))), rows)
+        params = np.asarray(job["check_params"], dtype=float)
+        request = {"program": job["code"], "jobs": [check], "features": tuple(job["features"]),
+                   "targets": targets, "api": "fit", "trees": [params_codec.encode(params)]}
+        expected = Expectation.from_jobs([check], len(targets))
+        outcome = self.run_phase(request, "predict", expected.frame_cap(), deadline)
+        return None if outcome is None else classify(outcome, expected, self.limits)
+
+    def reply_json(self, message: dict) -> bool:
+        try:
+            send_message(self.proto_out, json.dumps(message).encode())
+            return True
+        except WorkerFailure:
+            return False
+
+    def reply(self, report: RunReport) -> bool:
+        try:
+            send_message(self.proto_out, encode_report(report))
+            return True
+        except WorkerFailure:
+            return False
+
+    def read_fit(self, outcome: Outcome, request: dict) -> tuple[RunReport | None, str, list, dict, dict]:
+        """The fit child's answer, checked by trusted code (its failure, or what to predict with)."""
+        if outcome.timed_out or outcome.too_large or outcome.abandoned or not outcome.data:
+            fake = Expectation((), 0)
+            return classify(outcome, fake, self.limits), "", [], {}, {}
+        try:
+            fit = json.loads(outcome.data.decode("utf-8", "surrogatepass"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return RunReport(Status.CRASH, "the fitting process sent an invalid result"), "", [], {}, {}
+        failure, api, trees, params, counted = checked_fit(fit, request["jobs"])
+        if failure is not None and is_memory_failure(failure):
+            failure = RunReport(Status.MEMORY, failure.message)
+        return failure, api, trees, params, counted
+
+    def run_phase(self, request: dict, phase: str, cap: int, deadline: float, before_cleanup=None) -> Outcome | None:
+        """Fork one child for `phase`, collect its answer, then kill and reap everything it
+        left; None once the parent is gone. `before_cleanup` sees the outcome first (so the
+        last reply goes out before the cleanup, off the caller's clock)."""
         scratch = self.scratch_for_run()
         read_fd, write_fd = os.pipe()
         ctx = self.context(scratch)
-        budget = min(self.limits.timeout_s, float(request.get("timeout_s", self.limits.timeout_s)))
-        deadline = time.monotonic() + max(0.0, budget)  # one deadline per candidate: the scorer passes what is left
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            run_child(ctx, write_fd, request)
+            run_child(ctx, write_fd, request, phase)
         os.close(write_fd)
         outcome, reaped = Outcome(timed_out=True), False
         try:
-            outcome = collect(pid, read_fd, expected.frame_cap(), deadline, self.proto_in)
+            outcome = collect(pid, read_fd, cap, deadline, self.proto_in)
             if outcome.parent_gone:
-                return False
+                return None
             if not outcome.data:  # its exit status is the only clue: wait briefly for a real exit
                 grace = 0.0 if outcome.timed_out else min(EXIT_GRACE_S, max(0.0, deadline - time.monotonic()))
                 exited = wait_bounded(pid, grace) if grace > 0 else None
                 outcome.abandoned = exited is None and not outcome.timed_out
                 outcome.wait_status, reaped = self.finish(pid, outcome.timed_out, exited), True
-            send_message(self.proto_out, encode_report(classify(outcome, expected, self.limits)))
-            return True
-        except WorkerFailure:
-            return False
+            if before_cleanup is not None:
+                before_cleanup(outcome)
+            return outcome
         finally:
             os.close(read_fd)
             if not reaped:
@@ -462,6 +596,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, required=True)
     parser.add_argument("--memory-mb", type=int, required=True)
     parser.add_argument("--max-output-mb", type=int, required=True)
+    parser.add_argument("--kind", choices=("score", "formula"), default="score")
     return parser.parse_args(argv)
 
 
@@ -471,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     proto_in, proto_out = claim_protocol_fds()
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     missing = preload()
+    if args.kind == "formula":
+        preload_formulas()
     worker = Worker(args, proto_in, proto_out)
     try:
         for error in worker.choose_plan():
