@@ -8,9 +8,12 @@ trusted side and rebuilt exactly (float64 values round-trip through their repr) 
 `decode` in the prediction process. Anything else (an object, a function) cannot cross:
 the fit fails with a message saying so.
 
-Because nothing else crosses, the parameter count is an honest count of what a law
-uses: every number, and every string (a dict key or a value) as one parameter per 8
-bytes of text, since a string can carry numbers as well as an array can.
+Because nothing else crosses, the parameter count is a count of what a law uses: every
+number (an integer as one parameter per 64 bits), every string (a dict key or a value)
+as one per 8 bytes of text, and every None, empty container and empty array (one per
+dimension), since any of them can carry a number as well as a float can. What is left
+uncounted is the shape of the tree itself (the nesting, list-or-tuple, the dims of a
+non-empty array), a few bits per container.
 """
 
 from __future__ import annotations
@@ -98,22 +101,33 @@ def measure(tree: object) -> tuple[list[float], int]:
         if nodes > MAX_NODES or depth > MAX_DEPTH + 1:
             raise ParamsError("fitted parameters are too large or too deep")
         if node is None:
+            text_weight += 1  # a None (or a list of them) can count as well as a number can
             continue
         if isinstance(node, bool) or type(node) in (int, float):
             numbers.append(float(node))
+            text_weight += int_weight(node) - 1 if type(node) is int else 0
         elif isinstance(node, str):
             text_weight += string_weight(node)
         elif isinstance(node, list):
+            text_weight += 0 if node else 1
             pending.extend((item, depth + 1) for item in reversed(node))
         elif isinstance(node, dict):
             numbers_here, pairs = tagged(node)
             numbers.extend(numbers_here)
+            if not numbers_here and not pairs:  # an empty array (its dims), tuple or dict
+                text_weight += max(1, len(node.get("shape", ())))
+            text_weight += sum(int_weight(v) - 1 for v in node.get("v", ()) if type(v) is int) if "a" in node else 0
             for key, item in reversed(pairs):
-                text_weight += string_weight(key)
+                text_weight += 0 if key is None else string_weight(key)
                 pending.append((item, depth + 1))
         else:
             raise ParamsError("malformed parameters")
     return numbers, text_weight
+
+
+def int_weight(value: int) -> int:
+    """An integer counts as one parameter per 64 bits: a huge one can pack many floats."""
+    return max(1, math.ceil(abs(value).bit_length() / 64))
 
 
 def string_weight(text: str) -> int:
@@ -124,7 +138,7 @@ def string_weight(text: str) -> int:
     return max(1, math.ceil(size / 8))
 
 
-def tagged(node: dict) -> tuple[list[float], list[tuple[str, object]]]:
+def tagged(node: dict) -> tuple[list[float], list[tuple[str | None, object]]]:
     """The numbers held directly by a tagged node, and its (key, child) pairs."""
     if set(node) == {"a", "shape", "v"}:
         dtype, shape, values = node["a"], node["shape"], node["v"]
@@ -140,7 +154,7 @@ def tagged(node: dict) -> tuple[list[float], list[tuple[str, object]]]:
             raise ParamsError("malformed parameters: scalar")
         return [float(node["v"])], []
     if set(node) == {"t"} and isinstance(node["t"], list):
-        return [], [("", item) for item in node["t"]]
+        return [], [(None, item) for item in node["t"]]
     if len(node) == 1 and next(iter(node)) in ("d", "o") and isinstance(next(iter(node.values())), list):
         pairs = []
         for pair in next(iter(node.values())):

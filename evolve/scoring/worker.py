@@ -12,50 +12,40 @@ subreaper so every process a candidate leaves behind becomes its child and is re
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import pickle
 import select
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
 from evolve.status import Status
 from evolve.scoring import params_codec
-from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, fit_phase, predict_phase, with_params
+from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_child, run_probe
+from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, with_params
 from evolve.scoring.warm import preload, preload_formulas
 from evolve.scoring.isolation import (
     allocate_uid,
     ChildContext,
-    EXIT_CRASH,
     EXIT_GRACE_S,
     EXIT_MEMORY,
     EXIT_SETUP_FAILED,
-    isolate,
-    isolate_after_descriptors,
     IsolationError,
     kill_descendants,
     kill_uid,
     Limits,
     PR_SET_CHILD_SUBREAPER,
     prctl,
+    prepare_seccomp,
     PROBE_TIMEOUT_S,
     REAP_BOUND_S,
-    RESULT_FD,
-    step_audit_hook,
-    step_descriptors,
-    step_setsid,
-    SYSCALLS,
-    libc,
     wait_bounded,
 )
 from evolve.scoring.frames import (
@@ -69,116 +59,6 @@ from evolve.scoring.frames import (
     read_message,
     send_message,
 )
-
-FIT_FRAME_CAP = params_codec.ENCODED_CAP_BYTES + 65_536
-
-
-def run_child(ctx: ChildContext, result_fd: int, request: dict, phase: str) -> NoReturn:
-    """Isolate, run one phase of the program (fit, or predict from the fitted parameters
-    alone), write its answer to fd 3, exit without cleanup handlers."""
-    code = EXIT_SETUP_FAILED
-    try:
-        isolate(ctx, result_fd)
-        step_audit_hook(ctx)
-        code = EXIT_CRASH
-        if phase == "fit":
-            answer = json.dumps(fit_phase(request["program"], request["jobs"])).encode("utf-8", "surrogatepass")
-        elif phase == "extract":
-            answer = json.dumps(extracted(request["job"])).encode("utf-8", "surrogatepass")
-        else:
-            answer = encode_report(predict_phase(request["program"], request["jobs"], request["features"],
-                                                 request["targets"], request["api"], request["trees"]))
-        write_all(RESULT_FD, answer)
-        os.close(RESULT_FD)  # EOF now, not after the kernel has torn down our address space
-        code = 0
-    except MemoryError:
-        code = EXIT_MEMORY
-    except BaseException:  # noqa: BLE001, S110 - the exit code tells the worker; nothing may escape a fork
-        pass
-    os._exit(code)
-
-
-MAX_FORMULA_CHARS = 20_000  # one expression or its LaTeX; real ones (symbolic.MAX_OPS) are far shorter
-FORMULA_FRAME_CAP = 1 << 20
-
-
-def extracted(job: dict) -> dict:
-    """The traced expressions and their LaTeX (no check: the worker checks against predictions)."""
-    from evolve.symbolic import FormulaJob, latex_of, trace_expressions
-
-    formula_job = FormulaJob.from_dict(job)
-    try:
-        expressions = trace_expressions(formula_job.code, formula_job.features, formula_job.n_targets,
-                                        int(formula_job.n_params))
-        texts = [str(e) for e in expressions]
-        latex = [latex_of(e, formula_job.features) for e in expressions]
-    except BaseException:  # noqa: BLE001 - a program may raise anything: no formula then
-        return {"expressions": None, "latex": None}
-    return {"expressions": texts, "latex": latex}
-
-
-def run_probe(ctx: ChildContext, result_fd: int) -> NoReturn:
-    """Trusted code only: apply the plan, check its kernel layers really hold, report as JSON."""
-    try:
-        layers = step_setsid(ctx) + step_descriptors(ctx, result_fd)
-    except BaseException:  # noqa: BLE001 - fd 3 may still be the worker's own pipe: say nothing
-        os._exit(EXIT_SETUP_FAILED)
-    try:
-        layers += isolate_after_descriptors(ctx, verify_kernel_layers)
-        verify_seccomp(ctx)
-        hooked = step_audit_hook(ctx)
-        layers += hooked
-        if hooked:
-            verify_audit_hook()
-        message = {"ok": True, "layers": layers}
-    except BaseException as exc:  # noqa: BLE001 - any failure means the plan is unusable
-        message = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    try:
-        write_all(RESULT_FD, json.dumps(message).encode())
-    except OSError:
-        pass
-    os._exit(0)
-
-
-def verify_kernel_layers(ctx: ChildContext) -> None:
-    if ctx.plan in ("root", "userns"):
-        interfaces = [name for _, name in socket.if_nameindex()]
-        if interfaces != ["lo"]:
-            raise IsolationError(f"network namespace still shows {interfaces}")
-        if os.listdir("/"):
-            raise IsolationError("chroot root is not empty")
-    if ctx.plan == "root" and (os.getuid() != ctx.uid or os.geteuid() != ctx.uid):
-        raise IsolationError("still running as the worker's uid")
-
-
-def verify_seccomp(ctx: ChildContext) -> None:
-    """The filter is on where the machine has one: keyctl, a denied call, must answer EPERM."""
-    if "keyctl" not in SYSCALLS:
-        return
-    libc.syscall.restype = ctypes.c_long
-    if libc.syscall(ctypes.c_long(SYSCALLS["keyctl"]), ctypes.c_long(0), ctypes.c_long(-3), ctypes.c_long(0)) != -1 \
-            or ctypes.get_errno() != 1:
-        raise IsolationError("the seccomp filter did not refuse keyctl")
-
-
-def verify_audit_hook() -> None:
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-    except PermissionError:
-        return
-    raise IsolationError("the audit hook did not block socket creation")
-
-
-def is_texts(value: object, count: int) -> bool:
-    return (isinstance(value, list) and len(value) == count
-            and all(isinstance(v, str) and len(v) <= MAX_FORMULA_CHARS for v in value))
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
 
 # --------------------------------------------------------------------------- in the worker
 
@@ -605,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     parent_pid = os.getppid()
     proto_in, proto_out = claim_protocol_fds()
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        prepare_seccomp()  # once per worker: every child only writes its pid into the shared program
+    except IsolationError as exc:
+        print(f"seccomp filter not built: {exc}", file=sys.stderr)
     missing = preload()
     if args.kind == "formula":
         preload_formulas()
