@@ -9,6 +9,11 @@ as in the workers, so the ratio measures the sandbox rather than threading.
 
     python bench/scorer.py                          # 3 to 4 minutes on 2 busy cores
     python bench/scorer.py --repeats 1 --rounds 1   # a quick look
+    python bench/scorer.py --overhead-only          # fixed cost only, wall and CPU (under a minute)
+
+The CPU figure is the sandbox's own CPU time per trivial evaluation (workers and their
+children, from getrusage after the pool is closed, minus a pool that only started), so
+it stays meaningful on a machine other people are loading; wall time does not.
 """
 
 from __future__ import annotations
@@ -142,6 +147,31 @@ def overhead(scorer: Scorer, task: Task, count: int) -> float:
     return statistics.mean(timed(scorer, case)[0] for _ in range(count))
 
 
+def sandbox_cpu_seconds(evaluations: int, workers: int = 1) -> tuple[float, float]:
+    """(CPU seconds of a whole sandbox lifetime with `evaluations` trivial evaluations after
+    one warm-up, wall seconds per timed evaluation)."""
+    import resource
+
+    task = load_task("sft_scaling_law")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = 0.0
+    with Scorer(ScorerConfig(workers=workers)) as scorer:
+        scorer.score(TRIVIAL, task, "validation")
+        started = time.perf_counter()
+        for _ in range(evaluations):
+            scorer.score(TRIVIAL, task, "validation")
+        wall = (time.perf_counter() - started) / max(1, evaluations)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), wall
+
+
+def overhead_cpu(count: int) -> tuple[float, float]:
+    """Sandbox CPU ms and wall ms per trivial evaluation (the fixed cost, one worker)."""
+    base, _ = sandbox_cpu_seconds(0)
+    total, wall = sandbox_cpu_seconds(count)
+    return 1000 * (total - base) / count, 1000 * wall
+
+
 def geometric_mean(values: list[float]) -> float:
     return math.exp(statistics.mean(math.log(v) for v in values))
 
@@ -169,7 +199,9 @@ def report(layers: str, timings: list[Timing], rates: dict[str, tuple[int, float
         "## Fixed cost of one evaluation (trivial program on sft_scaling_law, one at a time)",
         "",
         (f"isolated {1000 * fixed['isolated']:.1f} ms, in-process {1000 * fixed['in-process']:.1f} ms, "
-         f"sandbox overhead {1000 * (fixed['isolated'] - fixed['in-process']):.1f} ms per evaluation."),
+         f"sandbox overhead {1000 * (fixed['isolated'] - fixed['in-process']):.1f} ms per evaluation; "
+         f"the sandbox's own CPU time {fixed['cpu_ms']:.1f} ms per evaluation (fit and prediction children, "
+         "from getrusage; robust to load)."),
         "",
         f"## Per seed law (validation split, mean of {repeats} runs each, one at a time)",
         "",
@@ -200,7 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="times each law is submitted for throughput")
     parser.add_argument("--task", help="only this task's seed laws")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--overhead-only", action="store_true", help="print the fixed cost per evaluation only")
+    parser.add_argument("--count", type=int, default=80, help="trivial evaluations for the fixed cost (default 80)")
     args = parser.parse_args(argv)
+    if args.overhead_only:
+        load = os.getloadavg()[0]
+        cpu, wall = overhead_cpu(args.count)
+        print(f"fixed cost per evaluation: sandbox CPU {cpu:.1f} ms, wall {wall:.1f} ms "
+              f"({args.count} trivial evaluations on sft_scaling_law, 1 worker, load average {load:.2f})")
+        return 0
     load, started = os.getloadavg(), time.perf_counter()
     cases = load_cases(args.task)
     config = ScorerConfig(workers=WORKERS)
@@ -210,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         timings = time_cases(cases, isolated, in_process, args.repeats)
         sft = load_task("sft_scaling_law")
         fixed = {"isolated": overhead(isolated, sft, 20), "in-process": overhead(in_process, sft, 20)}
+    fixed["cpu_ms"], _ = overhead_cpu(40)
+    with Scorer(config) as isolated, Scorer(ScorerConfig(workers=WORKERS, isolate=False)) as in_process:
         print("throughput ...", flush=True)
         rates = {"isolated": throughput(isolated, cases, args.rounds),
                  "in-process (threads, one interpreter)": throughput(in_process, cases, args.rounds)}

@@ -314,7 +314,6 @@ def test_04_memory_is_bounded_per_candidate_not_per_process(tmp_path, marker, tw
 # --------------------------------------------------------------------------- 5. parameter cap
 
 
-@pytest.mark.xfail(strict=True, reason="open in issue 14: fitting and prediction still share one process, so state kept in a global is not counted")
 def test_05a_coefficients_hidden_in_a_module_global_count_against_the_cap(tmp_path):
     evaluation = eval_json(program("param_stash", tmp_path))
     cap = 7
@@ -404,7 +403,6 @@ def test_06e_escapes_stored_in_the_archive_do_not_reach_the_terminal_through_sho
     assert not bad, f"archive show prints raw control bytes {sorted(set(bad))[:8]}"
 
 
-@pytest.mark.xfail(strict=True, reason="open in issue 14: formula extraction is not yet cross-checked against the scorer's own predictions")
 def test_06f_a_program_that_detects_extraction_gets_no_checked_formula(hostile_run):
     """The liar scores as an honest mean, but answers 1234.5 under extraction (symbolic input
     or the checker's module name); the checker confirms it against the same lie."""
@@ -429,7 +427,6 @@ def test_06g_report_survives_huge_predictions_and_a_formula_killer(hostile_run, 
     assert row and "<code>—</code>" not in row.group(0), row.group(0) if row else "the plain law is not in the report"
 
 
-@pytest.mark.xfail(strict=True, reason="open in issue 14: formula extraction is not yet a job kind of the pool; its child can still write its own result line")
 def test_06h_a_huge_formula_does_not_make_report_slow_or_crash(tmp_path):
     """A law that writes a forged 60 KB 'verified' formula line on its extraction pipe, next
     to a plain law: `report` must finish in under 60 s, and must not show the forged formula."""

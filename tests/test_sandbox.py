@@ -403,9 +403,17 @@ FORGED_FRAME = (  # a well-formed ok frame with one group of two rows, for a req
     (FORGED_FRAME, "groups returned"),
 ])
 def test_garbage_on_the_result_pipe_is_a_crash(sandbox, payload, fragment):
-    report = run(sandbox, fit_program(f"import os\n    os.write(3, {payload})\n    os._exit(0)"))
+    """Written by the prediction process, whose answer is a result frame."""
+    report = run(sandbox, fit_program("return [1.0]", f"import os\n    os.write(3, {payload})\n    os._exit(0)"))
     assert report.status == "crash"
     assert fragment in report.message
+
+
+@pytest.mark.parametrize("payload", ["b'garbage'", "b'{\"status\": \"ok\", \"message\": \"\", \"api\": \"fit\", \"params\": []}'",
+                                     "b'[' * 100000"])
+def test_garbage_from_the_fitting_process_is_a_crash(sandbox, payload):
+    report = run(sandbox, fit_program(f"import os\n    os.write(3, {payload})\n    os._exit(0)"))
+    assert report.status == "crash" and "fitting process" in report.message
 
 
 def test_closing_the_result_pipe_early_is_a_crash(sandbox):

@@ -76,7 +76,8 @@ def encode_report(report: RunReport) -> bytes:
             array = np.ascontiguousarray(predictions, dtype="<f8")
             params = report.params.get(group)
             n_params = None if params is None else len(params)
-            groups.append([group, int(array.shape[0]), int(array.shape[1]), n_params])
+            counted = int(report.counted.get(group, 0 if n_params is None else n_params))
+            groups.append([group, int(array.shape[0]), int(array.shape[1]), n_params, counted])
             blobs.append(array.tobytes())
             if params is not None:
                 blobs.append(np.asarray(params, dtype="<f8").tobytes())
@@ -126,7 +127,7 @@ def decode_groups(header: dict, body: bytes, expected: Expectation) -> RunReport
         raise FrameError(f"{len(header['groups'])} groups returned, {len(expected.groups)} expected")
     report, offset = RunReport(Status.OK, header["message"]), 0
     for entry, (name, rows) in zip(header["groups"], expected.groups):
-        n_params = check_group_entry(entry, name, rows, expected.n_targets)
+        n_params, counted = check_group_entry(entry, name, rows, expected.n_targets)
         count = rows * expected.n_targets
         if offset + 8 * (count + (n_params or 0)) > len(body):
             raise FrameError(f"body too short for group {name!r}")
@@ -136,6 +137,7 @@ def decode_groups(header: dict, body: bytes, expected: Expectation) -> RunReport
             raise FrameError(f"non-finite predictions for group {name!r} in an ok result")
         report.predictions[name] = predictions.reshape(rows, expected.n_targets)
         report.params[name] = None
+        report.counted[name] = counted
         if n_params is not None:
             values = np.frombuffer(body, dtype="<f8", count=n_params, offset=offset)
             report.params[name] = [float(v) for v in values]
@@ -145,18 +147,21 @@ def decode_groups(header: dict, body: bytes, expected: Expectation) -> RunReport
     return report
 
 
-def check_group_entry(entry: object, name: str, rows: int, n_targets: int) -> int | None:
-    """The entry's parameter count, after checking its name and shape against the request."""
-    if not isinstance(entry, list) or len(entry) != 4:
-        raise FrameError("each group entry must be [name, rows, columns, n_params]")
-    got_name, got_rows, got_cols, n_params = entry
+def check_group_entry(entry: object, name: str, rows: int, n_targets: int) -> tuple[int | None, int]:
+    """The entry's number of parameter values and its counted size, after checking its name
+    and shape against the request."""
+    if not isinstance(entry, list) or len(entry) != 5:
+        raise FrameError("each group entry must be [name, rows, columns, n_params, counted]")
+    got_name, got_rows, got_cols, n_params, counted = entry
     if got_name != name:
         raise FrameError(f"group {str(got_name)[:80]!r} returned where {name!r} was expected")
     if not is_count(got_rows) or not is_count(got_cols) or (got_rows, got_cols) != (rows, n_targets):
         raise FrameError(f"group {name!r} has shape {got_rows!r}x{got_cols!r}, expected {rows}x{n_targets}")
     if n_params is not None and not (is_count(n_params) and n_params <= MAX_PARAMS_REPORTED):
         raise FrameError(f"group {name!r} reports an invalid parameter count")
-    return n_params
+    if not is_count(counted) or (n_params is not None and counted < n_params):
+        raise FrameError(f"group {name!r} reports an invalid counted size")
+    return n_params, counted
 
 
 def is_count(value: object) -> bool:

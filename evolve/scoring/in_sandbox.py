@@ -9,13 +9,16 @@ the parent never unpickles anything a candidate built.
 from __future__ import annotations
 
 import inspect
+import json
 import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from evolve.program import FIT_FUNCTIONS, LAW_FUNCTION, ProgramError, detect_api
-from evolve.status import Status
+from evolve.scoring import params_codec
+from evolve.status import CHILD_STATUSES, Status
+from evolve.text import safe_text
 
 MAX_PARAMS_REPORTED = 10_000
 TRACEBACK_TAIL_CHARS = 2_000
@@ -43,6 +46,7 @@ class RunReport:
     message: str = ""
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict[str, list[float] | None] = field(default_factory=dict)
+    counted: dict[str, int] = field(default_factory=dict)  # numbers plus string weight (params_codec)
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -55,34 +59,6 @@ def load_namespace(program_text: str) -> dict:
     return namespace
 
 
-def flat_params(params: object) -> list[float] | None:
-    """Every number in the fitted parameters, in order, so the task's cap counts them all.
-
-    Arrays, lists, tuples and dict values are walked; strings and None (a group name,
-    say) are not parameters. None when something cannot be counted (an arbitrary
-    object) or there are too many to report: the scorer ranks that as over the cap.
-    """
-    values: list[float] = []
-    pending = [params]
-    while pending:
-        item = pending.pop()
-        if item is None or isinstance(item, (str, bytes)):
-            continue
-        if isinstance(item, dict):
-            pending.extend(reversed(list(item.values())))
-        elif isinstance(item, (list, tuple)):
-            pending.extend(reversed(item))
-        else:
-            try:
-                array = np.asarray(item, dtype=float)
-            except (TypeError, ValueError):
-                return None
-            values.extend(float(v) for v in array.ravel()[: MAX_PARAMS_REPORTED + 1])
-        if len(values) > MAX_PARAMS_REPORTED:
-            return None
-    return values
-
-
 def accepts_group(function) -> bool:
     try:
         return "group" in inspect.signature(function).parameters
@@ -90,12 +66,10 @@ def accepts_group(function) -> bool:
         return False
 
 
-def predict_fit_api(namespace: dict, job: GroupJob) -> tuple[object, list[float] | None]:
+def fit_group(namespace: dict, job: GroupJob) -> object:
     fit = namespace["fit_scaling_law"]
     kwargs = {"group": job.group} if accepts_group(fit) else {}
-    params = fit(job.X_fit.copy(), squeeze_targets(job.y_fit), **kwargs)
-    predictions = namespace["scaling_law_func"](job.X_predict.copy(), params)
-    return predictions, flat_params(params)
+    return fit(job.X_fit.copy(), squeeze_targets(job.y_fit), **kwargs)
 
 
 def squeeze_targets(y: np.ndarray) -> np.ndarray:
@@ -124,8 +98,8 @@ def as_prediction_array(raw: object, n_rows: int, n_targets: int) -> np.ndarray:
     return array
 
 
-def run_jobs(program_text: str, jobs: list[GroupJob], features: tuple[str, ...], targets: tuple[str, ...]) -> RunReport:
-    """Fit and predict every group; the first failure ends the run with its status."""
+def load_program(program_text: str, api_functions: bool = True) -> tuple[str, dict] | RunReport:
+    """The program's API and namespace, or the failure that stops it."""
     try:
         api = detect_api(program_text)
         namespace = load_namespace(program_text)
@@ -139,13 +113,53 @@ def run_jobs(program_text: str, jobs: list[GroupJob], features: tuple[str, ...],
     missing = [name for name in needed if not callable(namespace.get(name))]
     if missing:
         return RunReport(Status.MISSING_FUNCTION, f"{', '.join(missing)} is not a function")
-    report = RunReport(Status.OK)
+    return api, namespace
+
+
+def fit_phase(program_text: str, jobs: list[GroupJob]) -> dict:
+    """Fit every group (in its own process in the sandbox): the status, the API, and each
+    group's returned parameters encoded as data. Nothing else of this process reaches the
+    prediction. The jobs' X_predict is not used here (the worker sends none)."""
+    loaded = load_program(program_text)
+    if isinstance(loaded, RunReport):
+        return {"status": str(loaded.status), "message": loaded.message, "api": "", "params": []}
+    api, namespace = loaded
+    if api == "law":
+        return {"status": str(Status.OK), "message": "", "api": api, "params": []}
+    fitted = []
     for job in jobs:
         try:
+            fitted.append((job.group, fit_group(namespace, job)))
+        except BaseException:  # noqa: BLE001
+            return {"status": str(Status.EXCEPTION), "message": f"in group {job.group!r}:\n" + traceback_tail(),
+                    "api": api, "params": []}
+    try:
+        encoded = json.loads(params_codec.dumps(fitted))
+    except params_codec.ParamsError as exc:
+        return {"status": str(Status.EXCEPTION), "message": str(exc), "api": api, "params": []}
+    except BaseException:  # noqa: BLE001 - an array subclass may raise anything while converted
+        return {"status": str(Status.EXCEPTION), "message": "while passing the fitted parameters:\n" + traceback_tail(),
+                "api": api, "params": []}
+    return {"status": str(Status.OK), "message": "", "api": api, "params": encoded}
+
+
+def predict_phase(program_text: str, jobs: list[GroupJob], features: tuple[str, ...], targets: tuple[str, ...],
+                  api: str, trees: list[object]) -> RunReport:
+    """Predict every group from a fresh load of the program and the parameters its fit
+    returned (decoded from data); the first failure ends the run with its status."""
+    loaded = load_program(program_text)
+    if isinstance(loaded, RunReport):
+        return loaded
+    got_api, namespace = loaded
+    if got_api != api:
+        return RunReport(Status.CRASH, "the program changed its API between fit and prediction")
+    report = RunReport(Status.OK)
+    for index, job in enumerate(jobs):
+        try:
             if api == "fit":
-                raw, params = predict_fit_api(namespace, job)
+                raw = namespace["scaling_law_func"](job.X_predict.copy(), params_codec.decode(trees[index]))
             else:
-                raw, params = predict_law_api(namespace, job, features, targets)
+                raw, _ = predict_law_api(namespace, job, features, targets)
         except BaseException:  # noqa: BLE001
             return RunReport(Status.EXCEPTION, f"in group {job.group!r}:\n" + traceback_tail())
         try:
@@ -155,8 +169,55 @@ def run_jobs(program_text: str, jobs: list[GroupJob], features: tuple[str, ...],
         if not np.all(np.isfinite(predictions)):
             return RunReport(Status.NAN, f"in group {job.group!r}: predictions contain NaN or infinity")
         report.predictions[job.group] = predictions
-        report.params[job.group] = params
     return report
+
+
+def checked_fit(fit: object, jobs: list[GroupJob]) -> tuple[RunReport | None, str, list[object], dict, dict]:
+    """Trusted reading of a fit phase's answer: (failure or None, api, trees, params, counted)."""
+    if not isinstance(fit, dict) or set(fit) != {"status", "message", "api", "params"}:
+        return RunReport(Status.CRASH, "the fitting process sent an invalid result"), "", [], {}, {}
+    status, message = fit["status"], fit["message"]
+    if not isinstance(status, str) or status not in CHILD_STATUSES or not isinstance(message, str):
+        return RunReport(Status.CRASH, "the fitting process sent an invalid status"), "", [], {}, {}
+    if status != Status.OK:
+        return RunReport(Status(status), safe_text(message[-4000:], limit=4000)), "", [], {}, {}
+    api, entries = fit["api"], fit["params"]
+    if api == "law":
+        return None, api, [], {job.group: [] for job in jobs}, {job.group: 0 for job in jobs}
+    if api != "fit" or not isinstance(entries, list) or len(entries) != len(jobs):
+        return RunReport(Status.CRASH, "the fitting process sent parameters for the wrong groups"), "", [], {}, {}
+    trees, params, counted = [], {}, {}
+    for entry, job in zip(entries, jobs):
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == job.group):
+            return RunReport(Status.CRASH, "the fitting process sent parameters for the wrong groups"), "", [], {}, {}
+        try:
+            numbers, weight = params_codec.measure(entry[1])
+        except (params_codec.ParamsError, RecursionError, TypeError, ValueError, OverflowError) as exc:
+            return RunReport(Status.CRASH, f"the fitting process sent invalid parameters: {exc}"), "", [], {}, {}
+        trees.append(entry[1])
+        too_many = len(numbers) + weight > MAX_PARAMS_REPORTED
+        params[job.group] = None if too_many else numbers
+        counted[job.group] = len(numbers) + weight
+    return None, api, trees, params, counted
+
+
+def with_params(report: RunReport, params: dict, counted: dict) -> RunReport:
+    if report.status == Status.OK:
+        report.params = {group: params.get(group) for group in report.predictions}
+        report.counted = {group: counted.get(group, 0) for group in report.predictions}
+    return report
+
+
+def run_jobs(program_text: str, jobs: list[GroupJob], features: tuple[str, ...], targets: tuple[str, ...]) -> RunReport:
+    """Fit, then predict from the parameters alone, in this process (isolate=False, warm-up).
+
+    The same two phases as the sandbox, with the same data-only hand-over and a fresh
+    load of the program for prediction, so both modes give identical results."""
+    fit = json.loads(json.dumps(fit_phase(program_text, jobs)))
+    failure, api, trees, params, counted = checked_fit(fit, jobs)
+    if failure is not None:
+        return failure
+    return with_params(predict_phase(program_text, jobs, features, targets, api, trees), params, counted)
 
 
 def traceback_tail() -> str:

@@ -255,18 +255,42 @@ def step_no_new_privs(ctx: ChildContext) -> list[str]:
     return ["no_new_privs"]
 
 
+class SeccompFilter:
+    """The filter program as a ctypes array, built once per worker (before any fork) and
+    shared by every child, which only writes its own pid into the one instruction that
+    lets `kill` reach itself."""
+
+    def __init__(self) -> None:
+        marker = 0x7FFFFFFE  # no real pid: where seccomp_program put own_pid
+        program = seccomp_program(own_pid=marker)
+        self.filters = None if program is None else (SockFilter * len(program))(*[SockFilter(*item) for item in program])
+        self.pid_index = None if program is None else next(i for i, item in enumerate(program) if item[3] == marker)
+
+    def install(self) -> bool:
+        if self.filters is None:
+            return False
+        self.filters[self.pid_index].k = os.getpid() & 0xFFFFFFFF
+        fprog = SockFprog(len(self.filters), ctypes.cast(self.filters, ctypes.c_void_p))
+        check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "prctl(PR_SET_SECCOMP)")
+        return True
+
+
+_FILTER: list[SeccompFilter] = []
+
+
+def prepare_seccomp() -> SeccompFilter:
+    """The worker's filter (built on first use; the worker calls this before it forks)."""
+    if not _FILTER:
+        try:
+            _FILTER.append(SeccompFilter())
+        except SeccompError as exc:
+            raise IsolationError(str(exc)) from None
+    return _FILTER[0]
+
+
 def step_seccomp(ctx: ChildContext) -> list[str]:
     """The kernel refuses the calls a fit never needs (see seccomp_program); after no_new_privs."""
-    try:
-        program = seccomp_program()
-    except SeccompError as exc:
-        raise IsolationError(str(exc)) from None
-    if program is None:
-        return []
-    filters = (SockFilter * len(program))(*[SockFilter(*item) for item in program])
-    fprog = SockFprog(len(program), ctypes.cast(filters, ctypes.c_void_p))
-    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "prctl(PR_SET_SECCOMP)")
-    return ["seccomp"]
+    return ["seccomp"] if prepare_seccomp().install() else []
 
 
 def step_audit_hook(ctx: ChildContext) -> list[str]:

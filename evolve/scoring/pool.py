@@ -43,6 +43,7 @@ STARTUP_TIMEOUT_S = 120.0  # a cold start imports numpy and scipy from disk
 RESPONSE_GRACE_S = 15.0  # beyond timeout_s: the worker's own setup, kill and cleanup bounds
 STOP_GRACE_S = 5.0
 HELLO_CAP_BYTES = 65_536
+FORMULA_REPLY_CAP_BYTES = 4 << 20
 THREAD_PINNING = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                   "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
 KEPT_PARENT_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy may need them on some CPUs
@@ -149,8 +150,9 @@ class WorkerPool:
     collection or interpreter exit without holding the Sandbox alive.
     """
 
-    def __init__(self, config: ScorerConfig, plan: str):
+    def __init__(self, config: ScorerConfig, plan: str, kind: str = "score"):
         self.config = config
+        self.kind = kind
         self.scratch_root = Path(tempfile.mkdtemp(prefix="evolve-sandbox-"))
         os.chmod(self.scratch_root, 0o711)
         self.env = worker_environment(self.scratch_root)
@@ -166,6 +168,7 @@ class WorkerPool:
             sys.executable, "-m", "evolve.scoring.worker", "--slot", str(slot), "--plan", self.plan,
             "--scratch", str(self.scratch_root / f"slot-{slot}"), "--timeout", repr(float(limits.timeout_s)),
             "--memory-mb", str(int(limits.memory_mb)), "--max-output-mb", str(int(limits.max_output_mb)),
+            "--kind", self.kind,
         ]
 
     def spawn(self, slot: int) -> WorkerProcess:
@@ -235,11 +238,11 @@ class Sandbox:
     of the strongest that works ("auto"); tests use it to exercise the fallbacks.
     """
 
-    def __init__(self, config: ScorerConfig = ScorerConfig(), plan: str = "auto"):
+    def __init__(self, config: ScorerConfig = ScorerConfig(), plan: str = "auto", kind: str = "score"):
         if plan not in PLANS:
             raise ValueError(f"unknown sandbox plan {plan!r} (choose from {', '.join(PLANS)})")
         self.config = config
-        self.pool = WorkerPool(config, plan)
+        self.pool = WorkerPool(config, plan, kind)
         self.pool.start(max(1, int(config.workers)))
         self._finalizer = weakref.finalize(self, self.pool.shutdown)
         hellos = [w.hello for w in self.pool.workers.values()]
@@ -310,6 +313,31 @@ class Sandbox:
         if timed_out:
             return RunReport(Status.TIMEOUT, f"the sandbox worker did not answer within {self.config.timeout_s:g} s")
         return RunReport(Status.CRASH, f"the sandbox worker failed during the evaluation: {exc}")
+
+    def extract(self, job: dict, timeout_s: float) -> dict | None:
+        """A formula job (kind "formula" workers only): the worker's JSON answer, or None
+        when the worker failed or did not answer in time (it is then replaced)."""
+        request = pickle.dumps({"kind": "formula", "job": job, "timeout_s": float(timeout_s)},
+                               protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            slot = self.pool.acquire()
+        except WorkerFailure:
+            return None
+        try:
+            deadline = time.monotonic() + min(float(timeout_s), float(self.config.timeout_s)) + RESPONSE_GRACE_S
+            try:
+                worker = self.delivered_to(slot, request, deadline)
+                answer = json.loads(worker.receive(FORMULA_REPLY_CAP_BYTES, deadline))
+            except (WorkerFailure, ValueError, RecursionError):
+                if not self.pool.closed:
+                    try:
+                        self.pool.replace(slot)
+                    except WorkerFailure:
+                        pass
+                return None
+            return answer if isinstance(answer, dict) else None
+        finally:
+            self.pool.release(slot)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers, by slot (tests and diagnostics)."""

@@ -96,9 +96,11 @@ def group_jobs(fit_rows: Rows, score_rows: Rows) -> tuple[list[GroupJob], np.nda
     return jobs, np.concatenate(truth)
 
 
-def count_params(params: dict[str, list[float] | None]) -> int | None:
-    """Fitted parameters per group (the largest group's count); None when not numeric."""
-    counts = [len(p) for p in params.values() if p is not None]
+def count_params(params: dict[str, list[float] | None], counted: dict[str, int] | None = None) -> int | None:
+    """Fitted parameters per group (the largest group's count: its numbers plus the weight
+    of its strings, see params_codec); None when they cannot be counted."""
+    counted = counted or {}
+    counts = [max(len(p), counted.get(g, 0)) for g, p in params.items() if p is not None]
     if not counts or len(counts) < len(params):
         return None
     return max(counts)
@@ -115,7 +117,7 @@ def evaluation_from_report(task: Task, split: str, report: RunReport, truth: np.
         metrics = compute_metrics(predictions, truth)
     except ValueError as exc:
         return Evaluation(Status.WRONG_SHAPE, split, failed_metrics(n_targets), str(exc), seconds=seconds)
-    n_params = count_params(report.params)
+    n_params = count_params(report.params, report.counted)
     bad = sorted(g for g, p in report.params.items() if p is not None and not all(math.isfinite(v) for v in p))
     if bad:
         return Evaluation(Status.NAN, split, failed_metrics(n_targets),

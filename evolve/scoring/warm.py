@@ -84,3 +84,27 @@ def traceback_warm_up() -> None:
     program = "def fit_scaling_law(x, y):\n    return 1 / 0\n\ndef scaling_law_func(x, p):\n    return x\n"
     job = GroupJob("g", np.ones((2, 1)), np.ones((2, 1)), np.ones((1, 1)))
     run_jobs(program, [job], ("x",), ("y",))
+
+
+FORMULA_WARM_UP_PROGRAM = """import math
+import numpy as np
+
+def scaling_law_func(data_points, params):
+    X = np.atleast_2d(np.asarray(data_points, dtype=float))
+    a, b, c, d = params
+    n = np.maximum(X[:, 0], 1.0) / 1e9
+    core = a * np.power(n, -b) + np.exp(-c) * np.log(n + 1) + np.sqrt(np.abs(d)) * np.tanh(X[:, 1])
+    return np.where(X[:, 1] > 2, core, np.clip(core, 0, None)) + math.log10(2) * np.minimum(d, 1)
+"""
+
+
+def preload_formulas() -> None:
+    """For a formula worker: extract one built-in formula, since sympy imports much lazily
+    (functions, printers, lambdify) and those imports would fail inside the empty chroot."""
+    from evolve.symbolic import FormulaJob, extract_formula
+
+    job = FormulaJob(FORMULA_WARM_UP_PROGRAM, ("n", "k"), 1, 4, [0.5, 0.2, 1.0, 0.3], [[1e9, 1.0], [2e9, 4.0]])
+    if extract_formula(job) is None:
+        print("formula warm-up failed", file=sys.stderr)
+    gc.collect()
+    gc.freeze()

@@ -12,200 +12,50 @@ subreaper so every process a candidate leaves behind becomes its child and is re
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import pickle
-import select
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+
+import numpy as np
 
 from evolve.status import Status
-from evolve.scoring.in_sandbox import RunReport, run_jobs
-from evolve.scoring.warm import preload
+from evolve.scoring import params_codec
+from evolve.scoring.outcome import Outcome, classify, collect
+from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_child, run_probe
+from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, with_params
+from evolve.scoring.warm import preload, preload_formulas
 from evolve.scoring.isolation import (
     allocate_uid,
     ChildContext,
-    EXIT_CRASH,
     EXIT_GRACE_S,
-    EXIT_MEMORY,
-    EXIT_SETUP_FAILED,
-    isolate,
-    isolate_after_descriptors,
     IsolationError,
     kill_descendants,
     kill_uid,
     Limits,
     PR_SET_CHILD_SUBREAPER,
     prctl,
+    prepare_seccomp,
     PROBE_TIMEOUT_S,
     REAP_BOUND_S,
-    RESULT_FD,
-    step_audit_hook,
-    step_descriptors,
-    step_setsid,
-    SYSCALLS,
-    libc,
     wait_bounded,
 )
 from evolve.scoring.frames import (
     REQUEST_CAP_BYTES,
     Expectation,
-    FrameError,
     WorkerFailure,
-    decode_report,
     encode_report,
     is_memory_failure,
     read_message,
     send_message,
 )
 
-def run_child(ctx: ChildContext, result_fd: int, request: dict) -> NoReturn:
-    """Isolate, run the program, write one frame to fd 3, exit without cleanup handlers."""
-    code = EXIT_SETUP_FAILED
-    try:
-        isolate(ctx, result_fd)
-        step_audit_hook(ctx)
-        code = EXIT_CRASH
-        report = run_jobs(request["program"], request["jobs"], request["features"], request["targets"])
-        write_all(RESULT_FD, encode_report(report))
-        os.close(RESULT_FD)  # EOF now, not after the kernel has torn down our address space
-        code = 0
-    except MemoryError:
-        code = EXIT_MEMORY
-    except BaseException:  # noqa: BLE001, S110 - the exit code tells the worker; nothing may escape a fork
-        pass
-    os._exit(code)
-
-
-def run_probe(ctx: ChildContext, result_fd: int) -> NoReturn:
-    """Trusted code only: apply the plan, check its kernel layers really hold, report as JSON."""
-    try:
-        layers = step_setsid(ctx) + step_descriptors(ctx, result_fd)
-    except BaseException:  # noqa: BLE001 - fd 3 may still be the worker's own pipe: say nothing
-        os._exit(EXIT_SETUP_FAILED)
-    try:
-        layers += isolate_after_descriptors(ctx, verify_kernel_layers)
-        verify_seccomp(ctx)
-        hooked = step_audit_hook(ctx)
-        layers += hooked
-        if hooked:
-            verify_audit_hook()
-        message = {"ok": True, "layers": layers}
-    except BaseException as exc:  # noqa: BLE001 - any failure means the plan is unusable
-        message = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    try:
-        write_all(RESULT_FD, json.dumps(message).encode())
-    except OSError:
-        pass
-    os._exit(0)
-
-
-def verify_kernel_layers(ctx: ChildContext) -> None:
-    if ctx.plan in ("root", "userns"):
-        interfaces = [name for _, name in socket.if_nameindex()]
-        if interfaces != ["lo"]:
-            raise IsolationError(f"network namespace still shows {interfaces}")
-        if os.listdir("/"):
-            raise IsolationError("chroot root is not empty")
-    if ctx.plan == "root" and (os.getuid() != ctx.uid or os.geteuid() != ctx.uid):
-        raise IsolationError("still running as the worker's uid")
-
-
-def verify_seccomp(ctx: ChildContext) -> None:
-    """The filter is on where the machine has one: keyctl, a denied call, must answer EPERM."""
-    if "keyctl" not in SYSCALLS:
-        return
-    libc.syscall.restype = ctypes.c_long
-    if libc.syscall(ctypes.c_long(SYSCALLS["keyctl"]), ctypes.c_long(0), ctypes.c_long(-3), ctypes.c_long(0)) != -1 \
-            or ctypes.get_errno() != 1:
-        raise IsolationError("the seccomp filter did not refuse keyctl")
-
-
-def verify_audit_hook() -> None:
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-    except PermissionError:
-        return
-    raise IsolationError("the audit hook did not block socket creation")
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 # --------------------------------------------------------------------------- in the worker
-
-
-@dataclass
-class Outcome:
-    """What the worker saw of one child: its bytes and how the wait ended."""
-
-    data: bytes = b""
-    timed_out: bool = False
-    too_large: bool = False
-    parent_gone: bool = False
-    abandoned: bool = False  # closed its pipe without a result and kept running
-    wait_status: int | None = None
-
-
-def collect(pid: int, read_fd: int, cap: int, deadline: float, parent_fd: int | None) -> Outcome:
-    """Read the child's result until EOF, its exit, the cap, the deadline or our parent leaving."""
-    outcome, chunks, size = Outcome(), [], 0
-    pidfd = os.pidfd_open(pid)
-    watched = [read_fd, pidfd] + ([parent_fd] if parent_fd is not None else [])
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            ready = select.select(watched, [], [], max(0.0, remaining))[0] if remaining > 0 else []
-            if not ready:
-                outcome.timed_out = True
-                break
-            if parent_fd in ready:
-                outcome.parent_gone = True
-                break
-            if read_fd in ready:
-                chunk = os.read(read_fd, 1 << 16)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > cap:
-                    outcome.too_large = True
-                    break
-            elif pidfd in ready:
-                size += drain(read_fd, chunks, cap - size)
-                outcome.too_large = size > cap
-                break
-    finally:
-        os.close(pidfd)
-    outcome.data = b"".join(chunks)
-    return outcome
-
-
-def drain(read_fd: int, chunks: list[bytes], room: int) -> int:
-    """Whatever an exited child left in the pipe, without waiting for writers it may have spawned."""
-    os.set_blocking(read_fd, False)
-    taken = 0
-    while taken <= room:
-        try:
-            chunk = os.read(read_fd, 1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-        taken += len(chunk)
-    return taken
 
 
 def reap_children() -> bool:
@@ -226,45 +76,6 @@ def reap_until_clean(bound: float) -> bool:
             return False
         time.sleep(0.002)
     return True
-
-
-def status_without_result(wait_status: int | None, limits: Limits) -> RunReport:
-    """Name what happened to a child that wrote nothing."""
-    if wait_status is None:
-        return RunReport(Status.CRASH, "the program's process could not be reaped")
-    if os.WIFSIGNALED(wait_status):
-        number = os.WTERMSIG(wait_status)
-        if number == signal.SIGXCPU:
-            return RunReport(Status.TIMEOUT, f"CPU time limit reached ({limits.timeout_s:g} s)")
-        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else str(number)
-        return RunReport(Status.CRASH, f"the program's process was killed by {name}")
-    code = os.WEXITSTATUS(wait_status)
-    if code == EXIT_SETUP_FAILED:
-        return RunReport(Status.CRASH, "sandbox setup failed in the program's process")
-    if code == EXIT_MEMORY:
-        return RunReport(Status.MEMORY, f"out of memory (limit {limits.memory_mb} MB)")
-    return RunReport(Status.CRASH, f"the program's process exited with code {code} before returning a result")
-
-
-def classify(outcome: Outcome, expected: Expectation, limits: Limits) -> RunReport:
-    """The RunReport for a finished child; nothing it sent is trusted before decode_report."""
-    if outcome.parent_gone:
-        return RunReport(Status.CRASH, "the sandbox was closed during the evaluation")
-    if outcome.timed_out:
-        return RunReport(Status.TIMEOUT, f"no result within {limits.timeout_s:g} s")
-    if outcome.too_large:
-        return RunReport(Status.CRASH, f"the program's process sent more than {expected.frame_cap()} bytes")
-    if outcome.abandoned:
-        return RunReport(Status.CRASH, "the program's process closed its result pipe without sending a result")
-    if not outcome.data:
-        return status_without_result(outcome.wait_status, limits)
-    try:
-        report = decode_report(outcome.data, expected)
-    except FrameError as exc:
-        return RunReport(Status.CRASH, f"the program's process sent an invalid result: {exc}")
-    if is_memory_failure(report):
-        return RunReport(Status.MEMORY, report.message)
-    return report
 
 
 class Worker:
@@ -348,37 +159,134 @@ class Worker:
                 return
 
     def answer(self, request: dict) -> bool:
-        """Run one request in a fresh child and send its report; False once the parent is gone.
+        """Run one request in two fresh children and send its report; False once the parent is gone.
 
-        When the child delivered a result, the reply goes out first and the kill, reap and
-        cleanup follow, off the caller's clock; otherwise its exit status is the only clue
-        and it is reaped first. Either way all is clean before the next request is read.
+        The first child fits every group and answers with the returned parameters as data
+        (params_codec); the worker checks and counts them, then a second child, forked
+        afresh from this worker, loads the program again and predicts from those
+        parameters alone. Module globals, files or anything else the fit left behind die
+        with the first child, so the parameter count covers everything the law uses. Both
+        share one deadline. Everything is clean before the next request is read.
         """
+        if request.get("kind") == "formula":
+            return self.answer_formula(request)
         expected = Expectation.from_jobs(request["jobs"], len(request["targets"]))
+        budget = min(self.limits.timeout_s, float(request.get("timeout_s", self.limits.timeout_s)))
+        deadline = time.monotonic() + max(0.0, budget)  # one deadline per candidate: the scorer passes what is left
+        fit_outcome = self.run_phase(request, "fit", FIT_FRAME_CAP, deadline)
+        if fit_outcome is None:
+            return False
+        failure, api, trees, params, counted = self.read_fit(fit_outcome, request)
+        if failure is not None:
+            return self.reply(failure)
+        predict_request = dict(request, api=api, trees=trees)
+        replied: list[bool] = []
+
+        def reply_with(outcome: Outcome) -> None:
+            replied.append(self.reply(with_params(classify(outcome, expected, self.limits), params, counted)))
+
+        if self.run_phase(predict_request, "predict", expected.frame_cap(), deadline, reply_with) is None:
+            return False
+        return bool(replied) and replied[0]
+
+    def answer_formula(self, request: dict) -> bool:
+        """A formula job: the program's own predictions on the check rows from a prediction
+        child (the scoring code path, with the stored parameters), then the traced formula
+        from a second child; both within one deadline. The parent checks one against the
+        other (formula_check), so a program that behaves differently under tracing gets no
+        checked formula, whatever its extraction child says."""
+        job = request["job"]
+        deadline = time.monotonic() + max(0.0, min(self.limits.timeout_s, float(request["timeout_s"])))
+        n = int(job["n_targets"])
+        predictions = None
+        if job.get("check_rows") and job.get("check_params") is not None:
+            report = self.check_predictions(job, deadline)
+            if report is None:
+                return False
+            if report.status != Status.OK:
+                return self.reply_json({"ok": False, "why": f"prediction: {report.status}"})
+            predictions = report.predictions["check"].tolist()
+        outcome = self.run_phase({"job": job}, "extract", FORMULA_FRAME_CAP, deadline)
+        if outcome is None:
+            return False
+        if outcome.timed_out or outcome.too_large or not outcome.data:
+            return self.reply_json({"ok": False, "why": "extraction: " + ("timeout" if outcome.timed_out else "no result")})
+        try:
+            found = json.loads(outcome.data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return self.reply_json({"ok": False, "why": "extraction: invalid result"})
+        if not (isinstance(found, dict) and set(found) == {"expressions", "latex"}
+                and all(is_texts(found[key], n) for key in ("expressions", "latex"))):
+            return self.reply_json({"ok": False, "why": "extraction: no formula"})
+        return self.reply_json({"ok": True, "expressions": found["expressions"], "latex": found["latex"],
+                                "predictions": predictions})
+
+    def check_predictions(self, job: dict, deadline: float) -> RunReport | None:
+        """The program's predictions on the check rows with the stored parameters, from a
+        prediction child exactly like scoring's; None once the parent is gone."""
+        rows = np.asarray(job["check_rows"], dtype=float)
+        targets = tuple(f"y{i}" for i in range(int(job["n_targets"])))
+        check = GroupJob("check", np.zeros((0, rows.shape[1])), np.zeros((0, len(targets))), rows)
+        params = np.asarray(job["check_params"], dtype=float)
+        request = {"program": job["code"], "jobs": [check], "features": tuple(job["features"]),
+                   "targets": targets, "api": "fit", "trees": [params_codec.encode(params)]}
+        expected = Expectation.from_jobs([check], len(targets))
+        outcome = self.run_phase(request, "predict", expected.frame_cap(), deadline)
+        return None if outcome is None else classify(outcome, expected, self.limits)
+
+    def reply_json(self, message: dict) -> bool:
+        try:
+            send_message(self.proto_out, json.dumps(message).encode())
+            return True
+        except WorkerFailure:
+            return False
+
+    def reply(self, report: RunReport) -> bool:
+        try:
+            send_message(self.proto_out, encode_report(report))
+            return True
+        except WorkerFailure:
+            return False
+
+    def read_fit(self, outcome: Outcome, request: dict) -> tuple[RunReport | None, str, list, dict, dict]:
+        """The fit child's answer, checked by trusted code (its failure, or what to predict with)."""
+        if outcome.timed_out or outcome.too_large or outcome.abandoned or not outcome.data:
+            fake = Expectation((), 0)
+            return classify(outcome, fake, self.limits), "", [], {}, {}
+        try:
+            fit = json.loads(outcome.data.decode("utf-8", "surrogatepass"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return RunReport(Status.CRASH, "the fitting process sent an invalid result"), "", [], {}, {}
+        failure, api, trees, params, counted = checked_fit(fit, request["jobs"])
+        if failure is not None and is_memory_failure(failure):
+            failure = RunReport(Status.MEMORY, failure.message)
+        return failure, api, trees, params, counted
+
+    def run_phase(self, request: dict, phase: str, cap: int, deadline: float, before_cleanup=None) -> Outcome | None:
+        """Fork one child for `phase`, collect its answer, then kill and reap everything it
+        left; None once the parent is gone. `before_cleanup` sees the outcome first (so the
+        last reply goes out before the cleanup, off the caller's clock)."""
         scratch = self.scratch_for_run()
         read_fd, write_fd = os.pipe()
         ctx = self.context(scratch)
-        budget = min(self.limits.timeout_s, float(request.get("timeout_s", self.limits.timeout_s)))
-        deadline = time.monotonic() + max(0.0, budget)  # one deadline per candidate: the scorer passes what is left
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            run_child(ctx, write_fd, request)
+            run_child(ctx, write_fd, request, phase)
         os.close(write_fd)
         outcome, reaped = Outcome(timed_out=True), False
         try:
-            outcome = collect(pid, read_fd, expected.frame_cap(), deadline, self.proto_in)
+            outcome = collect(pid, read_fd, cap, deadline, self.proto_in)
             if outcome.parent_gone:
-                return False
+                return None
             if not outcome.data:  # its exit status is the only clue: wait briefly for a real exit
                 grace = 0.0 if outcome.timed_out else min(EXIT_GRACE_S, max(0.0, deadline - time.monotonic()))
                 exited = wait_bounded(pid, grace) if grace > 0 else None
                 outcome.abandoned = exited is None and not outcome.timed_out
                 outcome.wait_status, reaped = self.finish(pid, outcome.timed_out, exited), True
-            send_message(self.proto_out, encode_report(classify(outcome, expected, self.limits)))
-            return True
-        except WorkerFailure:
-            return False
+            if before_cleanup is not None:
+                before_cleanup(outcome)
+            return outcome
         finally:
             os.close(read_fd)
             if not reaped:
@@ -462,6 +370,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, required=True)
     parser.add_argument("--memory-mb", type=int, required=True)
     parser.add_argument("--max-output-mb", type=int, required=True)
+    parser.add_argument("--kind", choices=("score", "formula"), default="score")
     return parser.parse_args(argv)
 
 
@@ -470,7 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     parent_pid = os.getppid()
     proto_in, proto_out = claim_protocol_fds()
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        prepare_seccomp()  # once per worker: every child only writes its pid into the shared program
+    except IsolationError as exc:
+        print(f"seccomp filter not built: {exc}", file=sys.stderr)
     missing = preload()
+    if args.kind == "formula":
+        preload_formulas()
     worker = Worker(args, proto_in, proto_out)
     try:
         for error in worker.choose_plan():

@@ -1,0 +1,29 @@
+"""Attack (round 3): returns an ndarray subclass of one value whose attribute holds all ten coefficients."""
+# EVOLVE-BLOCK-START
+import numpy as np
+
+
+def design(data_points):
+    x = np.log(np.asarray(data_points, float))
+    return np.column_stack([np.ones(len(x))] + [x[:, j] ** k for j in range(x.shape[1]) for k in (1, 2, 3)])
+
+
+def coefficients(data_points, loss_values):
+    return np.linalg.lstsq(design(data_points), np.asarray(loss_values, float), rcond=None)[0]
+
+
+
+class Carrier(np.ndarray):
+    pass
+
+
+def fit_scaling_law(data_points, loss_values):
+    coef = coefficients(data_points, loss_values)
+    value = np.asarray(coef[:1]).view(Carrier)
+    value.rest = coef
+    return value
+
+
+def scaling_law_func(data_points, params):
+    return design(data_points) @ params.rest
+# EVOLVE-BLOCK-END

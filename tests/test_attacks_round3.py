@@ -1,0 +1,112 @@
+"""Attack suite, round 3 (issue 14): the parameter cap and the fit/predict boundary.
+
+Each program in tests/attack_programs/ fits a 10-coefficient law on data_constrained_scaling_law
+(cap 7) and hides 9 coefficients somewhere a shared fit-and-predict process, or a count of
+returned numbers only, would not see: a file, the environment, builtins, a string, dict
+keys, a huge integer, a float or ndarray subclass, the lengths of lists, the shape of an
+empty array, the fit rows left in memory, a forged answer of the fitting process. Judged
+from outside: the scorer's status and parameter count, and for the control, the same
+program scored in-process with the hiding left intact (it does reach a good R² there, so
+the attack is real). Fast: one warm sandbox for the module, a few seconds per test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from evolve.config import ScorerConfig
+from evolve.scoring.in_sandbox import load_namespace
+from evolve.scoring.scorer import Scorer
+from evolve.status import Status
+from evolve.tasks import load_task
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux only"),
+]
+
+PROGRAMS = Path(__file__).resolve().parent / "attack_programs"
+TASK = "data_constrained_scaling_law"
+CAP = 7
+HIDERS = ["stash_in_file", "stash_in_environ", "stash_in_builtins", "stash_in_string", "stash_in_dict_keys",
+          "stash_in_big_int", "stash_in_float_subclass", "stash_in_array_subclass", "stash_in_list_lengths",
+          "stash_in_empty_array_shape"]
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task(TASK)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    with Scorer(ScorerConfig(workers=2, timeout_s=20.0)) as scorer:
+        yield scorer
+
+
+@pytest.fixture(scope="module")
+def unhooked_scorer():
+    """The audit hook is advisory: attacks on the kernel and process layers run without it."""
+    os.environ["EVOLVE_SANDBOX_AUDIT_HOOK"] = "0"
+    try:
+        with Scorer(ScorerConfig(workers=1, timeout_s=20.0)) as scorer:
+            yield scorer
+    finally:
+        del os.environ["EVOLVE_SANDBOX_AUDIT_HOOK"]
+
+
+def code(name: str) -> str:
+    return (PROGRAMS / f"{name}.py").read_text()
+
+
+def shared_process_r2(name: str, task) -> float:
+    """The control: fit and predict in one namespace (the old design) with the law's hiding
+    intact, so the attack is shown to work where the boundary is missing."""
+    import numpy as np
+
+    from evolve.metrics import compute_metrics
+    from evolve.scoring.scorer import group_jobs
+
+    fit_rows, score_rows = task.folds("validation")[0]
+    jobs, truth = group_jobs(fit_rows, score_rows)
+    namespace = load_namespace(code(name))
+    cwd = os.getcwd()
+    try:
+        os.chdir(Path(os.environ.get("TMPDIR", "/tmp")))
+        predictions = [np.asarray(namespace["scaling_law_func"](j.X_predict, namespace["fit_scaling_law"](j.X_fit, j.y_fit[:, 0])),
+                                  dtype=float).reshape(-1, 1) for j in jobs]
+    finally:
+        os.chdir(cwd)
+        os.environ.pop("EVOLVE_STASH", None)
+    return compute_metrics(np.concatenate(predictions), truth).r2
+
+
+@pytest.mark.parametrize("name", HIDERS)
+def test_hidden_coefficients_are_counted_or_unreachable(name, scorer, task):
+    assert shared_process_r2(name, task) > 0.5  # the hiding works when fit and predict share a process
+    evaluation = scorer.score(code(name), task, "validation")
+    assert not (evaluation.status == Status.OK and (evaluation.n_params or 0) <= CAP), (
+        f"{name}: 10 coefficients used, {evaluation.n_params} counted, status {evaluation.status}: {evaluation.message[-300:]}")
+
+
+def test_prediction_cannot_refit_from_rows_left_in_memory(unhooked_scorer, task):
+    """With the audit hook off, prediction walks gc for the fit rows: they are zeroed in its copy."""
+    evaluation = unhooked_scorer.score(code("refit_from_memory"), task, "validation")
+    assert evaluation.status != Status.OK and '"found": false' in evaluation.message, (evaluation.status, evaluation.message[-300:])
+
+
+def test_a_forged_fit_answer_cannot_skip_the_parameter_count(scorer, task):
+    evaluation = scorer.score(code("forged_fit_answer"), task, "validation")
+    assert evaluation.status == Status.CRASH, (evaluation.status, evaluation.message)
+
+
+def test_an_honest_law_still_scores_the_same_in_both_modes(scorer, task):
+    """The boundary changes nothing for a law that keeps no state: same metrics isolated and in-process."""
+    honest = (Path(__file__).resolve().parent.parent / "tasks" / TASK / "seeds" / "baseline.py").read_text()
+    with Scorer(ScorerConfig(isolate=False)) as local:
+        expected = local.score(honest, task, "validation")
+    got = scorer.score(honest, task, "validation")
+    assert got.status == Status.OK and got.metrics == expected.metrics and got.n_params == expected.n_params
