@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
+from evolve.intervals import calibration_scores, conformal_multiplier, fit_many, held_out_fits
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
@@ -33,7 +34,7 @@ from evolve.status import Status
 from evolve.store.rundir import open_read_only, run_task
 from evolve.tasks import Task
 
-BOOTSTRAP_RESAMPLES = 40
+BOOTSTRAP_RESAMPLES = 30
 _SCORERS: dict[ScorerConfig, Scorer] = {}
 _SCORERS_LOCK = threading.Lock()
 
@@ -120,7 +121,7 @@ class Run:
         found = [r for r in self.records if r.id == program_id]
         if not found:
             raise LawError(f"no program {program_id} in {self.path}")
-        return Law(found[0], self.task, ScorerConfig(workers=1, timeout_s=float(self.scorer_settings.get("timeout_s", 60.0)),
+        return Law(found[0], self.task, ScorerConfig(workers=2, timeout_s=float(self.scorer_settings.get("timeout_s", 60.0)),
                                                      memory_mb=int(self.scorer_settings.get("memory_mb", 4096))))
 
 
@@ -133,6 +134,7 @@ class Law:
     scorer_config: ScorerConfig = ScorerConfig(workers=1)
     trusted: bool = False
     params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # interval calibration by resamples
 
     @property
     def code(self) -> str:
@@ -200,83 +202,90 @@ class Law:
         X_fit, y_fit = self._group_rows(group)
         return self._shape(self._run([GroupJob(group, X_fit, y_fit, X)]).predictions[group])
 
-    def interval(self, X, group: str, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
-        """A prediction interval at `level` for rows X of `group`.
+    def interval(self, X, group, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+        """A prediction interval at `level` for rows X of `group` (a group name, or one name
+        per row): (low, high), each shaped as `predict` returns.
 
-        Method: the law is refitted on `resamples` (40) bootstrap resamples of the group's train rows
-        (the spread of the fitted law, which grows as X leaves the data), and the error
-        the law makes when it extrapolates is added: the root mean square error on the
-        task's validation rows, where the law was fitted without its largest-scale rows.
-        The half-width is the two combined in quadrature, around the prediction of the
-        law fitted on all rows. Assumptions: rows are exchangeable within a group for the
-        bootstrap, and extrapolating beyond train errs about as much as extrapolating
-        from the fit rows to the validation rows did (it is larger when X goes further
-        out than validation did); a law that fails on a resample leaves it out."""
+        Method (evolve.intervals has the details): around the prediction of the law fitted
+        on all the group's train rows, a half-width q·d(x). d(x) = sqrt(spread² + noise²):
+        the spread of `resamples` bootstrap refits (rows drawn with replacement) at x, which
+        grows as x leaves the data, and the fit's residual standard deviation (n − p degrees
+        of freedom). q is calibrated on train alone by split conformal over the task's
+        validation folds: each fold fits on the smaller rows and predicts the held-out rows
+        that extend the scale, d is computed there the same way, and q is the
+        ⌈(m+1)·level⌉-th smallest of the m scores |y − ŷ|/d (per target, pooled over groups
+        and folds). Test rows are never read.
+        Assumptions: new points are exchangeable with the held-out validation rows in units
+        of d (they may go further out; d then widens with the bootstrap spread, but an
+        extrapolation far beyond what validation tried is not covered by the calibration);
+        rows within a group are exchangeable for the bootstrap; refits the law fails on are
+        left out. With too few validation rows for the level the largest score is used;
+        with none, errors are assumed normal. The calibration is kept on this Law object, so
+        later calls cost only the group's own refits."""
         if not 0 < level < 1:
             raise LawError("level must be between 0 and 1")
         X = self._as_matrix(X)
-        X_fit, y_fit = self._group_rows(group)
-        rng = np.random.default_rng(0)
-        jobs = [GroupJob(group, X_fit, y_fit, X)]
-        for b in range(max(0, int(resamples))):
-            index = rng.integers(0, len(X_fit), len(X_fit))
-            jobs.append(GroupJob(f"{group}\x1fbootstrap{b:03d}", X_fit[index], y_fit[index], X))
-        validation_fit, validation_rows = self.task.validation_folds()[0]
-        vmask_fit, vmask = validation_fit.groups == group, validation_rows.groups == group
-        if vmask.any() and vmask_fit.any():
-            jobs.append(GroupJob(f"{group}\x1fvalidation", validation_fit.X[vmask_fit], validation_fit.y[vmask_fit], validation_rows.X[vmask]))
-        predictions = self._run_tolerant(jobs)
-        center = np.atleast_2d(np.asarray(predictions[group], dtype=float).reshape(len(X), -1))
-        boots = [np.asarray(v, dtype=float).reshape(len(X), -1) for k, v in predictions.items() if "\x1fbootstrap" in k]
-        z = _normal_quantile(0.5 + level / 2)
-        spread = np.std(np.stack(boots), axis=0) if len(boots) >= 5 else np.zeros_like(center)
-        sigma = np.zeros(center.shape[1])
-        if f"{group}\x1fvalidation" in predictions:
-            residual = np.asarray(predictions[f"{group}\x1fvalidation"], dtype=float).reshape(int(vmask.sum()), -1) - validation_rows.y[vmask]
-            sigma = np.sqrt(np.mean(residual**2, axis=0))
-        half = z * np.sqrt(spread**2 + sigma**2)
-        return self._shape(center - half), self._shape(center + half)
+        names = np.array([group] * len(X), dtype=object) if isinstance(group, str) else np.asarray(group, dtype=object)
+        if names.shape != (len(X),):
+            raise LawError(f"group must be one name or one name per row ({len(X)} rows)")
+        problems = {g: (*self._group_rows(g), X[names == g]) for g in sorted(set(names.tolist()))}
+        n_targets = len(self.task.targets)
+        fitted = fit_many(problems, self._batch, resamples, n_targets, self.scorer_config.workers)
+        missing = sorted(set(problems) - set(fitted))
+        if missing:
+            self._run([GroupJob(missing[0], *problems[missing[0]])])  # raises the program's own error
+        multiplier, _ = conformal_multiplier(calibration_scores(self._calibration(resamples), n_targets), level)
+        low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
+        for g, fit in fitted.items():
+            half = multiplier[None, :] * fit.scale()
+            low[names == g], high[names == g] = fit.center - half, fit.center + half
+        return self._shape(low), self._shape(high)
 
-    def _run_tolerant(self, jobs: list[GroupJob]) -> dict[str, np.ndarray]:
-        """Run resample jobs; a failure of the whole batch falls back to the plain fit."""
+    def calibration_scores(self, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
+        """The validation scores |y − ŷ|/d that calibrate `interval` (rows, targets)."""
+        return calibration_scores(self._calibration(resamples), len(self.task.targets))
+
+    def _calibration(self, resamples: int) -> list:
+        if resamples not in self._scores:
+            self._scores[resamples] = held_out_fits(self.task.validation_folds(), self._batch, resamples,
+                                                    len(self.task.targets), self.scorer_config.workers)
+        return self._scores[resamples]
+
+    def _batch(self, jobs: list[GroupJob]):
+        """Predictions and parameters of a batch of jobs, or None when the program fails on it."""
         try:
-            return self._run(jobs).predictions
+            report = self._run(jobs)
         except LawError:
-            return self._run(jobs[:1]).predictions
+            return None
+        return report.predictions, report.params
 
-    def sympy(self, group: str):
-        """The law as a sympy expression in the task's feature names with the group's fitted
-        constants in (a list for several targets); checked against the program's own
-        predictions on the group's rows, else a LawError."""
-        from evolve.scoring.formula_jobs import formulas_isolated
-        from evolve.symbolic import FormulaJob
-
-        import sympy
+    def formula(self, group: str):
+        """The law of `group` as shown everywhere (evolve.report.formula.ShownFormula): traced
+        from the code, fitted constants in, checked against the program on the group's rows,
+        idle guards dropped; `.expressions` keep every digit, `.text` / `.latex` are rounded."""
+        from evolve.report.formula import FormulaCase, shown_formulas
 
         law = self if group in self.params else self.fit()
         if group not in law.params:
+            self._group_rows(group)  # an unknown group is named as such
             raise LawError(f"no numeric fitted parameters for group {group!r}")
-        params = law.params[group]
-        rows = self._group_rows(group)[0][:8]
-        job = FormulaJob(self.code, self.task.features, len(self.task.targets), len(params), params.tolist(), rows.tolist())
-        formula = formulas_isolated([job])[0]
-        if formula is None or not formula.verified:
+        case = FormulaCase(self.code, group, law.params[group].tolist(), self._group_rows(group)[0])
+        shown = shown_formulas([case], self.task)[0]
+        if shown is None:
             raise LawError(f"program {self.record.id}: its formula could not be recovered and checked")
-        symbols = {f"p{i}": sympy.Float(float(v), 15) for i, v in enumerate(params)}
-        features = {name: sympy.Symbol(name, positive=True) for name in self.task.features}
-        expressions = []
-        for text in formula.expressions:
-            expression = sympy.sympify(text, locals={**{s: sympy.Symbol(s) for s in symbols}, **{n: features[n] for n in features}})
-            expression = expression.subs({sympy.Symbol(k): v for k, v in symbols.items()})
-            expressions.append(drop_idle_guards(expression, [features[n] for n in self.task.features], self._group_rows(group)[0]))
+        return shown
+
+    def sympy(self, group: str):
+        """The law as a sympy expression in the task's feature names with the group's fitted
+        constants in, every digit kept (a list for several targets); checked against the
+        program's own predictions on the group's rows, else a LawError."""
+        expressions = list(self.formula(group).expressions)
         return expressions[0] if len(expressions) == 1 else expressions
 
     def latex(self, group: str):
-        import sympy
-
-        expression = self.sympy(group)
-        rounded = lambda e: sympy.latex(e.evalf(5))  # rounding for reading only; sympy() keeps every digit
-        return [rounded(e) for e in expression] if isinstance(expression, list) else rounded(expression)
+        """The shown formula as LaTeX (numbers rounded for reading only; a list for several targets)."""
+        latex = list(self.formula(group).latex)
+        return latex[0] if len(latex) == 1 else latex
 
     def export(self, path: str | Path) -> Path:
         """A standalone program file: numpy and scipy only, no evolve import (the fitting
@@ -310,34 +319,6 @@ class Law:
                 "loss": float(predicted[best]), "at_search_edge": bool(edge)}
 
 
-def drop_idle_guards(expression, symbols: list, rows: np.ndarray):
-    """`Max(tiny, e)` → `e` (and `Min(huge, e)` → `e`) where the guard never binds on the
-    group's own rows: the numerical safety nets programs add are noise to a reader. A guard
-    that binds on any row is kept, so the expression still computes what the program does."""
-    import sympy
-
-    def idle(guard, other, binds) -> bool:
-        try:
-            values = sympy.lambdify(symbols, other, "numpy")(*rows.T)
-            return bool(np.all(np.isfinite(values)) and np.all(binds(np.broadcast_to(values, (len(rows),)), float(guard))))
-        except Exception:  # noqa: BLE001 - keep the guard when it cannot be checked
-            return False
-
-    def simplify(node):
-        if isinstance(node, (sympy.Max, sympy.Min)) and len(node.args) == 2:
-            numbers = [a for a in node.args if a.is_Number]
-            if len(numbers) == 1:
-                other = next(a for a in node.args if a is not numbers[0])
-                binds = (lambda v, g: v > g) if isinstance(node, sympy.Max) else (lambda v, g: v < g)
-                if idle(numbers[0], other, binds):
-                    return simplify(other)
-        if node.args:
-            return node.func(*[simplify(a) for a in node.args])
-        return node
-
-    return simplify(expression)
-
-
 SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params", "model_params", "non_embedding_params", "non_embedding_param_size", "dense_parameter_count")
 DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "train_tokens", "dataset_size", "samples_seen", "seen_examples")
 
@@ -349,9 +330,3 @@ def size_and_data_features(features: tuple[str, ...]) -> tuple[int, int]:
     if n is None or d is None:
         raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); it does not apply to this task")
     return n, d
-
-
-def _normal_quantile(p: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(p))

@@ -1,0 +1,96 @@
+"""The one formula a law is shown as: in `archive show`, the report, `best.py` and `Law.sympy`.
+
+What is shown for a program is its law for one group with that group's fitted constants
+in: traced from the code in the sandbox (evolve.scoring.formula_jobs) and checked there
+against the program itself on a spread of the group's rows; then, here, with the numerical
+guards that never bind on the group's rows dropped (checked to compute the same values on
+every row), and its numbers rounded for reading to the fewest digits that still give the
+full formula's values to 1e-4 (the full-precision expression is what `Law.sympy` returns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from evolve.symbolic import CHECK_ROWS, FormulaJob, fitted_law, latex_of, rounded
+
+
+@dataclass(frozen=True)
+class FormulaCase:
+    """What one shown formula is made from: a program, one group's constants and rows."""
+
+    code: str
+    group: str
+    params: list[float]
+    rows: np.ndarray  # the group's train feature rows
+
+
+@dataclass(frozen=True)
+class ShownFormula:
+    """One group's law: full-precision sympy expressions, and the rounded text and LaTeX shown."""
+
+    group: str
+    expressions: tuple  # sympy, one per target, every digit of the constants
+    text: tuple[str, ...]
+    latex: tuple[str, ...]
+
+    def lines(self, targets: tuple[str, ...]) -> list[str]:
+        """`target = formula`, one a target."""
+        return [f"{t} = {e}" for t, e in zip(targets, self.text)]
+
+    def to_dict(self) -> dict:
+        return {"group": self.group, "expressions": [str(e) for e in self.expressions], "text": list(self.text),
+                "latex": list(self.latex), "verified": True}
+
+
+def check_rows(rows: np.ndarray) -> np.ndarray:
+    """Up to CHECK_ROWS rows spread over the group (first, last and between), so a guard or a
+    branch that binds only at the extremes is checked too."""
+    index = np.unique(np.linspace(0, len(rows) - 1, min(CHECK_ROWS, len(rows))).round().astype(int))
+    return rows[index]
+
+
+def stored_case(record, task) -> FormulaCase | None:
+    """The case of a stored program: its first group (by name) with numeric stored parameters."""
+    from evolve.report.export import params_source
+
+    if not record.ok or not record.code.strip():
+        return None
+    _, evaluation = params_source(record)
+    for group, params in sorted(evaluation.params.items()):
+        rows = task.train.X[task.train.groups == group]
+        if params is not None and len(rows):
+            return FormulaCase(record.code, group, [float(v) for v in params], rows)
+    return None
+
+
+def shown_formulas(cases: list[FormulaCase | None], task) -> list[ShownFormula | None]:
+    """The shown formula of each case (None where it cannot be recovered and checked); one
+    sandboxed child traces them all."""
+    from evolve.scoring.formula_jobs import formulas_isolated
+
+    real = [c for c in cases if c is not None]
+    jobs = [FormulaJob(c.code, task.features, len(task.targets), len(c.params), c.params, check_rows(c.rows).tolist()) for c in real]
+    traced = dict(zip(map(id, real), formulas_isolated(jobs))) if jobs else {}
+    return [None if c is None else finish(traced.get(id(c)), c, task.features) for c in cases]
+
+
+def finish(formula, case: FormulaCase, features: tuple[str, ...]) -> ShownFormula | None:
+    if formula is None or not formula.verified:
+        return None
+    try:
+        laws = fitted_law(formula, features, case.params, case.rows)
+        if laws is None:
+            return None
+        shown = [rounded(law, features, case.rows) for law in laws]
+    except Exception:  # noqa: BLE001 - a text the parser refuses, or sympy failing on it: no formula
+        return None
+    return ShownFormula(case.group, tuple(laws), tuple(str(s) for s in shown), tuple(latex_of(s, features) for s in shown))
+
+
+def formulas_of_records(records: list, task) -> dict[int, ShownFormula | None]:
+    """Shown formulas of stored programs by id (one trace per distinct program and group)."""
+    cases = [stored_case(r, task) for r in records]
+    return {r.id: f for r, f in zip(records, shown_formulas(cases, task))}
