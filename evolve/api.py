@@ -207,14 +207,15 @@ class Law:
         per row): (low, high), each shaped as `predict` returns.
 
         Method (evolve.intervals has the details): around the prediction of the law fitted
-        on all the group's train rows, a half-width q·d(x). d(x) = sqrt(spread² + noise²):
-        the spread of `resamples` bootstrap refits (rows drawn with replacement) at x, which
-        grows as x leaves the data, and the fit's residual standard deviation (n − p degrees
-        of freedom). q is calibrated on train alone by split conformal over the task's
-        validation folds: each fold fits on the smaller rows and predicts the held-out rows
-        that extend the scale, d is computed there the same way, and q is the
-        ⌈(m+1)·level⌉-th smallest of the m scores |y − ŷ|/d (per target, pooled over groups
-        and folds). Test rows are never read.
+        on all the group's train rows, a half-width q·d(x). d(x) = sqrt(spread² + s²/n): the
+        spread of `resamples` bootstrap refits (rows drawn with replacement) at x, which
+        grows as x leaves the data, floored by the standard error s/√n of the fit's level
+        (s: residual standard deviation over n − p degrees of freedom, n rows). q is
+        calibrated on train alone by split conformal over the task's validation folds:
+        each fold fits on the smaller rows and predicts the held-out rows that extend the
+        scale, d is computed there the same way, and q is the ⌈(m+1)·level⌉-th smallest of
+        the m scores |y − ŷ|/d (per target, pooled over groups and folds). Test rows are
+        never read.
         Assumptions: new points are exchangeable with the held-out validation rows in units
         of d (they may go further out; d then widens with the bootstrap spread, but an
         extrapolation far beyond what validation tried is not covered by the calibration);

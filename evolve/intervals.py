@@ -7,9 +7,14 @@ The method, and why:
   range of R) and how far the data stray from any fit (noise and misspecification).
 - The first is measured by refitting on bootstrap resamples of R (pairs bootstrap: rows
   drawn with replacement, so a resample may lack the largest rows and extrapolates further,
-  as it should) and taking the spread of their predictions at P. The second by the fit's
-  own residual scale on R (root of the residual sum of squares over n − p degrees of
-  freedom). Together: a scale d(P) = sqrt(spread² + noise²).
+  as it should) and taking the spread of their predictions at P. The scale of a point is
+  d(P) = sqrt(spread² + s²/n), with s the fit's residual standard deviation on R (n − p
+  degrees of freedom) and n = |R|: s²/n, the standard error of the fit's level, is a floor
+  for laws the bootstrap cannot move (fixed coefficients, a resample-proof fit).
+  Why not spread² + s² (the textbook prediction variance): the calibration below fits on
+  fewer rows than the final law. Both terms of d shrink as rows are added, as the error of
+  an extrapolation does; a noise term s² that does not would carry the larger errors of the
+  smaller validation fits over to the final law unchanged.
 - How many scales d wide the interval must be is not assumed (no normal quantile): it is
   calibrated where the answer is known without touching test, on the task's validation
   folds. Each fold fits on the smaller rows of train and predicts the held-out rows that
@@ -55,9 +60,10 @@ class Fitted:
     center: np.ndarray  # (n, targets) prediction of the fit on all the rows
     spread: np.ndarray  # (n, targets) standard deviation of the bootstrap refits' predictions
     noise: np.ndarray  # (targets,) the fit's residual scale on its own rows
+    n_fit: int  # rows the fit had
 
     def scale(self) -> np.ndarray:
-        d = np.sqrt(self.spread**2 + self.noise[None, :] ** 2)
+        d = np.sqrt(self.spread**2 + self.noise[None, :] ** 2 / max(1, self.n_fit))
         floor = 1e-12 * np.maximum(np.abs(self.center), 1e-300)  # an exact fit: never divide by zero
         return np.maximum(d, floor)
 
@@ -92,7 +98,7 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
         boots = [np.asarray(r[0][g], dtype=float).reshape(len(P), n_targets) for r in results[1:] if r is not None and g in r[0]]
         spread = np.std(np.stack(boots), axis=0, ddof=1) if len(boots) >= MIN_RESAMPLES else np.zeros((len(P), n_targets))
         n_params = len(params.get(g) or []) / max(1, n_targets)
-        fitted[g] = Fitted(both[: len(P)], spread, noise_scale(both[len(P):], y.reshape(len(X), n_targets), n_params))
+        fitted[g] = Fitted(both[: len(P)], spread, noise_scale(both[len(P):], y.reshape(len(X), n_targets), n_params), len(X))
     return fitted
 
 

@@ -454,15 +454,29 @@ def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
     for which the whole still computes its values on the rows to DISPLAY_RTOL; a number the
     law is sensitive to (an exponent inside exp) keeps more. Rounding for reading only."""
     sympy = _sympy()
-    full = values_on(expression, features, rows)
-    current = expression
-    for number in sorted(expression.atoms(sympy.Float), key=lambda f: -abs(float(f))):
-        for digits in DISPLAY_DIGITS:
-            trial = current.xreplace({number: sympy.Float(f"{float(number):.{digits}g}", digits)})
-            try:
-                if same_values(full, values_on(trial, features, rows), DISPLAY_RTOL):
-                    current = trial
+    numbers = sorted(expression.atoms(sympy.Float), key=lambda f: -abs(float(f)))
+    if not numbers:
+        return tidy(expression)
+    slots = [sympy.Dummy() for _ in numbers]
+    with np.errstate(all="ignore"):
+        function = sympy.lambdify(feature_symbols(features) + slots, expression.xreplace(dict(zip(numbers, slots))), "numpy")
+
+        def values(constants: list[float]) -> np.ndarray:
+            return np.broadcast_to(np.asarray(function(*rows.T, *constants), dtype=float), (len(rows),))
+
+        full = values([float(n) for n in numbers])
+        shown = [float(n) for n in numbers]
+        texts = [str(float(n)) for n in numbers]
+        for k, number in enumerate(numbers):
+            for digits in DISPLAY_DIGITS:
+                trial = shown.copy()
+                trial[k] = float(f"{float(number):.{digits}g}")
+                try:
+                    agrees = same_values(full, values(trial), DISPLAY_RTOL)
+                except Exception:  # noqa: BLE001 - keep the number as it is
                     break
-            except Exception:  # noqa: BLE001 - keep the number as it is
-                break
-    return tidy(current)
+                if agrees:
+                    shown, texts[k] = trial, f"{float(number):.{digits}g}"
+                    break
+    return tidy(expression.xreplace({n: sympy.Float(t, max(1, len(t.lstrip("-").replace(".", "").split("e")[0].lstrip("0")) or 1))
+                                     for n, t in zip(numbers, texts)}))
