@@ -290,11 +290,16 @@ class Law:
 
     def export(self, path: str | Path) -> Path:
         """A standalone program file: numpy and scipy only, no evolve import (the fitting
-        helpers the law uses are copied in), with this law's fitted parameters in a header."""
+        helpers the law uses are copied in), with this law's fitted parameters and its
+        formula (as `formula` shows it, for the first group) in a header."""
         from evolve.report.export import standalone_program
 
         path = Path(path)
-        path.write_text(standalone_program(self.record, self.task, self.params or None))
+        try:
+            formula = self.formula(sorted(self.params)[0] if self.params else self.groups[0])
+        except LawError:
+            formula = None  # the file stands without it
+        path.write_text(standalone_program(self.record, self.task, self.params or None, formula=formula))
         return path
 
     def optimal(self, compute: float, group: str, points: int = 241) -> dict[str, float]:
