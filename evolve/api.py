@@ -93,10 +93,20 @@ class Run:
     records: list[ProgramRecord]
     scorer_settings: dict
 
-    def programs(self):
-        """Every program as a pandas DataFrame (failures included), in id order."""
+    def programs(self, formulas: bool = False):
+        """Every program as a pandas DataFrame (failures included), in id order.
+
+        `formula` is the shown formula (as `archive show` and the report show it: first group,
+        fitted constants in, checked, rounded) when `formulas=True`, which traces every
+        program in the sandbox (seconds per program); else None. `description` is what the
+        proposer said the law is (the offline grammar's own one-line form), unchecked."""
         import pandas as pd
 
+        shown = {}
+        if formulas:
+            from evolve.report.formula import formulas_of_records
+
+            shown = formulas_of_records([r for r in self.records if r.ok], self.task)
         rows = []
         for r in self.records:
             rows.append({
@@ -105,7 +115,8 @@ class Run:
                 "n_params": r.n_params, "val_r2": r.validation.metrics.r2 if r.ok else None,
                 "test_r2": r.test.metrics.r2 if r.test is not None and r.test.ok else None,
                 "complexity": r.complexity, "explanation": r.explanation,
-                "formula": r.extra.get("law"), "key": code_key(r.code),
+                "formula": "; ".join(shown[r.id].text) if shown.get(r.id) else None,
+                "description": r.extra.get("law"), "key": code_key(r.code),
             })
         return pd.DataFrame(rows)
 
@@ -194,13 +205,24 @@ class Law:
         params = {g: np.asarray(p, dtype=float) for g, p in self._run(jobs).params.items() if p is not None}
         return dataclasses.replace(self, params=params)
 
-    def predict(self, X, group: str) -> np.ndarray:
+    def predict(self, X, group) -> np.ndarray:
         """Predictions for rows X (array of shape (n, features) or a DataFrame with the
-        feature columns) of `group`, the law fitted on the group's train rows: (n,) or
-        (n, targets)."""
+        feature columns) of `group` (a name, or one name per row), the law fitted on each
+        group's train rows: (n,) or (n, targets)."""
         X = self._as_matrix(X)
-        X_fit, y_fit = self._group_rows(group)
-        return self._shape(self._run([GroupJob(group, X_fit, y_fit, X)]).predictions[group])
+        names = self._row_groups(group, len(X))
+        jobs = [GroupJob(g, *self._group_rows(g), X[names == g]) for g in sorted(set(names.tolist()))]
+        predictions = self._run(jobs).predictions
+        out = np.empty((len(X), len(self.task.targets)))
+        for job in jobs:
+            out[names == job.group] = np.asarray(predictions[job.group], dtype=float).reshape(len(job.X_predict), -1)
+        return self._shape(out)
+
+    def _row_groups(self, group, n: int) -> np.ndarray:
+        names = np.array([group] * n, dtype=object) if isinstance(group, str) else np.asarray(group, dtype=object)
+        if names.shape != (n,):
+            raise LawError(f"group must be one name or one name per row ({n} rows)")
+        return names
 
     def interval(self, X, group, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
         """A prediction interval at `level` for rows X of `group` (a group name, or one name
@@ -226,9 +248,7 @@ class Law:
         if not 0 < level < 1:
             raise LawError("level must be between 0 and 1")
         X = self._as_matrix(X)
-        names = np.array([group] * len(X), dtype=object) if isinstance(group, str) else np.asarray(group, dtype=object)
-        if names.shape != (len(X),):
-            raise LawError(f"group must be one name or one name per row ({len(X)} rows)")
+        names = self._row_groups(group, len(X))
         problems = {g: (*self._group_rows(g), X[names == g]) for g in sorted(set(names.tolist()))}
         n_targets = len(self.task.targets)
         fitted = fit_many(problems, self._batch, resamples, n_targets, self.scorer_config.workers)
@@ -306,14 +326,15 @@ class Law:
         """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve
         with the lowest predicted loss (first target). Applies to laws whose task has a
         model-size and a data feature (by name: params/N/model_size, tokens/D/data);
-        other features are held at the group's largest train values."""
+        other features are held at their values in the group's largest train run (by N·D),
+        as in the report's iso-loss plot."""
         n_index, d_index = size_and_data_features(self.task.features)
         if not compute > 0:
             raise LawError("compute must be positive")
         X_fit = self._group_rows(group)[0]
         n_low, n_high = X_fit[:, n_index].min() / 100, X_fit[:, n_index].max() * 100
         grid_n = np.geomspace(max(n_low, 1.0), n_high, points)
-        X = np.tile(X_fit[np.argmax(X_fit[:, n_index])], (points, 1))
+        X = np.tile(X_fit[np.argmax(X_fit[:, n_index] * X_fit[:, d_index])], (points, 1))
         X[:, n_index], X[:, d_index] = grid_n, compute / (6 * grid_n)
         predicted = np.atleast_2d(self.predict(X, group).reshape(points, -1))[:, 0]
         finite = np.isfinite(predicted)

@@ -118,6 +118,16 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
     small, large = law.optimal(compute=1e20, group=group), law.optimal(compute=1e22, group=group)
     assert small["N"] * small["D"] * 6 == pytest.approx(1e20, rel=1e-6)
     assert large["loss"] <= small["loss"]
+    from evolve.report.law_plots import plot_allocation
+    from evolve.report.law_view import allocation
+
+    shown = allocation(law, group)  # what the report draws: iso-loss over (N, D), optimal points on their compute lines
+    assert shown.loss.shape == (len(shown.D), len(shown.N)) and np.isfinite(shown.loss).any()
+    for point in shown.optimal:
+        assert 6 * point["N"] * point["D"] == pytest.approx(point["compute"], rel=1e-6)
+        assert point["loss"] == pytest.approx(float(law.predict(np.array([[*(
+            point["N"] if f == "params" else point["D"] if f == "tokens" else shown.held[f] for f in run.task.features)]]), group)), rel=1e-6)
+    assert plot_allocation(shown, "loss") is not None
 
 
 def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):

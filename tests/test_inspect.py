@@ -180,7 +180,7 @@ def test_list_csv_export(capsys, built_run, tmp_path):
 # ---------------------------------------------------------------- show / diff / lineage
 
 
-def computes_the_program(text: str, code: str, task, group: str, params) -> bool:
+def computes_the_program(text: str, code: str, task, group: str, params, target: int = 0) -> bool:
     """A shown formula (`target = expression`, numbers rounded for reading) evaluated on the
     group's train rows gives what the program itself computes there with those parameters."""
     expression = text.split(" = ", 1)[1] if " = " in text else text
@@ -190,7 +190,7 @@ def computes_the_program(text: str, code: str, task, group: str, params) -> bool
     namespace: dict = {}
     exec(compile(code, "<program>", "exec"), namespace)  # the tests' own programs and offline ones: trusted here
     program = np.asarray(namespace["scaling_law_func"](rows, np.asarray(params, dtype=float)), dtype=float).reshape(len(rows), -1)
-    return bool(np.allclose(shown, program[:, 0], rtol=1e-3))
+    return bool(np.allclose(shown, program[:, target], rtol=1e-3))
 
 
 def shown_lines(out: str, target: str) -> list[str]:

@@ -71,10 +71,16 @@ def shown_formulas(cases: list[FormulaCase | None], task) -> list[ShownFormula |
     sandboxed child traces them all."""
     from evolve.scoring.formula_jobs import formulas_isolated
 
-    real = [c for c in cases if c is not None]
+    distinct = {key(c): c for c in cases if c is not None}  # copies of a program (migrants) are traced once
+    real = list(distinct.values())
     jobs = [FormulaJob(c.code, task.features, len(task.targets), len(c.params), c.params, check_rows(c.rows).tolist()) for c in real]
-    traced = dict(zip(map(id, real), formulas_isolated(jobs))) if jobs else {}
-    return [None if c is None else finish(traced.get(id(c)), c, task.features) for c in cases]
+    traced = dict(zip((key(c) for c in real), formulas_isolated(jobs))) if jobs else {}
+    done = {k: finish(traced.get(k), c, task.features) for k, c in distinct.items()}
+    return [None if c is None else done[key(c)] for c in cases]
+
+
+def key(case: FormulaCase) -> tuple:
+    return case.code, case.group, tuple(case.params)
 
 
 def finish(formula, case: FormulaCase, features: tuple[str, ...]) -> ShownFormula | None:
