@@ -291,7 +291,7 @@ class Law:
             self._group_rows(group)  # an unknown group is named as such
             raise LawError(f"no numeric fitted parameters for group {group!r}")
         case = FormulaCase(self.code, group, law.params[group].tolist(), self._group_rows(group)[0])
-        shown = shown_formulas([case], self.task)[0]
+        shown = shown_formulas([case], self.task, self.scorer_config)[0]
         if shown is None:
             raise LawError(f"program {self.record.id}: its formula could not be recovered and checked")
         return shown

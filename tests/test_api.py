@@ -125,8 +125,8 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
     assert shown.loss.shape == (len(shown.D), len(shown.N)) and np.isfinite(shown.loss).any()
     for point in shown.optimal:
         assert 6 * point["N"] * point["D"] == pytest.approx(point["compute"], rel=1e-6)
-        assert point["loss"] == pytest.approx(float(law.predict(np.array([[*(
-            point["N"] if f == "params" else point["D"] if f == "tokens" else shown.held[f] for f in run.task.features)]]), group)), rel=1e-6)
+        row = [point["N"] if f == "params" else point["D"] if f == "tokens" else shown.held[f] for f in run.task.features]
+        assert point["loss"] == pytest.approx(float(np.ravel(law.predict(np.array([row]), group))[0]), rel=1e-6)
     assert plot_allocation(shown, "loss") is not None
 
 

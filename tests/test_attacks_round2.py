@@ -404,7 +404,6 @@ def test_06e_escapes_stored_in_the_archive_do_not_reach_the_terminal_through_sho
     assert not bad, f"archive show prints raw control bytes {sorted(set(bad))[:8]}"
 
 
-@pytest.mark.xfail(strict=True, reason="open in issue 14: formula extraction is not yet cross-checked against the scorer's own predictions")
 def test_06f_a_program_that_detects_extraction_gets_no_checked_formula(hostile_run):
     """The liar scores as an honest mean, but answers 1234.5 under extraction (symbolic input
     or the checker's module name); the checker confirms it against the same lie."""

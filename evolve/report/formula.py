@@ -2,7 +2,9 @@
 
 What is shown for a program is its law for one group with that group's fitted constants
 in: traced from the code in the sandbox (evolve.scoring.formula_jobs) and checked there
-against the program itself on a spread of the group's rows; then, here, with the numerical
+against the program itself on a spread of the group's rows; then against the scorer's own
+predictions on all of them (the program fitted there as for the stored parameters: a
+program that behaves otherwise when traced is caught); and, here, with the numerical
 guards that never bind on the group's rows dropped (checked to compute the same values on
 every row), and its numbers rounded for reading to the fewest digits that still give the
 full formula's values to 1e-4 (the full-precision expression is what `Law.sympy` returns).
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evolve.symbolic import CHECK_ROWS, FormulaJob, fitted_law, latex_of, rounded
+from evolve.symbolic import CHECK_ROWS, DISPLAY_RTOL, FormulaJob, fitted_law, latex_of, rounded, same_values, values_on
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,10 @@ def stored_case(record, task) -> FormulaCase | None:
     return None
 
 
-def shown_formulas(cases: list[FormulaCase | None], task) -> list[ShownFormula | None]:
+def shown_formulas(cases: list[FormulaCase | None], task, scorer_config=None) -> list[ShownFormula | None]:
     """The shown formula of each case (None where it cannot be recovered and checked); one
-    sandboxed child traces them all."""
+    sandboxed child traces them all, then each is checked against the scorer's own
+    predictions of the program (a program that behaves otherwise under tracing is caught)."""
     from evolve.scoring.formula_jobs import formulas_isolated
 
     distinct = {key(c): c for c in cases if c is not None}  # copies of a program (migrants) are traced once
@@ -76,7 +79,29 @@ def shown_formulas(cases: list[FormulaCase | None], task) -> list[ShownFormula |
     jobs = [FormulaJob(c.code, task.features, len(task.targets), len(c.params), c.params, check_rows(c.rows).tolist()) for c in real]
     traced = dict(zip((key(c) for c in real), formulas_isolated(jobs))) if jobs else {}
     done = {k: finish(traced.get(k), c, task.features) for k, c in distinct.items()}
+    for k, c in distinct.items():
+        if done[k] is not None and not agrees_with_scorer(done[k], c, task, scorer_config):
+            done[k] = None
     return [None if c is None else done[key(c)] for c in cases]
+
+
+def agrees_with_scorer(shown: ShownFormula, case: FormulaCase, task, scorer_config=None) -> bool:
+    """The full-precision formula against what the sandboxed scorer predicts for the group's
+    rows, the program fitted on them as for the stored parameters (to 1e-4)."""
+    from evolve.api import shared_scorer
+    from evolve.config import ScorerConfig
+    from evolve.scoring.in_sandbox import GroupJob
+    from evolve.status import Status
+
+    y = task.train.y[task.train.groups == case.group]
+    try:
+        report = shared_scorer(scorer_config or ScorerConfig(workers=2)).run(case.code, [GroupJob(case.group, case.rows, y, case.rows)], task)
+    except Exception:  # noqa: BLE001 - no check, no formula
+        return False
+    if report.status != Status.OK or case.group not in report.predictions:
+        return False
+    expected = np.asarray(report.predictions[case.group], dtype=float).reshape(len(case.rows), -1)
+    return all(same_values(values_on(e, task.features, case.rows), expected[:, k], DISPLAY_RTOL) for k, e in enumerate(shown.expressions))
 
 
 def key(case: FormulaCase) -> tuple:
@@ -96,7 +121,7 @@ def finish(formula, case: FormulaCase, features: tuple[str, ...]) -> ShownFormul
     return ShownFormula(case.group, tuple(laws), tuple(str(s) for s in shown), tuple(latex_of(s, features) for s in shown))
 
 
-def formulas_of_records(records: list, task) -> dict[int, ShownFormula | None]:
+def formulas_of_records(records: list, task, scorer_config=None) -> dict[int, ShownFormula | None]:
     """Shown formulas of stored programs by id (one trace per distinct program and group)."""
     cases = [stored_case(r, task) for r in records]
-    return {r.id: f for r, f in zip(records, shown_formulas(cases, task))}
+    return {r.id: f for r, f in zip(records, shown_formulas(cases, task, scorer_config))}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from evolve.records import ProgramRecord
-from evolve.report.analysis import distinct_best, failure_counts, front_test_r2, pareto_front, score_best
+from evolve.report.analysis import distinct_best, failure_counts, front_test_r2, pareto_front, report_scorer_config, score_best
 from evolve.report.law_plots import plot_allocation, plot_extrapolation, plot_pareto_front
 from evolve.report.plots import (
     formula_image,
@@ -87,7 +87,7 @@ def gather(run: Path, run_code: bool) -> Report:
     if run_code and best is not None:
         from evolve.report.formula import formulas_of_records
 
-        report.formulas = formulas_of_records(unique_by_id([best, *report.front, *report.top]), task)
+        report.formulas = formulas_of_records(unique_by_id([best, *report.front, *report.top]), task, report_scorer_config(settings))
         report.fits, report.fit_note = score_best(best, task, settings)
         ask_the_law(report, best, task, settings)
     elif not run_code:
@@ -99,12 +99,10 @@ def gather(run: Path, run_code: bool) -> Report:
 def ask_the_law(report: Report, best: ProgramRecord, task, settings: dict) -> None:
     """The best law's extrapolation band and, for laws in size and data, its allocation."""
     from evolve.api import Law, LawError
-    from evolve.config import ScorerConfig
     from evolve.report.law_view import law_views
 
-    config = ScorerConfig(workers=2, timeout_s=float(settings.get("timeout_s", 60.0)), memory_mb=int(settings.get("memory_mb", 4096)))
     try:
-        law = Law(best, task, config).fit()
+        law = Law(best, task, report_scorer_config(settings)).fit()
         report.curves, report.curve_note, report.allocation, report.allocation_note = law_views(law)
     except LawError as exc:
         report.curve_note = report.allocation_note = f"the law could not be refitted: {exc}"
