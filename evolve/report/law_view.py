@@ -15,7 +15,7 @@ import numpy as np
 from evolve.api import Law, LawError, size_and_data_features
 
 BAND_LEVEL = 0.9
-BAND_RESAMPLES = 20  # bootstrap refits per interval in the report (the API's default is 30)
+BAND_RESAMPLES = 12  # bootstrap refits per interval in the report (the API default is 30): a report stays quick
 MAX_BAND_GROUPS = 4
 GRID_POINTS = 60
 BEYOND = 0.5  # how far past the data the curve goes: half the data's span (in log space for scales)
