@@ -146,6 +146,7 @@ class Law:
     trusted: bool = False
     params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # interval calibration by resamples
+    _formulas: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # shown formula by group
 
     @property
     def code(self) -> str:
@@ -291,7 +292,10 @@ class Law:
             self._group_rows(group)  # an unknown group is named as such
             raise LawError(f"no numeric fitted parameters for group {group!r}")
         case = FormulaCase(self.code, group, law.params[group].tolist(), self._group_rows(group)[0])
-        shown = shown_formulas([case], self.task, self.scorer_config)[0]
+        cache_key = (group, tuple(case.params))
+        if cache_key not in self._formulas:  # sympy, latex and export ask for the same one: trace once
+            self._formulas[cache_key] = shown_formulas([case], self.task, self.scorer_config)[0]
+        shown = self._formulas[cache_key]
         if shown is None:
             raise LawError(f"program {self.record.id}: its formula could not be recovered and checked")
         return shown
