@@ -27,6 +27,7 @@ class FormulaCase:
     group: str
     params: list[float]
     rows: np.ndarray  # the group's train feature rows
+    fit_split: str = "test"  # where the constants were fitted: "test" (all train rows) or "validation" (without the held-out rows)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def stored_case(record, task) -> FormulaCase | None:
     for group, params in sorted(evaluation.params.items()):
         rows = task.train.X[task.train.groups == group]
         if params is not None and len(rows):
-            return FormulaCase(record.code, group, [float(v) for v in params], rows)
+            return FormulaCase(record.code, group, [float(v) for v in params], rows, evaluation.split)
     return None
 
 
@@ -93,9 +94,11 @@ def agrees_with_scorer(shown: ShownFormula, case: FormulaCase, task, scorer_conf
     from evolve.scoring.in_sandbox import GroupJob
     from evolve.status import Status
 
-    y = task.train.y[task.train.groups == case.group]
+    fit_rows = task.fit_and_score_rows(case.fit_split)[0] if case.fit_split == "validation" else task.train
+    mask = fit_rows.groups == case.group
     try:
-        report = shared_scorer(scorer_config or ScorerConfig(workers=2)).run(case.code, [GroupJob(case.group, case.rows, y, case.rows)], task)
+        job = GroupJob(case.group, fit_rows.X[mask], fit_rows.y[mask], case.rows)
+        report = shared_scorer(scorer_config or ScorerConfig(workers=2)).run(case.code, [job], task)
     except Exception:  # noqa: BLE001 - no check, no formula
         return False
     if report.status != Status.OK or case.group not in report.predictions:
