@@ -15,9 +15,7 @@ yourself). Nothing here writes to a run's archive.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,34 +27,12 @@ from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
 from evolve.scoring.in_sandbox import GroupJob, RunReport
-from evolve.scoring.scorer import Scorer
+from evolve.warm_scorer import close_scorers, shared_scorer  # noqa: F401 - part of the API
 from evolve.status import Status
 from evolve.store.rundir import open_read_only, run_task
 from evolve.tasks import Task
 
 BOOTSTRAP_RESAMPLES = 30
-_SCORERS: dict[ScorerConfig, Scorer] = {}
-_SCORERS_LOCK = threading.Lock()
-
-
-def shared_scorer(config: ScorerConfig) -> Scorer:
-    """One warm sandbox per setting for the whole session: a notebook that predicts a
-    hundred times starts the workers once. Closed when the interpreter exits."""
-    with _SCORERS_LOCK:
-        if config not in _SCORERS:
-            if not _SCORERS:
-                atexit.register(close_scorers)
-            _SCORERS[config] = Scorer(config)
-        return _SCORERS[config]
-
-
-def close_scorers() -> None:
-    with _SCORERS_LOCK:
-        for scorer in _SCORERS.values():
-            scorer.close()
-        _SCORERS.clear()
-
-
 class LawError(ValueError):
     """A law that cannot do what was asked (it failed, or the question does not apply)."""
 

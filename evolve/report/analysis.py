@@ -99,7 +99,7 @@ def report_scorer_config(scorer_settings: dict):
 
 def score_best(record: ProgramRecord, task, scorer_settings: dict) -> tuple[dict[str, SplitFit], str]:
     """The best law's fits on train, validation and test, run in the sandbox; and a note on failures."""
-    from evolve.api import shared_scorer
+    from evolve.warm_scorer import shared_scorer
 
     fits, notes = {}, []
     try:
@@ -125,7 +125,7 @@ def front_test_r2(front: list[ProgramRecord], task, scorer_settings: dict | None
     missing = [r for r in front if r.test is None]
     if scorer_settings is None or not missing:
         return found
-    from evolve.api import shared_scorer
+    from evolve.warm_scorer import shared_scorer
 
     try:
         scorer = shared_scorer(report_scorer_config(scorer_settings))

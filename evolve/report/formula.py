@@ -89,7 +89,7 @@ def shown_formulas(cases: list[FormulaCase | None], task, scorer_config=None) ->
 def agrees_with_scorer(shown: ShownFormula, case: FormulaCase, task, scorer_config=None) -> bool:
     """The full-precision formula against what the sandboxed scorer predicts for the group's
     rows, the program fitted on them as for the stored parameters (to 1e-4)."""
-    from evolve.api import shared_scorer
+    from evolve.warm_scorer import shared_scorer
     from evolve.config import ScorerConfig
     from evolve.scoring.in_sandbox import GroupJob
     from evolve.status import Status
