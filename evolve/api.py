@@ -15,47 +15,24 @@ yourself). Nothing here writes to a run's archive.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
+from evolve.intervals import calibration_scores, conformal_multiplier, fit_many, held_out_fits
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
 from evolve.scoring.in_sandbox import GroupJob, RunReport
-from evolve.scoring.scorer import Scorer
+from evolve.warm_scorer import close_scorers, shared_scorer  # noqa: F401 - part of the API
 from evolve.status import Status
 from evolve.store.rundir import open_read_only, run_task
 from evolve.tasks import Task
 
-BOOTSTRAP_RESAMPLES = 40
-_SCORERS: dict[ScorerConfig, Scorer] = {}
-_SCORERS_LOCK = threading.Lock()
-
-
-def shared_scorer(config: ScorerConfig) -> Scorer:
-    """One warm sandbox per setting for the whole session: a notebook that predicts a
-    hundred times starts the workers once. Closed when the interpreter exits."""
-    with _SCORERS_LOCK:
-        if config not in _SCORERS:
-            if not _SCORERS:
-                atexit.register(close_scorers)
-            _SCORERS[config] = Scorer(config)
-        return _SCORERS[config]
-
-
-def close_scorers() -> None:
-    with _SCORERS_LOCK:
-        for scorer in _SCORERS.values():
-            scorer.close()
-        _SCORERS.clear()
-
-
+BOOTSTRAP_RESAMPLES = 30
 class LawError(ValueError):
     """A law that cannot do what was asked (it failed, or the question does not apply)."""
 
@@ -92,10 +69,20 @@ class Run:
     records: list[ProgramRecord]
     scorer_settings: dict
 
-    def programs(self):
-        """Every program as a pandas DataFrame (failures included), in id order."""
+    def programs(self, formulas: bool = False):
+        """Every program as a pandas DataFrame (failures included), in id order.
+
+        `formula` is the shown formula (as `archive show` and the report show it: first group,
+        fitted constants in, checked, rounded) when `formulas=True`, which traces every
+        program in the sandbox (seconds per program); else None. `description` is what the
+        proposer said the law is (the offline grammar's own one-line form), unchecked."""
         import pandas as pd
 
+        shown = {}
+        if formulas:
+            from evolve.report.formula import formulas_of_records
+
+            shown = formulas_of_records([r for r in self.records if r.ok], self.task)
         rows = []
         for r in self.records:
             rows.append({
@@ -104,7 +91,8 @@ class Run:
                 "n_params": r.n_params, "val_r2": r.validation.metrics.r2 if r.ok else None,
                 "test_r2": r.test.metrics.r2 if r.test is not None and r.test.ok else None,
                 "complexity": r.complexity, "explanation": r.explanation,
-                "formula": r.extra.get("law"), "key": code_key(r.code),
+                "formula": "; ".join(shown[r.id].text) if shown.get(r.id) else None,
+                "description": r.extra.get("law"), "key": code_key(r.code),
             })
         return pd.DataFrame(rows)
 
@@ -120,7 +108,7 @@ class Run:
         found = [r for r in self.records if r.id == program_id]
         if not found:
             raise LawError(f"no program {program_id} in {self.path}")
-        return Law(found[0], self.task, ScorerConfig(workers=1, timeout_s=float(self.scorer_settings.get("timeout_s", 60.0)),
+        return Law(found[0], self.task, ScorerConfig(workers=2, timeout_s=float(self.scorer_settings.get("timeout_s", 60.0)),
                                                      memory_mb=int(self.scorer_settings.get("memory_mb", 4096))))
 
 
@@ -133,6 +121,8 @@ class Law:
     scorer_config: ScorerConfig = ScorerConfig(workers=1)
     trusted: bool = False
     params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # interval calibration by resamples
+    _formulas: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # shown formula by group
 
     @property
     def code(self) -> str:
@@ -192,113 +182,139 @@ class Law:
         params = {g: np.asarray(p, dtype=float) for g, p in self._run(jobs).params.items() if p is not None}
         return dataclasses.replace(self, params=params)
 
-    def predict(self, X, group: str) -> np.ndarray:
+    def predict(self, X, group) -> np.ndarray:
         """Predictions for rows X (array of shape (n, features) or a DataFrame with the
-        feature columns) of `group`, the law fitted on the group's train rows: (n,) or
-        (n, targets)."""
+        feature columns) of `group` (a name, or one name per row), the law fitted on each
+        group's train rows: (n,) or (n, targets)."""
         X = self._as_matrix(X)
-        X_fit, y_fit = self._group_rows(group)
-        return self._shape(self._run([GroupJob(group, X_fit, y_fit, X)]).predictions[group])
+        names = self._row_groups(group, len(X))
+        jobs = [GroupJob(g, *self._group_rows(g), X[names == g]) for g in sorted(set(names.tolist()))]
+        predictions = self._run(jobs).predictions
+        out = np.empty((len(X), len(self.task.targets)))
+        for job in jobs:
+            out[names == job.group] = np.asarray(predictions[job.group], dtype=float).reshape(len(job.X_predict), -1)
+        return self._shape(out)
 
-    def interval(self, X, group: str, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
-        """A prediction interval at `level` for rows X of `group`.
+    def _row_groups(self, group, n: int) -> np.ndarray:
+        names = np.array([group] * n, dtype=object) if isinstance(group, str) else np.asarray(group, dtype=object)
+        if names.shape != (n,):
+            raise LawError(f"group must be one name or one name per row ({n} rows)")
+        return names
 
-        Method: the law is refitted on `resamples` (40) bootstrap resamples of the group's train rows
-        (the spread of the fitted law, which grows as X leaves the data), and the error
-        the law makes when it extrapolates is added: the root mean square error on the
-        task's validation rows, where the law was fitted without its largest-scale rows.
-        The half-width is the two combined in quadrature, around the prediction of the
-        law fitted on all rows. Assumptions: rows are exchangeable within a group for the
-        bootstrap, and extrapolating beyond train errs about as much as extrapolating
-        from the fit rows to the validation rows did (it is larger when X goes further
-        out than validation did); a law that fails on a resample leaves it out."""
+    def interval(self, X, group, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+        """A prediction interval at `level` for rows X of `group` (a group name, or one name
+        per row): (low, high), each shaped as `predict` returns.
+
+        Method (evolve.intervals has the details): around the prediction of the law fitted
+        on all the group's train rows, a half-width q·d(x). d(x) = sqrt(spread² + s²/n): the
+        spread of `resamples` bootstrap refits (rows drawn with replacement) at x, which
+        grows as x leaves the data, floored by the standard error s/√n of the fit's level
+        (s: residual standard deviation over n − p degrees of freedom, n rows). q is
+        calibrated on train alone by split conformal over the task's validation folds:
+        each fold fits on the smaller rows and predicts the held-out rows that extend the
+        scale, d is computed there the same way, and q is the ⌈(m+1)·level⌉-th smallest of
+        the m scores |y − ŷ|/d (per target, pooled over groups and folds). Test rows are
+        never read.
+        Assumptions: new points are exchangeable with the held-out validation rows in units
+        of d (they may go further out; d then widens with the bootstrap spread, but an
+        extrapolation far beyond what validation tried is not covered by the calibration);
+        rows within a group are exchangeable for the bootstrap; refits the law fails on are
+        left out. With too few validation rows for the level the largest score is used;
+        with none, errors are assumed normal. The calibration is kept on this Law object, so
+        later calls cost only the group's own refits."""
         if not 0 < level < 1:
             raise LawError("level must be between 0 and 1")
         X = self._as_matrix(X)
-        X_fit, y_fit = self._group_rows(group)
-        rng = np.random.default_rng(0)
-        jobs = [GroupJob(group, X_fit, y_fit, X)]
-        for b in range(max(0, int(resamples))):
-            index = rng.integers(0, len(X_fit), len(X_fit))
-            jobs.append(GroupJob(f"{group}\x1fbootstrap{b:03d}", X_fit[index], y_fit[index], X))
-        validation_fit, validation_rows = self.task.validation_folds()[0]
-        vmask_fit, vmask = validation_fit.groups == group, validation_rows.groups == group
-        if vmask.any() and vmask_fit.any():
-            jobs.append(GroupJob(f"{group}\x1fvalidation", validation_fit.X[vmask_fit], validation_fit.y[vmask_fit], validation_rows.X[vmask]))
-        predictions = self._run_tolerant(jobs)
-        center = np.atleast_2d(np.asarray(predictions[group], dtype=float).reshape(len(X), -1))
-        boots = [np.asarray(v, dtype=float).reshape(len(X), -1) for k, v in predictions.items() if "\x1fbootstrap" in k]
-        z = _normal_quantile(0.5 + level / 2)
-        spread = np.std(np.stack(boots), axis=0) if len(boots) >= 5 else np.zeros_like(center)
-        sigma = np.zeros(center.shape[1])
-        if f"{group}\x1fvalidation" in predictions:
-            residual = np.asarray(predictions[f"{group}\x1fvalidation"], dtype=float).reshape(int(vmask.sum()), -1) - validation_rows.y[vmask]
-            sigma = np.sqrt(np.mean(residual**2, axis=0))
-        half = z * np.sqrt(spread**2 + sigma**2)
-        return self._shape(center - half), self._shape(center + half)
+        names = self._row_groups(group, len(X))
+        problems = {g: (*self._group_rows(g), X[names == g]) for g in sorted(set(names.tolist()))}
+        n_targets = len(self.task.targets)
+        fitted = fit_many(problems, self._batch, resamples, n_targets, self.scorer_config.workers)
+        missing = sorted(set(problems) - set(fitted))
+        if missing:
+            self._run([GroupJob(missing[0], *problems[missing[0]])])  # raises the program's own error
+        multiplier, _ = conformal_multiplier(calibration_scores(self._calibration(resamples), n_targets), level)
+        low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
+        for g, fit in fitted.items():
+            half = multiplier[None, :] * fit.scale()
+            low[names == g], high[names == g] = fit.center - half, fit.center + half
+        return self._shape(low), self._shape(high)
 
-    def _run_tolerant(self, jobs: list[GroupJob]) -> dict[str, np.ndarray]:
-        """Run resample jobs; a failure of the whole batch falls back to the plain fit."""
+    def calibration_scores(self, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
+        """The validation scores |y − ŷ|/d that calibrate `interval` (rows, targets)."""
+        return calibration_scores(self._calibration(resamples), len(self.task.targets))
+
+    def _calibration(self, resamples: int) -> list:
+        if resamples not in self._scores:
+            self._scores[resamples] = held_out_fits(self.task.validation_folds(), self._batch, resamples,
+                                                    len(self.task.targets), self.scorer_config.workers)
+        return self._scores[resamples]
+
+    def _batch(self, jobs: list[GroupJob]):
+        """Predictions and parameters of a batch of jobs, or None when the program fails on it."""
         try:
-            return self._run(jobs).predictions
+            report = self._run(jobs)
         except LawError:
-            return self._run(jobs[:1]).predictions
+            return None
+        return report.predictions, report.params
 
-    def sympy(self, group: str):
-        """The law as a sympy expression in the task's feature names with the group's fitted
-        constants in (a list for several targets); checked against the program's own
-        predictions on the group's rows, else a LawError."""
-        from evolve.scoring.formula_jobs import formulas_isolated
-        from evolve.symbolic import FormulaJob
-
-        import sympy
+    def formula(self, group: str):
+        """The law of `group` as shown everywhere (evolve.report.formula.ShownFormula): traced
+        from the code, fitted constants in, checked against the program on the group's rows,
+        idle guards dropped; `.expressions` keep every digit, `.text` / `.latex` are rounded."""
+        from evolve.report.formula import FormulaCase, shown_formulas
 
         law = self if group in self.params else self.fit()
         if group not in law.params:
+            self._group_rows(group)  # an unknown group is named as such
             raise LawError(f"no numeric fitted parameters for group {group!r}")
-        params = law.params[group]
-        rows = self._group_rows(group)[0][:8]
-        job = FormulaJob(self.code, self.task.features, len(self.task.targets), len(params), params.tolist(), rows.tolist())
-        formula = formulas_isolated([job])[0]
-        if formula is None or not formula.verified:
+        case = FormulaCase(self.code, group, law.params[group].tolist(), self._group_rows(group)[0])
+        cache_key = (group, tuple(case.params))
+        if cache_key not in self._formulas:  # sympy, latex and export ask for the same one: trace once
+            self._formulas[cache_key] = shown_formulas([case], self.task, self.scorer_config)[0]
+        shown = self._formulas[cache_key]
+        if shown is None:
             raise LawError(f"program {self.record.id}: its formula could not be recovered and checked")
-        symbols = {f"p{i}": sympy.Float(float(v), 15) for i, v in enumerate(params)}
-        features = {name: sympy.Symbol(name, positive=True) for name in self.task.features}
-        expressions = []
-        for text in formula.expressions:
-            expression = sympy.sympify(text, locals={**{s: sympy.Symbol(s) for s in symbols}, **{n: features[n] for n in features}})
-            expression = expression.subs({sympy.Symbol(k): v for k, v in symbols.items()})
-            expressions.append(drop_idle_guards(expression, [features[n] for n in self.task.features], self._group_rows(group)[0]))
+        return shown
+
+    def sympy(self, group: str):
+        """The law as a sympy expression in the task's feature names with the group's fitted
+        constants in, every digit kept (a list for several targets); checked against the
+        program's own predictions on the group's rows, else a LawError."""
+        expressions = list(self.formula(group).expressions)
         return expressions[0] if len(expressions) == 1 else expressions
 
     def latex(self, group: str):
-        import sympy
-
-        expression = self.sympy(group)
-        rounded = lambda e: sympy.latex(e.evalf(5))  # rounding for reading only; sympy() keeps every digit
-        return [rounded(e) for e in expression] if isinstance(expression, list) else rounded(expression)
+        """The shown formula as LaTeX (numbers rounded for reading only; a list for several targets)."""
+        latex = list(self.formula(group).latex)
+        return latex[0] if len(latex) == 1 else latex
 
     def export(self, path: str | Path) -> Path:
         """A standalone program file: numpy and scipy only, no evolve import (the fitting
-        helpers the law uses are copied in), with this law's fitted parameters in a header."""
+        helpers the law uses are copied in), with this law's fitted parameters and its
+        formula (as `formula` shows it, for the first group) in a header."""
         from evolve.report.export import standalone_program
 
         path = Path(path)
-        path.write_text(standalone_program(self.record, self.task, self.params or None))
+        try:
+            formula = self.formula(sorted(self.params)[0] if self.params else self.groups[0])
+        except LawError:
+            formula = None  # the file stands without it
+        path.write_text(standalone_program(self.record, self.task, self.params or None, formula=formula))
         return path
 
     def optimal(self, compute: float, group: str, points: int = 241) -> dict[str, float]:
         """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve
         with the lowest predicted loss (first target). Applies to laws whose task has a
         model-size and a data feature (by name: params/N/model_size, tokens/D/data);
-        other features are held at the group's largest train values."""
+        other features are held at their values in the group's largest train run (by N·D),
+        as in the report's iso-loss plot."""
         n_index, d_index = size_and_data_features(self.task.features)
         if not compute > 0:
             raise LawError("compute must be positive")
         X_fit = self._group_rows(group)[0]
         n_low, n_high = X_fit[:, n_index].min() / 100, X_fit[:, n_index].max() * 100
         grid_n = np.geomspace(max(n_low, 1.0), n_high, points)
-        X = np.tile(X_fit[np.argmax(X_fit[:, n_index])], (points, 1))
+        X = np.tile(X_fit[np.argmax(X_fit[:, n_index] * X_fit[:, d_index])], (points, 1))
         X[:, n_index], X[:, d_index] = grid_n, compute / (6 * grid_n)
         predicted = np.atleast_2d(self.predict(X, group).reshape(points, -1))[:, 0]
         finite = np.isfinite(predicted)
@@ -308,34 +324,6 @@ class Law:
         edge = best in (0, points - 1)
         return {"compute": float(compute), "N": float(grid_n[best]), "D": float(compute / (6 * grid_n[best])),
                 "loss": float(predicted[best]), "at_search_edge": bool(edge)}
-
-
-def drop_idle_guards(expression, symbols: list, rows: np.ndarray):
-    """`Max(tiny, e)` → `e` (and `Min(huge, e)` → `e`) where the guard never binds on the
-    group's own rows: the numerical safety nets programs add are noise to a reader. A guard
-    that binds on any row is kept, so the expression still computes what the program does."""
-    import sympy
-
-    def idle(guard, other, binds) -> bool:
-        try:
-            values = sympy.lambdify(symbols, other, "numpy")(*rows.T)
-            return bool(np.all(np.isfinite(values)) and np.all(binds(np.broadcast_to(values, (len(rows),)), float(guard))))
-        except Exception:  # noqa: BLE001 - keep the guard when it cannot be checked
-            return False
-
-    def simplify(node):
-        if isinstance(node, (sympy.Max, sympy.Min)) and len(node.args) == 2:
-            numbers = [a for a in node.args if a.is_Number]
-            if len(numbers) == 1:
-                other = next(a for a in node.args if a is not numbers[0])
-                binds = (lambda v, g: v > g) if isinstance(node, sympy.Max) else (lambda v, g: v < g)
-                if idle(numbers[0], other, binds):
-                    return simplify(other)
-        if node.args:
-            return node.func(*[simplify(a) for a in node.args])
-        return node
-
-    return simplify(expression)
 
 
 SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params", "model_params", "non_embedding_params", "non_embedding_param_size", "dense_parameter_count")
@@ -349,9 +337,3 @@ def size_and_data_features(features: tuple[str, ...]) -> tuple[int, int]:
     if n is None or d is None:
         raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); it does not apply to this task")
     return n, d
-
-
-def _normal_quantile(p: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(p))

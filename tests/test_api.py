@@ -50,8 +50,14 @@ def test_fit_predict_interval_and_formula_on_several_groups(sft_run):
     X = sft_run.task.test.X[sft_run.task.test.groups == group]
     predicted = law.predict(X, group)
     assert predicted.shape == (len(X),) and np.isfinite(predicted).all()
-    low, high = law.interval(X, group, level=0.9)
+    low, high = law.interval(X, group, level=0.9, resamples=6)
     assert (low <= predicted).all() and (predicted <= high).all()
+    narrow = law.interval(X, group, level=0.5, resamples=6)  # the calibration is kept: only the refits again
+    assert (narrow[0] >= low - 1e-12).all() and (narrow[1] <= high + 1e-12).all()
+    scores = law.calibration_scores(6)
+    assert scores.shape == (int(sum(len(h) for _, h in sft_run.task.validation_folds())), 1) and np.isfinite(scores).all()
+    per_row = law.interval(sft_run.task.test.X, sft_run.task.test.groups, level=0.9, resamples=6)  # one name per row
+    assert np.allclose(per_row[0][sft_run.task.test.groups == group], low)
     expression = law.sympy(group)
     symbols = [sympy.Symbol(f, positive=True) for f in sft_run.task.features]
     rows = sft_run.task.train.X[sft_run.task.train.groups == group]
@@ -71,8 +77,18 @@ def test_several_targets(mixture_run):
     assert predicted.shape == (len(X), len(mixture_run.task.targets))
     expressions = law.sympy(group)
     assert isinstance(expressions, list) and len(expressions) == len(mixture_run.task.targets)
-    low, high = law.interval(X, group)
+    low, high = law.interval(X, group, resamples=6)
     assert low.shape == predicted.shape and (high >= low).all()
+
+
+def test_conformal_multiplier_is_the_finite_sample_quantile():
+    from evolve.intervals import conformal_multiplier
+
+    scores = np.arange(1, 20, dtype=float).reshape(-1, 1)  # 19 scores: the 18th smallest at 90%
+    multiplier, enough = conformal_multiplier(scores, 0.9)
+    assert multiplier.tolist() == [18.0] and enough
+    multiplier, enough = conformal_multiplier(scores[:5], 0.9)  # too few for 90%: the largest, flagged
+    assert multiplier.tolist() == [5.0] and not enough
 
 
 def test_export_is_standalone(sft_run, tmp_path):
@@ -102,6 +118,16 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
     small, large = law.optimal(compute=1e20, group=group), law.optimal(compute=1e22, group=group)
     assert small["N"] * small["D"] * 6 == pytest.approx(1e20, rel=1e-6)
     assert large["loss"] <= small["loss"]
+    from evolve.report.law_plots import plot_allocation
+    from evolve.report.law_view import allocation
+
+    shown = allocation(law, group)  # what the report draws: iso-loss over (N, D), optimal points on their compute lines
+    assert shown.loss.shape == (len(shown.D), len(shown.N)) and np.isfinite(shown.loss).any()
+    for point in shown.optimal:
+        assert 6 * point["N"] * point["D"] == pytest.approx(point["compute"], rel=1e-6)
+        row = [point["N"] if f == "params" else point["D"] if f == "tokens" else shown.held[f] for f in run.task.features]
+        assert point["loss"] == pytest.approx(float(np.ravel(law.predict(np.array([row]), group))[0]), rel=1e-6)
+    assert plot_allocation(shown, "loss") is not None
 
 
 def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):

@@ -180,20 +180,50 @@ def test_list_csv_export(capsys, built_run, tmp_path):
 # ---------------------------------------------------------------- show / diff / lineage
 
 
+def computes_the_program(text: str, code: str, task, group: str, params, target: int = 0) -> bool:
+    """A shown formula (`target = expression`, numbers rounded for reading) evaluated on the
+    group's train rows gives what the program itself computes there with those parameters."""
+    expression = text.split(" = ", 1)[1] if " = " in text else text
+    symbols = [sympy.Symbol(f, positive=True) for f in task.features]
+    rows = task.train.X[task.train.groups == group]
+    shown = np.broadcast_to(sympy.lambdify(symbols, sympy.sympify(expression, locals={s.name: s for s in symbols}), "numpy")(*rows.T), (len(rows),))
+    namespace: dict = {}
+    exec(compile(code, "<program>", "exec"), namespace)  # the tests' own programs and offline ones: trusted here
+    program = np.asarray(namespace["scaling_law_func"](rows, np.asarray(params, dtype=float)), dtype=float).reshape(len(rows), -1)
+    return bool(np.allclose(shown, program[:, target], rtol=1e-3))
+
+
+def shown_lines(out: str, target: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if line.strip().startswith(f"{target} = ")]
+
+
 def test_show_has_code_metrics_params_and_formula(capsys, built_run):
     shown = cli_json(capsys, "archive", built_run, "show", "2")
     assert shown["code"] == PARALLEL_LAW and shown["parent_id"] == 1
     assert set(shown["test"]["params"]) == {"pile", "stack"}
     formula = shown["formula"]
-    assert formula["verified"]
-    num_params, parallel_size = sympy.symbols("num_params parallel_size", positive=True)
-    p0, p1, p2, p3 = sympy.symbols("p0 p1 p2 p3", real=True)
-    expected = p0 * (num_params / 10**9 * (p3 * sympy.log(parallel_size) + 1)) ** (-p1) + p2
-    got = sympy.sympify(formula["expressions"][0], locals={"num_params": num_params, "parallel_size": parallel_size, "p0": p0, "p1": p1, "p2": p2, "p3": p3})
-    point = {num_params: 2e9, parallel_size: 4, p0: 0.7, p1: 0.3, p2: 1.1, p3: 0.2}
-    assert float(got.subs(point)) == pytest.approx(float(expected.subs(point)), rel=1e-9)
+    assert formula["verified"] and formula["group"] == "pile"
+    task = load_task(TASK)
+    params = shown["test"]["params"]["pile"]
+    assert computes_the_program(formula["text"][0], PARALLEL_LAW, task, "pile", params)
+    assert computes_the_program(formula["expressions"][0], PARALLEL_LAW, task, "pile", params)
+    assert "p0" not in formula["text"][0]  # the constants are in
     code, out, _ = run_cli(capsys, "archive", built_run, "show", "2")
-    assert code == 0 and "formula" in out and "pile" in out and "scaling_law_func" in out
+    assert code == 0 and "law of group pile" in out and "scaling_law_func" in out
+    assert shown_lines(out, "loss") == [f"loss = {formula['text'][0]}"]
+
+
+def test_show_formula_of_an_offline_program_computes_the_program(capsys, real_run):
+    """Generated programs scale their inputs, guard logs and powers and derive variables:
+    the shown formula must still be the program's law, without guards that never bind."""
+    task = load_task(TASK)
+    for entry in cli_json(capsys, "archive", real_run, "list", "--top", "3"):
+        shown = cli_json(capsys, "archive", real_run, "show", str(entry["id"]))
+        formula = shown["formula"]
+        assert formula is not None, entry["id"]
+        params = (shown["test"] or shown["validation"])["params"][formula["group"]]
+        assert computes_the_program(formula["text"][0], shown["code"], task, formula["group"], params)
+        assert "1.0e-12" not in formula["text"][0]
 
 
 def test_unknown_program_and_not_a_run_are_one_line_errors(capsys, built_run, tmp_path):

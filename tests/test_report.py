@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import os
 import re
@@ -21,16 +22,19 @@ from evolve.records import ProgramRecord
 from evolve.report.analysis import pareto_front, split_fit
 from evolve.scoring.scorer import Evaluation, Scorer
 from evolve.tasks import load_task
+from evolve.report.export import params_source
+from evolve.store.rundir import open_read_only, run_task
 from tests.test_inspect import (
     TASK,
     cli_json,
+    computes_the_program,
     digest,
     make_built_run,
     make_real_run,
     run_cli,
 )
 
-SECTIONS = ("summary", "progress", "best-law", "fit", "pareto", "top", "grid", "lineage", "failures", "usage")
+SECTIONS = ("summary", "progress", "best-law", "fit", "extrapolation", "allocation", "pareto", "top", "grid", "lineage", "failures", "usage")
 IMAGE = re.compile(r'<img\b[^>]*\bsrc="([^"]*)"')
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "report_screenshot.py"
 
@@ -60,7 +64,8 @@ def test_report_has_every_section_and_decodable_plots(real_report):
     for section in SECTIONS:
         assert f'<section id="{section}">' in text
     alts = re.findall(r'<img alt="([^"]*)"', text)
-    for expected in ("best validation R² over iterations", "MAP-Elites grids", "Pareto front", "predicted against actual", "formula of the best law"):
+    for expected in ("best validation R² over iterations", "MAP-Elites grids", "Pareto front", "predicted against actual", "formula of the best law",
+                     "extrapolation with interval band"):
         assert expected in alts
     assert any(a.startswith("loss against") for a in alts)
     decoded = images(text)
@@ -80,8 +85,60 @@ def test_report_shows_the_best_law_and_its_formula(capsys, real_report, tmp_path
     best = cli_json(capsys, "archive", run, "list", "--top", "1")[0]
     assert f"#{best['id']}" in text
     assert f"{best['validation_r2']:.4f}" in text and f"{best['test_r2']:.4f}" in text
-    assert "checked against the program on data" in text  # the formula was recovered and verified
-    assert "LaTeX" in text and "p_{0}" in text
+    assert "checked against the program on the group's rows" in text  # the formula was recovered and verified
+    assert "LaTeX" in text and "p_{0}" not in text  # the fitted constants are in
+
+
+def shown_formulas(text: str) -> tuple[str, list[str]]:
+    """The group and the `target = formula` lines of the report's best law."""
+    group = html.unescape(re.search(r"The law of group <b>(.*?)</b>", text).group(1))
+    return group, [html.unescape(line) for line in re.findall(r'<div class="formula"><code>(.*?)</code></div>', text)]
+
+
+def test_report_formula_computes_the_program(real_report, tmp_path_factory):
+    _, text = real_report
+    run = make_real_run(tmp_path_factory)
+    with open_read_only(run) as archive:
+        task, best = run_task(archive), archive.programs(failed=False, order="r2")[0]
+    group, lines = shown_formulas(text)
+    assert len(lines) == 1 and lines[0].startswith("loss = ")
+    assert computes_the_program(lines[0], best.code, task, group, params_source(best)[1].params[group])
+
+
+def test_report_pareto_front_has_test_r2_for_every_point(real_report, tmp_path_factory):
+    _, text = real_report
+    run = make_real_run(tmp_path_factory)
+    with open_read_only(run) as archive:
+        front = pareto_front(archive.programs(order="id"))
+    table = text[text.index('<section id="pareto">'):text.index('<section id="top">')]
+    rows = re.findall(r"<tr><td>\d+</td><td>#(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>", table)
+    assert [int(r[0]) for r in rows] == [r.id for r in front]
+    assert all(re.fullmatch(r"-?\d+\.\d{4}", r[2]) for r in rows)  # a test R² for every point, none missing
+
+
+def test_report_extrapolates_with_a_band_and_says_where_allocation_does_not_apply(real_report):
+    _, text = real_report
+    section = text[text.index('<section id="extrapolation">'):text.index('<section id="allocation">')]
+    assert "extrapolation with interval band" in section and "2 of 2 groups shown" in section
+    allocation = text[text.index('<section id="allocation">'):text.index('<section id="pareto">')]
+    assert "Does not apply here" in allocation and "model-size and a data feature" in allocation
+
+
+def test_report_of_a_task_with_several_targets(tmp_path):
+    import evolve
+
+    run = evolve.run("domain_mixture_scaling_law", iterations=0, seed=0, run_dir=tmp_path / "mix", quiet=True, proposer="offline",
+                     archive={"islands": 1}, scorer={"workers": 2})
+    from evolve.report.html import write_report
+
+    text = write_report(run.path, tmp_path / "report.html").read_text()
+    group, lines = shown_formulas(text)
+    best = run.best.record
+    params = params_source(best)[1].params[group]
+    assert [line.split(" = ")[0] for line in lines] == list(run.task.targets)
+    for k, line in enumerate(lines):
+        assert computes_the_program(line, best.code, run.task, group, params, target=k)
+    assert "extrapolation with interval band" in text and len(images(text)) == len(re.findall(r"<img alt=", text))
 
 
 def test_report_without_running_code_shows_failures_and_tokens(capsys, tmp_path_factory, tmp_path):

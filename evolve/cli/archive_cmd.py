@@ -122,17 +122,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         task = run_task(archive) if not args.no_formula or args.json else None
     formula = None
     if not args.no_formula and task is not None:
-        from evolve.scoring.formula_jobs import formulas_for
+        from evolve.report.formula import formulas_of_records
 
-        formula = formulas_for([record], task).get(record.id)
+        formula = formulas_of_records([record], task).get(record.id)
     if args.json:
         print(strict_json({**record_details(record), "formula": formula.to_dict() if formula else None}))
         return 0
-    show_record(record, formula, args.no_formula)
+    show_record(record, formula, args.no_formula, task)
     return 0
 
 
-def show_record(record: ProgramRecord, formula, formula_skipped: bool) -> None:
+def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None) -> None:
     from evolve.report.export import params_source
 
     console = Console()
@@ -144,13 +144,15 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool) -> None:
     if v.node:
         console.print(f"scored on node {safe_text(v.node)}", markup=False, highlight=False)
     if record.explanation:
-        console.print(f"explanation: {safe_text(record.explanation)}", markup=False, highlight=False)
+        console.print(f"proposer's note: {safe_text(record.explanation)}", markup=False, highlight=False)
     if v.message:
         console.print(f"message: {safe_text(v.message)}", markup=False, highlight=False)
     if formula is not None:
-        console.print(f"formula{'' if formula.verified else ' (not checked on data)'}:", highlight=False)
-        for expression, latex in zip(formula.expressions, formula.latex):
-            console.print(f"  {safe_text(expression)}\n  LaTeX: {safe_text(latex)}", markup=False, highlight=False)
+        others = len(record.test.params if record.test is not None and record.test.params else record.validation.params) - 1
+        console.print(f"law of group {safe_text(formula.group)} with its fitted constants (checked against the program on the group's rows; numbers rounded for reading)"
+                      + (f"; the other {others} group(s) have their own constants, below:" if others > 0 else ":"), markup=False, highlight=False)
+        for line, latex in zip(formula.lines(task.targets if task is not None else ("y",) * len(formula.text)), formula.latex):
+            console.print(f"  {safe_text(line)}\n  LaTeX: {safe_text(latex)}", markup=False, highlight=False, soft_wrap=True)  # one line each: copyable
     elif record.ok:
         console.print("formula: skipped (--no-formula)" if formula_skipped else "formula: could not be recovered from the code", highlight=False)
     source, evaluation = params_source(record)

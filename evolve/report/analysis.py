@@ -89,27 +89,50 @@ def split_fit(task, split: str, evaluation) -> SplitFit | None:
     return SplitFit(split, rows.X[order], rows.y[order], predicted, rows.groups[order], evaluation.metrics.r2)
 
 
+def report_scorer_config(scorer_settings: dict):
+    """The one sandbox setting of a report (the run's limits, two workers): every fit the
+    report asks for shares one warm pool (api.shared_scorer)."""
+    from evolve.config import ScorerConfig
+
+    return ScorerConfig(workers=2, timeout_s=float(scorer_settings.get("timeout_s", 60.0)), memory_mb=int(scorer_settings.get("memory_mb", 4096)))
+
+
 def score_best(record: ProgramRecord, task, scorer_settings: dict) -> tuple[dict[str, SplitFit], str]:
     """The best law's fits on train, validation and test, run in the sandbox; and a note on failures."""
-    from evolve.config import ScorerConfig
-    from evolve.scoring.scorer import Scorer
+    from evolve.warm_scorer import shared_scorer
 
-    config = ScorerConfig(
-        workers=2,
-        timeout_s=float(scorer_settings.get("timeout_s", 60.0)),
-        memory_mb=int(scorer_settings.get("memory_mb", 4096)),
-    )
     fits, notes = {}, []
     try:
-        with Scorer(config) as scorer:
-            futures = {split: scorer.submit(record.code, task, split) for split in ("train", "validation", "test")}
-            for split, future in futures.items():
-                evaluation = future.result()
-                fit = split_fit(task, split, evaluation)
-                if fit is None:
-                    notes.append(f"{split}: {evaluation.status} {evaluation.message}".strip())
-                else:
-                    fits[split] = fit
+        scorer = shared_scorer(report_scorer_config(scorer_settings))
+        futures = {split: scorer.submit(record.code, task, split) for split in ("train", "validation", "test")}
+        for split, future in futures.items():
+            evaluation = future.result()
+            fit = split_fit(task, split, evaluation)
+            if fit is None:
+                notes.append(f"{split}: {evaluation.status} {evaluation.message}".strip())
+            else:
+                fits[split] = fit
     except Exception as exc:  # noqa: BLE001 - a report without fit plots beats no report
         notes.append(f"the sandbox could not run the law: {type(exc).__name__}: {exc}")
     return fits, "; ".join(notes)
+
+
+def front_test_r2(front: list[ProgramRecord], task, scorer_settings: dict | None) -> dict[int, float | None]:
+    """Test R² of every program on the Pareto front, for reporting: the stored one, else
+    (with `scorer_settings`, i.e. when the report may run code) scored now in the sandbox.
+    Nothing chose these programs by it."""
+    found = {r.id: (r.test.metrics.r2 if r.test is not None and r.test.ok else None) for r in front}
+    missing = [r for r in front if r.test is None]
+    if scorer_settings is None or not missing:
+        return found
+    from evolve.warm_scorer import shared_scorer
+
+    try:
+        scorer = shared_scorer(report_scorer_config(scorer_settings))
+        futures = {r.id: scorer.submit(r.code, task, "test") for r in missing}
+        for rid, future in futures.items():
+            evaluation = future.result()
+            found[rid] = evaluation.metrics.r2 if evaluation.ok else None
+    except Exception:  # noqa: BLE001 - the table then shows — for those
+        pass
+    return found

@@ -20,7 +20,7 @@ from evolve.program import LAW_FUNCTION, ProgramError, detect_api, top_level_fun
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Evaluation
 from evolve.tasks import Task
-from evolve.text import csv_cell, format_r2
+from evolve.text import csv_cell, format_r2, one_line
 
 APIS = ("fit", "law")
 
@@ -114,11 +114,18 @@ def standalone_code(code: str) -> str:
     return code.replace("import evolve.fitting as ", "# (evolve.fitting inlined above) ")
 
 
-def standalone_program(record: ProgramRecord, task: Task, params: dict | None = None, run_name: str = "") -> str:
+def standalone_program(record: ProgramRecord, task: Task, params: dict | None = None, run_name: str = "", formula=None) -> str:
     """The one writer of a standalone program file (the `fit` API), used by `archive export`,
     `best.py` and `Law.export`: its scores and fitted parameters in a header, and
-    FITTED_PARAMS per group at the end (`params` overrides the stored ones)."""
+    FITTED_PARAMS per group at the end (`params` overrides the stored ones). `formula` (a
+    report.formula.ShownFormula) adds the law as shown by `archive show` and the report."""
     text = export_program(record, task, run_name or "(run)", "fit")
+    if formula is not None:
+        lines = [f"# The law of group {formula.group!r} with its fitted constants (checked against this program on the",
+                 "# group's rows; numbers rounded for reading; other groups have their own constants):"]
+        lines += [f"#     {one_line(line)}" for line in formula.lines(task.targets)]
+        head, _, rest = text.partition("\n\n")
+        text = head + "\n" + "\n".join(lines) + "\n\n" + rest
     if params is not None:
         literal = params_literal({g: list(map(float, v)) for g, v in params.items()})
         text = re.sub(r"\n\nFITTED_PARAMS = .*\n$", f"\n\nFITTED_PARAMS = {literal}\n", text, flags=re.S)

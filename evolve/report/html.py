@@ -17,7 +17,8 @@ from pathlib import Path
 
 
 from evolve.records import ProgramRecord
-from evolve.report.analysis import distinct_best, failure_counts, pareto_front, score_best
+from evolve.report.analysis import distinct_best, failure_counts, front_test_r2, pareto_front, report_scorer_config, score_best
+from evolve.report.law_plots import plot_allocation, plot_extrapolation, plot_pareto_front
 from evolve.report.plots import (
     formula_image,
     plot_failures,
@@ -25,7 +26,6 @@ from evolve.report.plots import (
     plot_groups,
     plot_lineage,
     plot_parity,
-    plot_pareto,
     plot_progress,
     plot_tokens,
 )
@@ -57,6 +57,11 @@ class Report:
     plots: dict = field(default_factory=dict)
     groups_shown: tuple[int, int] = (0, 0)
     ran_code: bool = True
+    front_test: dict = field(default_factory=dict)  # test R² of each Pareto program, for reporting
+    curves: list = field(default_factory=list)  # law_view.Extrapolation of the best law
+    curve_note: str = ""
+    allocation: object = None  # law_view.Allocation, or None with allocation_note saying why
+    allocation_note: str = ""
 
 
 def gather(run: Path, run_code: bool) -> Report:
@@ -77,13 +82,30 @@ def gather(run: Path, run_code: bool) -> Report:
         top=distinct_best(ranked, TOP_PROGRAMS), chain=chain, failures=failure_counts(records),
         usage=usage, ran_code=run_code,
     )  # fmt: skip
+    settings = (meta.get("config") or {}).get("scorer", {})
+    report.front_test = front_test_r2(report.front, task, settings if run_code else None)
     if run_code and best is not None:
-        from evolve.scoring.formula_jobs import formulas_for
+        from evolve.report.formula import formulas_of_records
 
-        report.formulas = formulas_for(unique_by_id([best, *report.front, *report.top]), task)
-        report.fits, report.fit_note = score_best(best, task, (meta.get("config") or {}).get("scorer", {}))
+        report.formulas = formulas_of_records(unique_by_id([best, *report.front, *report.top]), task, report_scorer_config(settings))
+        report.fits, report.fit_note = score_best(best, task, settings)
+        ask_the_law(report, best, task, settings)
+    elif not run_code:
+        report.curve_note = report.allocation_note = "programs were not run for this report (--no-exec)"
     draw_plots(report, grids, param_bins, complexity_bins)
     return report
+
+
+def ask_the_law(report: Report, best: ProgramRecord, task, settings: dict) -> None:
+    """The best law's extrapolation band and, for laws in size and data, its allocation."""
+    from evolve.api import Law, LawError
+    from evolve.report.law_view import law_views
+
+    try:
+        law = Law(best, task, report_scorer_config(settings)).fit()
+        report.curves, report.curve_note, report.allocation, report.allocation_note = law_views(law)
+    except LawError as exc:
+        report.curve_note = report.allocation_note = f"the law could not be refitted: {exc}"
 
 
 def unique_by_id(records: list[ProgramRecord]) -> list[ProgramRecord]:
@@ -96,7 +118,9 @@ def draw_plots(report: Report, grids: dict, param_bins: int, complexity_bins: in
     plots = {
         "progress": plot_progress(report.records),
         "grids": plot_grids(grids, param_bins, complexity_bins),
-        "pareto": plot_pareto(report.records, report.front),
+        "pareto": plot_pareto_front(report.front, report.front_test),
+        "extrapolation": plot_extrapolation(report.curves, task.targets[0]),
+        "allocation": plot_allocation(report.allocation, task.targets[0]),
         "parity": plot_parity(report.fits, task.targets),
         "lineage": plot_lineage(report.chain),
         "failures": plot_failures(report.failures),
@@ -104,7 +128,7 @@ def draw_plots(report: Report, grids: dict, param_bins: int, complexity_bins: in
     }
     plots["groups"], shown, total = plot_groups(report.fits, task, column)
     formula = report.formulas.get(report.best.id) if report.best else None
-    plots["formula"] = formula_image(formula.latex, task.targets) if formula else None
+    plots["formula"] = formula_image(formula.latex, task.targets) if formula else None  # the shown (rounded) formula
     report.plots = plots
     report.groups_shown = (shown, total)
 

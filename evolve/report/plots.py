@@ -98,25 +98,6 @@ def plot_grids(grids: dict[int, dict], param_bins: int, complexity_bins: int) ->
     return png_base64(fig)
 
 
-def plot_pareto(records: list[ProgramRecord], front: list[ProgramRecord]) -> str | None:
-    ok = [r for r in records if r.ok and r.n_params is not None and r.proposer != "migration"]
-    if not ok:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter([r.n_params for r in ok], clipped([r.r2 for r in ok]), s=14, alpha=0.4, color="#8c8c8c", label="program")
-    ax.step([r.n_params for r in front], clipped([r.r2 for r in front]), where="post", color="#c44e52", linewidth=1.5)
-    ax.scatter([r.n_params for r in front], clipped([r.r2 for r in front]), s=40, color="#c44e52", label="Pareto front", zorder=3)
-    for r in front:
-        ax.annotate(f"#{r.id}", (r.n_params, max(R2_FLOOR, r.r2)), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set_xlabel("fitted parameters per group")
-    ax.set_ylabel("validation R²")
-    ax.set_title("Validation R² against number of fitted parameters")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return png_base64(fig)
-
-
 def within_view(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Values clipped to ten spans around the reference data: a law that predicts ±1e308
     (or inf) is drawn at the edge of the plot instead of breaking it."""
