@@ -149,7 +149,7 @@ def test_slow_reply_then_next_request_succeeds(server):
 @pytest.mark.parametrize("push", ["push_reset", "push_truncated", "push_invalid_json"])
 def test_broken_reply_is_retried(server, push):
     getattr(server, push)()
-    client = make_client(server)
+    client = make_client(server, stream=False)  # a plain JSON reply (a stream's own faults: test_stream_*)
 
     assert client.complete(MESSAGES).text == DEFAULT_TEXT
     assert server.request_count == 2 and client.usage.retries == 1
@@ -160,7 +160,7 @@ def test_broken_reply_is_retried(server, push):
 )
 def test_persistently_broken_reply_raises_unavailable(server, push, reason):
     getattr(server, push)(times=3)
-    client = make_client(server, max_retries=2)
+    client = make_client(server, max_retries=2, stream=False)
 
     with pytest.raises(LLMUnavailable, match=reason):
         client.complete(MESSAGES)
@@ -170,7 +170,7 @@ def test_persistently_broken_reply_raises_unavailable(server, push, reason):
 @pytest.mark.parametrize("push", ["push_empty", "push_no_choices"])
 def test_empty_reply_is_an_empty_completion_not_an_error(server, push):
     getattr(server, push)()
-    client = make_client(server)
+    client = make_client(server, stream=False)
 
     completion = client.complete(MESSAGES)
 
