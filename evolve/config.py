@@ -67,6 +67,8 @@ class ModelConfig:
     request_timeout_s: float = setting(120.0, "seconds before a model request is given up", flag="--request-timeout")
     max_retries: int = setting(5, "retries of a failed model request")
     concurrency: int = setting(0, "model requests in flight at once (0: 1 for a server on localhost, else 2)")
+    outage_limit_s: float = setting(600.0, "seconds the endpoint may answer nothing (refused, 5xx, timeouts) before the run stops; "
+                                    "requests lost meanwhile are asked again", flag="--outage-limit")
     stream: bool = setting(True, "stream replies, so a timeout or Ctrl-C stops the generation on the server")
 
     def resolved_api_key(self) -> str | None:
