@@ -71,7 +71,7 @@ def is_context_overflow(exc: Any) -> bool:
 
 
 CONTEXT_FIELDS = ("max_model_len", "context_length", "context_window", "n_ctx", "max_context_length")
-CONTEXT_IN_MESSAGE = re.compile(r"(?:maximum context length|context (?:length|size|window))\D{0,20}?(\d{3,7})", re.IGNORECASE)
+CONTEXT_IN_MESSAGE = re.compile(r"(?:maximum context length|context (?:length|size|window))\D{0,20}?(\d{2,7})", re.IGNORECASE)
 
 
 def context_size_in(message: str) -> int | None:
