@@ -107,39 +107,45 @@ def pick_code_block(bodies: list[str]) -> str:
 
 
 def bare_code(text: str) -> str | None:
-    """Code written without a fence: the longest run of lines that parses, preferring one defining the API.
+    """Code written without a fence: the run of lines from the first code-like line to the
+    last one; when that does not parse, the longest run that parses and defines the API with
+    only prose after it; else the unparsable run itself (so broken code is a syntax error,
+    not a missing function).
 
-    Runs start at code-like lines (only the first few are tried, to bound the work)
-    and end where the code still parses, so prose before and after is dropped.
-    """
+    Runs start at code-like lines (only the first few are tried, to bound the work)."""
     lines = text.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if CODE_START_RE.match(line)][:MAX_BARE_STARTS]
     if not starts:
         return None
     if parses(text):
         return text
+    run = code_run(lines, starts[0])
+    if parses(run):
+        return run
     longest = ""
     for first in starts:
         for end in range(len(lines), first, -1):
             candidate = "".join(lines[first:end])
             if parses(candidate):
-                if defines_api(candidate):
+                if defines_api(candidate) and not any(looks_like_code(line) for line in lines[end:]):
                     return candidate
                 longest = max(longest, candidate, key=len)
                 break
-    if not defines_api(longest) and mentions_api("".join(lines[starts[0]:]), every=False):
-        return code_run(lines, starts[0])  # the API is there but broken: a syntax error, not a missing function
-    return longest if longest.strip() else "".join(lines[starts[0]:])
+    if mentions_api(run, every=False) or not longest.strip():
+        return run  # the API is there but broken: a syntax error, not a missing function
+    return longest
+
+
+def looks_like_code(line: str) -> bool:
+    """An indented line, or one that starts like a statement."""
+    return bool(line.strip()) and (line[:1].isspace() or bool(CODE_START_RE.match(line)) or line.lstrip()[:1] in ")]}")
 
 
 def code_run(lines: list[str], first: int) -> str:
     """Lines from `first` to the last code-like one (indented, or starting like code), so
     the prose after unfenced code is not blamed for its syntax error."""
     last = len(lines)
-    while last > first + 1:
-        line = lines[last - 1]
-        if line.strip() and (line[:1].isspace() or CODE_START_RE.match(line) or line.lstrip()[:1] in ")]}"):
-            break
+    while last > first + 1 and not looks_like_code(lines[last - 1]):
         last -= 1
     return "".join(lines[first:last])
 
