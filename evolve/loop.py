@@ -90,7 +90,8 @@ class Evolution:
         self.outage_started: float | None = None
         self.outage_rounds = 0
         self.duplicate_retries = proposer.duplicate_retries
-        self.usage = None  # the proposer's token totals (set by run_batches), saved with every program
+        self.usage = None  # the proposer's live token totals (set by run_evolution)
+        self.saved_usage: dict | None = None  # the totals of the programs stored: saved with every program
         self.arrived: dict[int, tuple[ProposalRequest, Proposal]] = {}  # replies in, not yet stored (by request id)
 
     @property
@@ -172,7 +173,9 @@ class Evolution:
         self.arrived.pop(id(request), None)
         state = {"iteration": iteration, "rng_state": rng_state_to_json(self.rng)}
         if self.usage is not None:
-            state["usage"] = self.usage.to_dict()
+            if self.saved_usage is None:
+                self.saved_usage = self.usage.to_dict()
+            state["usage"] = self.saved_usage = usage_with(self.saved_usage, proposal, self.usage.to_dict())
         return self.archive.add(record, run_state=state)
 
     def run_batches(self, executor: ThreadPoolExecutor, start: int, end: int, usage) -> str:
@@ -291,10 +294,13 @@ class Evolution:
         return request, proposal
 
     def save_state(self, iteration: int, usage) -> None:
+        """Iteration, RNG and the stored programs' token totals (with the live retry and
+        failure counts), so meta agrees with the archive whenever the run stops."""
         self.archive.set_meta("iteration", iteration)
         self.archive.set_meta("rng_state", rng_state_to_json(self.rng))
         if usage is not None:
-            self.archive.set_meta("usage", usage.to_dict())
+            live = usage.to_dict()
+            self.archive.set_meta("usage", usage_with(self.saved_usage or live, None, live))
 
     def score_top_on_test(self) -> list[ProgramRecord]:
         """Choose the law the run returns, then re-score it and the next best distinct
@@ -331,6 +337,25 @@ def edit_mode_for(parent: ProgramRecord, failures: tuple[ProgramRecord, ...], co
     if configured == "diff" and any(f.parent_id == parent.id and f.validation.status == Status.DIFF_NOT_APPLIED for f in failures):
         return "full"
     return configured
+
+
+def usage_with(saved: dict, proposal: Proposal | None, live: dict) -> dict:
+    """The stored programs' totals after storing `proposal`: its tokens, cost and call added
+    to `saved` (per run and per model). Replies in flight or kept pending are not in them
+    (the live totals are), so the saved totals always equal the sum over the archive; the
+    retry and failure counts, which belong to no program, are the live ones."""
+    totals = {**saved, "per_model": {m: dict(v) for m, v in (saved.get("per_model") or {}).items()}}
+    if proposal is not None and "reply" in proposal.extra:
+        for bucket in (totals, totals["per_model"].setdefault(proposal.model or "", {})):
+            bucket["prompt_tokens"] = bucket.get("prompt_tokens", 0) + proposal.prompt_tokens
+            bucket["completion_tokens"] = bucket.get("completion_tokens", 0) + proposal.completion_tokens
+            bucket["cost_usd"] = bucket.get("cost_usd", 0.0) + float(proposal.extra.get("cost_usd", 0.0))
+            bucket["calls"] = bucket.get("calls", 0) + 1
+            bucket["estimated_calls"] = bucket.get("estimated_calls", 0) + int(bool(proposal.extra.get("usage_estimated")))
+    totals["retries"], totals["failures"] = live.get("retries", 0), live.get("failures", 0)
+    for model, bucket in (live.get("per_model") or {}).items():
+        totals["per_model"].setdefault(model, {})["failures"] = bucket.get("failures", 0)
+    return totals
 
 
 def pending_to_json(request: ProposalRequest, proposal: Proposal) -> dict:
@@ -389,7 +414,12 @@ def start_run(config: RunConfig, resume_dir: Path | None, iterations: int | None
                 proposer, usage = make_proposer(config, task, archive.get_meta("usage"))
             else:
                 usage = None
+            preflight = getattr(proposer, "preflight", None)
+            if preflight is not None:  # an endpoint still down: one line now, not an outage wait
+                preflight()
         except BaseException:
+            if proposer is not None:
+                proposer.close()
             archive.close()
             raise
         return config, archive, run_dir, task, proposer, usage
@@ -436,6 +466,7 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
             progress.start(task.name, run_dir, start, config.iterations, archive.best(), proposer.name, usage)
             archive.set_meta("status", "running")
             evolution.usage = usage
+            evolution.saved_usage = usage.to_dict() if usage is not None else None  # a resume starts from the saved totals
             start = evolution.score_pending(start)
             executor = ThreadPoolExecutor(max_workers=evolution.batch_size, thread_name_prefix="propose")
             try:

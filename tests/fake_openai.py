@@ -336,8 +336,10 @@ class FakeOpenAI:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    def start(self, port: int = 0) -> None:
+        """Serve on `port` (0: a free one; the old port to come back after `stop()`, a restart)."""
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.fake = self
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -68,7 +68,7 @@ class LLMProposer:
             seconds=completion.seconds,
             edit_mode=request.edit_mode,
             extra={"finish_reason": completion.finish_reason, "reply": completion.text, "request_seed": request.seed,
-                   "prompt_style": style, "usage_estimated": completion.usage_estimated,
+                   "prompt_style": style, "usage_estimated": completion.usage_estimated, "cost_usd": self.cost_of(completion),
                    "prompt": [{"role": m["role"], "content": m["content"]} for m in messages]},
         )
         try:
@@ -114,6 +114,11 @@ class LLMProposer:
         check = getattr(self.client, "preflight", None)
         if check is not None:
             check()
+
+    def cost_of(self, completion: Completion) -> float:
+        """What the reply cost in USD at the configured prices (0 without prices)."""
+        prices = getattr(self.client, "_prices", {}).get(completion.model, (0.0, 0.0))
+        return (completion.prompt_tokens * prices[0] + completion.completion_tokens * prices[1]) / 1e6
 
     def cancel(self) -> None:
         """Stop every request in flight now (Ctrl-C): the server stops generating them."""
