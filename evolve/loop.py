@@ -31,6 +31,7 @@ from evolve.status import Status
 from evolve.text import one_line
 from evolve.propose.seeds import load_seed_program, seed_law_paths, seed_programs
 from evolve.propose.factory import make_proposer
+from evolve.run_state import pending_to_json, rng_from_json, rng_state_to_json, usage_with
 from evolve.report.best import write_best_program
 from evolve.store.rundir import create_run, discard_failed_start, resume_run
 from evolve.tasks import Task, load_task
@@ -337,43 +338,6 @@ def edit_mode_for(parent: ProgramRecord, failures: tuple[ProgramRecord, ...], co
     if configured == "diff" and any(f.parent_id == parent.id and f.validation.status == Status.DIFF_NOT_APPLIED for f in failures):
         return "full"
     return configured
-
-
-def usage_with(saved: dict, proposal: Proposal | None, live: dict) -> dict:
-    """The stored programs' totals after storing `proposal`: its tokens, cost and call added
-    to `saved` (per run and per model). Replies in flight or kept pending are not in them
-    (the live totals are), so the saved totals always equal the sum over the archive; the
-    retry and failure counts, which belong to no program, are the live ones."""
-    totals = {**saved, "per_model": {m: dict(v) for m, v in (saved.get("per_model") or {}).items()}}
-    if proposal is not None and "reply" in proposal.extra:
-        for bucket in (totals, totals["per_model"].setdefault(proposal.model or "", {})):
-            bucket["prompt_tokens"] = bucket.get("prompt_tokens", 0) + proposal.prompt_tokens
-            bucket["completion_tokens"] = bucket.get("completion_tokens", 0) + proposal.completion_tokens
-            bucket["cost_usd"] = bucket.get("cost_usd", 0.0) + float(proposal.extra.get("cost_usd", 0.0))
-            bucket["calls"] = bucket.get("calls", 0) + 1
-            bucket["estimated_calls"] = bucket.get("estimated_calls", 0) + int(bool(proposal.extra.get("usage_estimated")))
-    totals["retries"], totals["failures"] = live.get("retries", 0), live.get("failures", 0)
-    for model, bucket in (live.get("per_model") or {}).items():
-        totals["per_model"].setdefault(model, {})["failures"] = bucket.get("failures", 0)
-    return totals
-
-
-def pending_to_json(request: ProposalRequest, proposal: Proposal) -> dict:
-    """A reply that arrived but was not stored (Ctrl-C during its scoring), for meta."""
-    fields = dataclasses.asdict(proposal)
-    fields["status"] = str(proposal.status) if proposal.status is not None else None
-    return {"parent_id": request.parent.id, "seed": request.seed, "proposal": fields}
-
-
-def rng_state_to_json(rng: random.Random) -> list:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def rng_from_json(state: list) -> random.Random:
-    rng = random.Random()
-    rng.setstate((state[0], tuple(state[1]), state[2]))
-    return rng
 
 
 class Progress(Protocol):

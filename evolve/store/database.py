@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import sqlite3
 import threading
@@ -25,6 +24,7 @@ from typing import Any, Iterator
 from evolve.config import ArchiveConfig
 from evolve.store import elites as elites_policy
 from evolve.store.errors import ArchiveError
+from evolve.store.sqlite_io import configure_writer, connect, describe_sqlite_error, discard_new_database, split_statements, transaction
 from evolve.store.elites import complexity_bin, param_bin
 from evolve.records import ProgramRecord, code_complexity
 from evolve.scoring.scorer import Evaluation
@@ -90,7 +90,6 @@ SELECT * FROM (
 """
 
 
-
 # ---------------------------------------------------------------- row <-> record
 
 
@@ -142,20 +141,6 @@ def row_to_record(row: sqlite3.Row) -> ProgramRecord:
         created_at=row["created_at"],
         extra=json.loads(row["extra"]),
     )
-
-
-def describe_sqlite_error(exc: sqlite3.Error) -> str:
-    """A short, one-line reason that says what the user can do about it."""
-    text = " ".join(str(exc).split())
-    if "disk is full" in text or "disk I/O error" in text:
-        return f"disk full or unwritable ({text})"
-    if "readonly" in text:
-        return f"opened read-only ({text})"
-    if "unable to open" in text:
-        return f"missing or unwritable directory ({text})"
-    if "not a database" in text or "malformed" in text:
-        return f"not an evolve run database or corrupted ({text})"
-    return text
 
 
 # ---------------------------------------------------------------- the archive
@@ -431,47 +416,6 @@ class Archive:
 # ---------------------------------------------------------------- helpers
 
 
-def connect(path: Path, readonly: bool, must_exist: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit); changes nothing in the file."""
-    if readonly:
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-    else:
-        uri = f"{path.resolve().as_uri()}?mode={'rw' if must_exist else 'rwc'}"
-    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
-    connection.row_factory = sqlite3.Row
-    try:
-        connection.execute("PRAGMA foreign_keys = ON")
-        if readonly:
-            connection.execute("PRAGMA query_only = ON")
-    except sqlite3.Error:
-        connection.close()
-        raise
-    return connection
-
-
-def configure_writer(connection: sqlite3.Connection) -> None:
-    """WAL so readers never block the loop; FULL so every commit survives a crash."""
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = FULL")
-
-
-@contextmanager
-def transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-
-
-def split_statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
 def read_settings(connection: sqlite3.Connection, path: Path) -> tuple[ArchiveConfig, int | None]:
     """The grid settings fixed at creation; refuses files that are not evolve archives."""
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -489,17 +433,6 @@ def read_settings(connection: sqlite3.Connection, path: Path) -> tuple[ArchiveCo
     except (KeyError, TypeError, ValueError) as exc:
         raise ArchiveError(f"{path}: damaged run settings in meta ({type(exc).__name__}: {exc})") from None
     return config, param_cap
-
-
-def discard_new_database(connection: sqlite3.Connection | None, path: Path) -> None:
-    """Remove a database this process just failed to create, with its WAL files."""
-    if connection is not None:
-        connection.close()
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            os.unlink(f"{path}{suffix}")
-        except OSError:
-            pass
 
 
 def add_missing_columns(connection: sqlite3.Connection) -> None:
