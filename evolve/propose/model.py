@@ -84,8 +84,8 @@ class LLMProposer:
         smallest prompt does not fit, ContextOverflow stops the run with one line."""
         last: ContextOverflow | None = None
         for style, smaller in self.prompt_steps(request):
-            if style == "full" and self.prompt_style == "auto" and last is not None and self.context_is_small():
-                continue  # the overflow named a context too small for any full prompt: straight to the compact one
+            if style == "full" and self.prompt_style == "auto" and self.context_is_small():
+                continue  # an overflow (this request's or another's) named a context too small for any full prompt
             messages = render_messages(smaller, self.prompts_dir, style)
             try:
                 return self.reply(smaller, model, messages), messages, style, smaller
