@@ -238,6 +238,9 @@ class Evolution:
                            f"resume with `evolve run --resume {self.config.run_dir}` when it is back")
         pause = limit * OUTAGE_PAUSES[min(self.outage_rounds, len(OUTAGE_PAUSES) - 1)]
         self.outage_rounds += 1
+        note = getattr(self.progress, "note", None)
+        if note is not None:
+            note(f"model endpoint unavailable for {down_for:.0f} s ({getattr(self, 'outage_message', '')}); asking again in {pause:.0f} s")
         time.sleep(min(pause, max(0.0, limit - down_for)))
 
     def stop_now(self, unhandled: list[tuple[ProposalRequest, Future]], stored: int) -> None:
