@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,12 +78,19 @@ def run_mode(evolve: list[str], server: llama_server.LlamaServer, mode: str, ite
         started = time.monotonic()
         timed_out = False
         with open(log, "w") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            # SIGINT at the time cap is a Ctrl-C (replies that arrived are kept); a bench started in the
+            # background inherits SIGINT ignored, so the child gets the default handler back
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             try:
                 returncode = process.wait(timeout=max_minutes * 60)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                process.terminate()
+                process.send_signal(signal.SIGINT)
+                try:
+                    returncode = process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.terminate()
                 try:
                     returncode = process.wait(timeout=60)
                 except subprocess.TimeoutExpired:
