@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -214,9 +215,12 @@ def available() -> tuple[Path, Path] | None:
 
 
 class UsageProxy:
-    """A loopback pass-through in front of the server that sums the `usage` of every reply
-    the server sent (what the server reported), so a run's own token count can be compared
-    with it. Streams pass through; llama.cpp puts no usage in them."""
+    """A loopback pass-through in front of the server that sums what the server reported, so
+    a run's own token count can be compared with it: the `usage` of every plain reply, and
+    for streams the content chunks it sent (llama.cpp sends one per generated token and no
+    usage) plus any usage chunk. Streams are forwarded chunk by chunk, and a client that
+    hangs up gets the upstream connection closed too, so the server stops generating as it
+    would without the proxy."""
 
     def __init__(self, upstream_port: int, port: int | None = None) -> None:
         import http.server
@@ -224,7 +228,7 @@ class UsageProxy:
 
         self.upstream_port = upstream_port
         self.port = port or free_port()
-        self.replies: list[dict] = []  # per chat reply: status, usage (or None), seconds
+        self.replies: list[dict] = []  # per chat reply: status, usage (or None), stream chunks, seconds
         self._lock = threading.Lock()
         proxy = self
 
@@ -242,9 +246,13 @@ class UsageProxy:
                 started = time.monotonic()
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=3600)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                chat = method == "POST" and self.path.endswith("/chat/completions")
                 try:
                     upstream.request(method, self.path, body=body, headers=headers)
                     reply = upstream.getresponse()
+                    if chat and reply.getheader("content-type", "").startswith("text/event-stream"):
+                        self._relay_stream(reply, started)
+                        return
                     data = reply.read()
                 except OSError:
                     self.close_connection = True
@@ -252,7 +260,7 @@ class UsageProxy:
                 finally:
                     upstream.close()
                 usage = None
-                if method == "POST" and self.path.endswith("/chat/completions"):
+                if chat:
                     try:
                         usage = json.loads(data).get("usage")
                     except (ValueError, AttributeError):
@@ -272,6 +280,33 @@ class UsageProxy:
                         if proxy.replies and usage is not None:
                             proxy.replies[-1]["client_gone"] = True
 
+            def _relay_stream(self, reply, started: float) -> None:
+                """Forward an event stream line by line, counting content chunks and keeping
+                any usage chunk; stop reading upstream as soon as the client is gone."""
+                record = {"status": reply.status, "usage": None, "stream": True, "chunks": 0, "finished": False}
+                with proxy._lock:
+                    proxy.replies.append(record)
+                self.send_response(reply.status)
+                for name, value in reply.getheaders():
+                    if name.lower() not in ("transfer-encoding", "content-length", "connection", "date", "server"):
+                        self.send_header(name, value)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while True:
+                        line = reply.readline()
+                        if not line:
+                            break
+                        count_event(record, line)
+                        self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:  # the client hung up: closing upstream stops the generation
+                    record["client_gone"] = True
+                    self.close_connection = True
+                record["seconds"] = time.monotonic() - started
+
             def do_POST(self) -> None:
                 self._forward("POST")
 
@@ -290,17 +325,22 @@ class UsageProxy:
 
     def totals(self) -> dict:
         with self._lock:
-            usages = [r["usage"] for r in self.replies if r["usage"]]
-            delivered = [r["usage"] for r in self.replies if r["usage"] and not r.get("client_gone")]
-            return {
-                "replies": len(self.replies),
-                "statuses": sorted({r["status"] for r in self.replies}),
-                "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usages),
-                "completion_tokens": sum(u.get("completion_tokens", 0) for u in usages),
-                "delivered_prompt_tokens": sum(u.get("prompt_tokens", 0) for u in delivered),
-                "delivered_completion_tokens": sum(u.get("completion_tokens", 0) for u in delivered),
-                "seconds": round(sum(r["seconds"] for r in self.replies), 1),
-            }
+            replies = [dict(r) for r in self.replies]
+        usages = [r["usage"] for r in replies if r["usage"]]
+        delivered = [r["usage"] for r in replies if r["usage"] and not r.get("client_gone")]
+        streams = [r for r in replies if r.get("stream")]
+        return {
+            "replies": len(replies),
+            "statuses": sorted({r["status"] for r in replies}),
+            "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usages),
+            "completion_tokens": sum(u.get("completion_tokens", 0) for u in usages),
+            "delivered_prompt_tokens": sum(u.get("prompt_tokens", 0) for u in delivered),
+            "delivered_completion_tokens": sum(u.get("completion_tokens", 0) for u in delivered),
+            "streams": len(streams),
+            "stream_chunks": sum(r["chunks"] for r in streams),
+            "delivered_stream_chunks": sum(r["chunks"] for r in streams if r["finished"] and not r.get("client_gone")),
+            "seconds": round(sum(r.get("seconds", 0.0) for r in replies), 1),
+        }
 
     def __enter__(self) -> UsageProxy:
         self._thread.start()
@@ -309,3 +349,50 @@ class UsageProxy:
     def __exit__(self, *exc_info: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def count_event(record: dict, line: bytes) -> None:
+    """Count one `data: {chunk}` line of a chat stream into `record` (chunks with content,
+    a usage chunk, a finish reason)."""
+    if not line.startswith(b"data:"):
+        return
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return
+    try:
+        chunk = json.loads(payload)
+    except ValueError:
+        return
+    if chunk.get("usage"):
+        record["usage"] = chunk["usage"]
+    for choice in chunk.get("choices") or []:
+        if (choice.get("delta") or {}).get("content"):
+            record["chunks"] += 1
+        if choice.get("finish_reason"):
+            record["finished"] = True
+
+
+PREFIX_RE = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens to eval")
+PROMPT_EVAL_RE = re.compile(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens")
+
+
+def logged_prompt_tokens(log_path: Path) -> list[int]:
+    """Prompt tokens of each generation, from llama-cpp-python's verbose log: the prompt
+    evaluated ("prompt eval time = ... / N tokens") plus the prefix reused from the previous
+    request ("Llama.generate: P prefix-match hit"). Streams carry no usage: this is the
+    server's own count."""
+    counts, reused = [], 0
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return counts
+    for line in text.splitlines():
+        prefix = PREFIX_RE.search(line)
+        if prefix:
+            reused = int(prefix.group(1))
+            continue
+        evaluated = PROMPT_EVAL_RE.search(line)
+        if evaluated:
+            counts.append(reused + int(evaluated.group(1)))
+            reused = 0
+    return counts

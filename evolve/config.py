@@ -67,6 +67,9 @@ class ModelConfig:
     request_timeout_s: float = setting(120.0, "seconds before a model request is given up", flag="--request-timeout")
     max_retries: int = setting(5, "retries of a failed model request")
     concurrency: int = setting(0, "model requests in flight at once (0: 1 for a server on localhost, else 2)")
+    outage_limit_s: float = setting(600.0, "seconds the endpoint may answer nothing (refused, 5xx, timeouts) before the run stops; "
+                                    "requests lost meanwhile are asked again", flag="--outage-limit")
+    stream: bool = setting(True, "stream replies, so a timeout or Ctrl-C stops the generation on the server")
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -97,6 +100,8 @@ class RunConfig:
     budget_usd: float | None = setting(None, "stop at this cost (needs model prices in --config)")
     top_k_test: int = setting(5, "best distinct programs re-scored on test at the end, for reporting")
     replay: str | None = setting(None, "answer model requests with the replies recorded in this run directory")
+    prompt_style: str = setting("auto", "full: the detailed prompt; compact: a short one small models can follow; "
+                                "auto: compact when the model's context is under 4096 tokens", choices=("auto", "full", "compact"))
     prompts_dir: str | None = setting(None, "a folder of Jinja2 templates (system.j2, user.j2) instead of the shipped prompts")
     run_dir: str | None = setting(None, "the run's directory (default archive/<task>-<timestamp>)")
     model: ModelConfig = ModelConfig()

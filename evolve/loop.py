@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 from evolve.store.database import Archive
 from evolve.config import RunConfig
 from evolve.propose.client import BudgetExceeded
+from evolve.propose.errors import Cancelled
 from evolve.metrics import failed_metrics
 from evolve.program import code_key
 from evolve.propose.base import Proposal, ProposalRequest, Proposer
@@ -30,11 +31,19 @@ from evolve.status import Status
 from evolve.text import one_line
 from evolve.propose.seeds import load_seed_program, seed_law_paths, seed_programs
 from evolve.propose.factory import make_proposer
+from evolve.run_state import pending_to_json, rng_from_json, rng_state_to_json, usage_with
 from evolve.report.best import write_best_program
 from evolve.store.rundir import create_run, discard_failed_start, resume_run
 from evolve.tasks import Task, load_task
 
-UNAVAILABLE_LIMIT = 4  # proposals in a row that the endpoint failed after its retries
+# An outage (the endpoint refused connections, answered 5xx or timed out, after the
+# client's own retries) costs no iteration: the lost requests are asked again after a
+# pause. The run ends, resumably and with one line, once no request has been answered for
+# [model] outage_limit_s (--outage-limit); a server restart or a short network cut is ridden out.
+# Pauses between rounds of an outage, as fractions of that limit (the last repeated): with
+# the default 600 s, 10, 20, 40, then 60 s.
+OUTAGE_PAUSES = (1 / 60, 1 / 30, 1 / 15, 1 / 10)
+INTERRUPT_GRACE_S = 3.0  # after Ctrl-C: how long replies and scores already under way may finish
 
 
 @dataclass
@@ -79,8 +88,12 @@ class Evolution:
         self.rng = rng
         self.progress = progress
         self.cache = {code_key(r.code): r.validation for r in archive.programs(order="id") if r.code}
-        self.unavailable_streak = 0
+        self.outage_started: float | None = None
+        self.outage_rounds = 0
         self.duplicate_retries = proposer.duplicate_retries
+        self.usage = None  # the proposer's live token totals (set by run_evolution)
+        self.saved_usage: dict | None = None  # the totals of the programs stored: saved with every program
+        self.arrived: dict[int, tuple[ProposalRequest, Proposal]] = {}  # replies in, not yet stored (by request id)
 
     @property
     def batch_size(self) -> int:
@@ -134,14 +147,13 @@ class Evolution:
             if proposal.code is None or code_key(proposal.code) not in self.cache:
                 break
             proposal = self.proposer.propose(dataclasses.replace(request, seed=request.seed + attempt))
-        if proposal.code is None:
-            return proposal, proposal_failure(proposal, len(self.task.targets))
-        cached = self.cache.get(code_key(proposal.code))
-        if cached is not None:
-            return proposal, cached
-        return proposal, self.scorer.score(proposal.code, self.task, "validation")
+        if proposal.status != Status.UNAVAILABLE:
+            self.arrived[id(request)] = (request, proposal)  # kept on Ctrl-C even if its scoring is cut short
+        return self.score_proposal(proposal)
 
     def store(self, iteration: int, request: ProposalRequest, proposal: Proposal, evaluation: Evaluation) -> ProgramRecord:
+        """Store a child with the run state just after it (iteration, RNG, token usage), in
+        one transaction: after any stop the saved totals and RNG match the archive."""
         record = ProgramRecord(
             code=proposal.code or "",
             validation=evaluation,
@@ -159,43 +171,140 @@ class Evolution:
         )
         if proposal.code:
             self.cache[code_key(proposal.code)] = evaluation
-        return self.archive.add(record)
+        self.arrived.pop(id(request), None)
+        state = {"iteration": iteration, "rng_state": rng_state_to_json(self.rng)}
+        if self.usage is not None:
+            if self.saved_usage is None:
+                self.saved_usage = self.usage.to_dict()
+            state["usage"] = self.saved_usage = usage_with(self.saved_usage, proposal, self.usage.to_dict())
+        return self.archive.add(record, run_state=state)
 
     def run_batches(self, executor: ThreadPoolExecutor, start: int, end: int, usage) -> str:
-        """Iterations start+1..end in batches; returns why the run stopped."""
-        iteration = start
-        while iteration < end:
-            count = min(self.batch_size, end - iteration)
-            requests = self.requests(iteration + 1, count)
+        """Children start+1..end in batches; returns why the run stopped.
+
+        A proposal lost to an outage is not stored: its request goes to the front of the
+        next batch, after a pause (see note_outage). Iterations number the stored
+        children, so they stay consecutive and a resume starts after the last one."""
+        self.usage = usage
+        stored = start
+        lost: list[ProposalRequest] = []
+        while stored < end:
+            count = min(self.batch_size, end - stored)
+            again, lost = lost[:count], lost[count:]
+            requests = again + self.requests(stored + 1 + len(again), count - len(again))
             futures = [executor.submit(self.propose_and_score, r) for r in requests]
+            handled: set[int] = set()
             budget_error = None
-            for offset, (request, future) in enumerate(zip(requests, futures)):
-                try:
-                    proposal, evaluation = future.result()
-                except BudgetExceeded as exc:  # the batch's other children are still stored
-                    budget_error = exc
-                    continue
-                self.progress.child(self.store(iteration + 1 + offset, request, proposal, evaluation))
-                self.note_availability(evaluation)
-            iteration += count
-            self.save_state(iteration, usage)
+            before = stored
+            try:
+                for offset, (request, future) in enumerate(zip(requests, futures)):
+                    try:
+                        proposal, evaluation = future.result()
+                    except BudgetExceeded as exc:  # the batch's other children are still stored
+                        budget_error = exc
+                        handled.add(offset)
+                        continue
+                    handled.add(offset)
+                    if proposal.status == Status.UNAVAILABLE:
+                        lost.append(request)
+                        self.outage_message = proposal.message
+                        continue
+                    stored += 1
+                    self.progress.child(self.store(stored, request, proposal, evaluation))
+            except KeyboardInterrupt:
+                self.stop_now([(r, f) for i, (r, f) in enumerate(zip(requests, futures)) if i not in handled], stored)
+                raise
+            self.save_state(stored, usage)
             if budget_error is not None:
                 return f"budget reached: {budget_error}"
-            if self.config.archive.migration_interval and iteration % self.config.archive.migration_interval < count:
-                self.archive.migrate(iteration)
+            self.note_outage(answered=stored > before, lost=bool(lost))
+            if self.config.archive.migration_interval and stored > before and stored % self.config.archive.migration_interval < stored - before:
+                self.archive.migrate(stored)
         return "finished"
 
-    def note_availability(self, evaluation: Evaluation) -> None:
-        """Stop (resumably) once the model endpoint has failed several proposals in a row."""
-        self.unavailable_streak = self.unavailable_streak + 1 if evaluation.status == Status.UNAVAILABLE else 0
-        if self.unavailable_streak >= UNAVAILABLE_LIMIT:
-            raise RunError(f"the model endpoint failed {UNAVAILABLE_LIMIT} requests in a row ({evaluation.message}); resume with `evolve run --resume {self.config.run_dir}` when it is back")
+    def note_outage(self, answered: bool, lost: bool) -> None:
+        """Pause before asking again while the endpoint is down; stop (resumably) once it
+        has answered nothing for [model] outage_limit_s."""
+        if answered or not lost:
+            self.outage_started, self.outage_rounds = None, 0
+            return
+        now = time.monotonic()
+        if self.outage_started is None:
+            self.outage_started = now
+        down_for = now - self.outage_started
+        limit = float(self.config.model.outage_limit_s)
+        if down_for >= limit:
+            raise RunError(f"the model endpoint answered no request for {down_for:.0f} s ({getattr(self, 'outage_message', '')}); "
+                           f"resume with `evolve run --resume {self.config.run_dir}` when it is back")
+        pause = limit * OUTAGE_PAUSES[min(self.outage_rounds, len(OUTAGE_PAUSES) - 1)]
+        self.outage_rounds += 1
+        note = getattr(self.progress, "note", None)
+        if note is not None:
+            note(f"model endpoint unavailable for {down_for:.0f} s ({getattr(self, 'outage_message', '')}); asking again in {pause:.0f} s")
+        time.sleep(min(pause, max(0.0, limit - down_for)))
+
+    def stop_now(self, unhandled: list[tuple[ProposalRequest, Future]], stored: int) -> None:
+        """Ctrl-C: cancel the model requests in flight (the server stops generating them),
+        give replies and scores under way INTERRUPT_GRACE_S to finish, and store every child
+        that finished. A reply whose scoring was cut short is kept in meta
+        `pending_replies` and scored first on resume, so no reply that arrived is lost."""
+        cancel = getattr(self.proposer, "cancel", None)
+        if cancel is not None:
+            cancel()
+        futures = [f for _, f in unhandled]
+        if futures:
+            wait(futures, timeout=INTERRUPT_GRACE_S)
+        for request, future in unhandled:
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                continue
+            proposal, evaluation = future.result()
+            if proposal.status != Status.UNAVAILABLE:
+                stored += 1
+                self.progress.child(self.store(stored, request, proposal, evaluation))
+        pending = [pending_to_json(r, p) for r, p in list(self.arrived.values())]
+        self.archive.set_meta("pending_replies", pending)
+        self.save_state(stored, self.usage)
+
+    def score_pending(self, start: int) -> int:
+        """Score and store the replies a Ctrl-C kept unscored (see stop_now); the new last iteration."""
+        pending = self.archive.get_meta("pending_replies") or []
+        stored = start
+        for item in pending:
+            request, proposal = self.pending_from_json(item)
+            if request is None:
+                continue
+            _, evaluation = self.score_proposal(proposal)
+            stored += 1
+            self.progress.child(self.store(stored, request, proposal, evaluation))
+        if pending:
+            self.archive.set_meta("pending_replies", [])
+        return stored
+
+    def score_proposal(self, proposal: Proposal) -> tuple[Proposal, Evaluation]:
+        if proposal.code is None:
+            return proposal, proposal_failure(proposal, len(self.task.targets))
+        cached = self.cache.get(code_key(proposal.code))
+        return proposal, cached if cached is not None else self.scorer.score(proposal.code, self.task, "validation")
+
+    def pending_from_json(self, item: dict) -> tuple[ProposalRequest | None, Proposal]:
+        fields = dict(item["proposal"])
+        fields["status"] = Status(fields["status"]) if fields.get("status") else None
+        proposal = Proposal(**fields)
+        try:
+            parent = self.archive.get(int(item["parent_id"]))
+        except Exception:  # noqa: BLE001 - a pending reply whose parent is gone cannot be placed
+            return None, proposal
+        request = ProposalRequest(task=self.task, parent=parent, edit_mode=proposal.edit_mode or "diff", seed=int(item.get("seed", 0)))
+        return request, proposal
 
     def save_state(self, iteration: int, usage) -> None:
+        """Iteration, RNG and the stored programs' token totals (with the live retry and
+        failure counts), so meta agrees with the archive whenever the run stops."""
         self.archive.set_meta("iteration", iteration)
         self.archive.set_meta("rng_state", rng_state_to_json(self.rng))
         if usage is not None:
-            self.archive.set_meta("usage", usage.to_dict())
+            live = usage.to_dict()
+            self.archive.set_meta("usage", usage_with(self.saved_usage or live, None, live))
 
     def score_top_on_test(self) -> list[ProgramRecord]:
         """Choose the law the run returns, then re-score it and the next best distinct
@@ -232,17 +341,6 @@ def edit_mode_for(parent: ProgramRecord, failures: tuple[ProgramRecord, ...], co
     if configured == "diff" and any(f.parent_id == parent.id and f.validation.status == Status.DIFF_NOT_APPLIED for f in failures):
         return "full"
     return configured
-
-
-def rng_state_to_json(rng: random.Random) -> list:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def rng_from_json(state: list) -> random.Random:
-    rng = random.Random()
-    rng.setstate((state[0], tuple(state[1]), state[2]))
-    return rng
 
 
 class Progress(Protocol):
@@ -283,7 +381,12 @@ def start_run(config: RunConfig, resume_dir: Path | None, iterations: int | None
                 proposer, usage = make_proposer(config, task, archive.get_meta("usage"))
             else:
                 usage = None
+            preflight = getattr(proposer, "preflight", None)
+            if preflight is not None:  # an endpoint still down: one line now, not an outage wait
+                preflight()
         except BaseException:
+            if proposer is not None:
+                proposer.close()
             archive.close()
             raise
         return config, archive, run_dir, task, proposer, usage
@@ -335,8 +438,16 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
             start = archive.max_iteration()  # a kill mid-batch keeps the children stored before it
             progress.start(task.name, run_dir, start, config.iterations, archive.best(), proposer.name, usage)
             archive.set_meta("status", "running")
-            with ThreadPoolExecutor(max_workers=evolution.batch_size, thread_name_prefix="propose") as executor:
+            evolution.usage = usage
+            evolution.saved_usage = usage.to_dict() if usage is not None else None  # a resume starts from the saved totals
+            start = evolution.score_pending(start)
+            executor = ThreadPoolExecutor(max_workers=evolution.batch_size, thread_name_prefix="propose")
+            try:
                 stopped = evolution.run_batches(executor, start, config.iterations, usage)
+            except BaseException:
+                executor.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: requests were cancelled, do not wait
+                raise
+            executor.shutdown(wait=True)
             progress.stop()
             top = evolution.score_top_on_test()
     except RunError as exc:

@@ -274,6 +274,7 @@ class FakeOpenAI:
         fault_seed: int = 0,
         count_tokens: Callable[[str], int] = quarter_chars,
         owned_by: str = "fake",
+        model_fields: dict[str, Any] | None = None,
     ) -> None:
         if stream_usage not in STREAM_USAGE_MODES:
             raise ValueError(f"stream_usage must be one of {STREAM_USAGE_MODES}")
@@ -293,6 +294,7 @@ class FakeOpenAI:
         self._fault_rng = random.Random(fault_seed)
         self.count_tokens = count_tokens
         self.owned_by = owned_by
+        self.model_fields = dict(model_fields or {})  # extra fields of each /models entry (vLLM's max_model_len...)
         self.requests: list[dict] = []  # bodies of chat requests, in arrival order
         self.headers: list[dict[str, str]] = []  # their headers, same order
         self.served: list[Served] = []  # what was done with each, same order
@@ -334,8 +336,10 @@ class FakeOpenAI:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    def start(self, port: int = 0) -> None:
+        """Serve on `port` (0: a free one; the old port to come back after `stop()`, a restart)."""
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.fake = self
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -539,7 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         fake = self.server.fake
         if self.path.rstrip("/").endswith("/models"):
-            data = [{"id": name, "object": "model", "owned_by": fake.owned_by, "permissions": []} for name in fake.models]
+            data = [{"id": name, "object": "model", "owned_by": fake.owned_by, "permissions": [], **fake.model_fields} for name in fake.models]
             self._send_json(200, {"object": "list", "data": data})
         else:
             self._send_json(404, {"detail": "Not Found"})

@@ -179,8 +179,9 @@ def test_sigkill_with_the_llm_proposer_at_random_moments_and_mid_request(tmp_pat
 
 
 def test_endpoint_faults_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
-    """Each fault, sent for every attempt of one proposal, ends as a stored failed proposal
-    naming it; faults that clear on retry cost nothing; the run finishes with llm children."""
+    """A fault sent for every attempt of one proposal (an outage) costs no iteration: the
+    request is asked again later; replies that give no code are stored failures; faults
+    that clear on retry cost nothing; the run finishes with llm children."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     good = tmp_path / "good.py"
     good.write_text(GOOD_PROGRAM.replace("least_squares(residuals, [y.min() * 0.8, 0.5, 0.3, 0.3]", "least_squares(residuals, [y.min() * 0.5, 1.0, 0.2, 0.5]"))
@@ -188,7 +189,7 @@ def test_endpoint_faults_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch)
         ("429", "unavailable", "HTTP 429"),
         ("500", "unavailable", "HTTP 500"),
         ("reset", "unavailable", "connection"),
-        ("ok", "ok", ""),  # fewer than UNAVAILABLE_LIMIT failures in a row: the run goes on
+        ("ok", "ok", ""),
         ("slow", "unavailable", "timed out"),
         ("truncated", "unavailable", "unavailable"),
         ("invalid_json", "unavailable", "unavailable"),
@@ -228,7 +229,7 @@ def test_endpoint_faults_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch)
             else:
                 server.push_reply()
         model = ModelConfig(models=(ModelSpec("fake-model"),), base_url=server.base_url, api_key="sk-test", concurrency=1,
-                            max_retries=1, request_timeout_s=1.0)
+                            max_retries=1, request_timeout_s=1.0, outage_limit_s=10.0, stream=False)
         config = RunConfig(task=ATTACK_TASK, iterations=len(expected), proposer="llm", seed=0, seed_laws=(str(good),),
                            run_dir=str(tmp_path / "run"), archive=ArchiveConfig(islands=1), top_k_test=1,
                            model=model, scorer=ScorerConfig(workers=1, timeout_s=20))
@@ -240,27 +241,31 @@ def test_endpoint_faults_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch)
         children = [r for r in archive.programs(order="id") if r.proposer != "seed"]
         usage = archive.get_meta("usage")
     assert [r.iteration for r in children] == list(range(1, len(expected) + 1))
-    for record, (kind, status, fragment) in zip(children, expected):
+    answered = [(kind, status, fragment) for kind, status, fragment in expected if status != "unavailable"]
+    assert all(r.validation.status != "unavailable" for r in children)  # an outage is asked again, not stored
+    for record, (kind, status, fragment) in zip(children, answered):
         assert record.validation.status == status, (kind, record.validation.status, record.validation.message)
         assert fragment in record.validation.message, (kind, record.validation.message)
+    assert usage["failures"] >= 5  # the requests lost to a fault, each asked again later
     assert usage["retries"] >= 5 + 2  # one retry per failed proposal but the timed-out one (never resent), one per fault that cleared
     assert any(r.ok and r.r2 > 0.9 for r in children)  # the children that got through were scored
 
 
 def test_an_endpoint_that_stays_down_stops_the_run_resumably(tmp_path):
-    """Every request fails: after a few failed proposals the run stops with a one-line error,
-    the failures are stored, and the run resumes once the endpoint is back."""
+    """Every request fails: once the endpoint has answered nothing for --outage-limit
+    seconds the run stops with a one-line error, no iteration was spent on the outage, and
+    the run resumes once the endpoint is back."""
     run_dir = tmp_path / "run"
     with FakeOpenAI(responder=llm_reply) as server:
-        server.push_error(503, retry_after="0", times=200)
-        down = subprocess.run(evolve_cmd(*llm_args(run_dir, server, 12)), capture_output=True, text=True,
+        server.push_error(503, retry_after="0", times=400)
+        down = subprocess.run(evolve_cmd(*llm_args(run_dir, server, 12), "--outage-limit", "3"), capture_output=True, text=True,
                               timeout=RUN_TIMEOUT_S, env=cli_env(tmp_path, OPENAI_API_KEY="sk-test"))
         assert down.returncode != 0
         lines = down.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("evolve: error:") and "503" in lines[0], down.stderr
         kept = stored_programs(run_dir / "archive.db")
         assert integrity(run_dir / "archive.db") == "ok"
-        assert any(status == "unavailable" for _, _, status, *_ in kept)
+        assert kept and not any(status == "unavailable" for _, _, status, *_ in kept)  # the seeds only
         with server._lock:
             server._script.clear()
         finished = resume(run_dir, cli_env(tmp_path, OPENAI_API_KEY="sk-test"))

@@ -20,6 +20,7 @@ from evolve.propose.client import (
     LLMError,
     LLMUnavailable,
     Usage,
+    estimate_tokens,
 )
 from tests.fake_openai import DEFAULT_TEXT, FakeOpenAI
 
@@ -149,7 +150,7 @@ def test_slow_reply_then_next_request_succeeds(server):
 @pytest.mark.parametrize("push", ["push_reset", "push_truncated", "push_invalid_json"])
 def test_broken_reply_is_retried(server, push):
     getattr(server, push)()
-    client = make_client(server)
+    client = make_client(server, stream=False)  # a plain JSON reply (a stream's own faults: test_stream_*)
 
     assert client.complete(MESSAGES).text == DEFAULT_TEXT
     assert server.request_count == 2 and client.usage.retries == 1
@@ -160,7 +161,7 @@ def test_broken_reply_is_retried(server, push):
 )
 def test_persistently_broken_reply_raises_unavailable(server, push, reason):
     getattr(server, push)(times=3)
-    client = make_client(server, max_retries=2)
+    client = make_client(server, max_retries=2, stream=False)
 
     with pytest.raises(LLMUnavailable, match=reason):
         client.complete(MESSAGES)
@@ -170,7 +171,7 @@ def test_persistently_broken_reply_raises_unavailable(server, push, reason):
 @pytest.mark.parametrize("push", ["push_empty", "push_no_choices"])
 def test_empty_reply_is_an_empty_completion_not_an_error(server, push):
     getattr(server, push)()
-    client = make_client(server)
+    client = make_client(server, stream=False)
 
     completion = client.complete(MESSAGES)
 
@@ -352,3 +353,115 @@ def test_other_bad_requests_still_stop_at_once(server):
     with pytest.raises(LLMAuthError, match="too long"):
         client.complete(MESSAGES)
     assert server.request_count == 1
+
+
+# --------------------------------------------------------------------------- streaming against a llama.cpp-like server
+
+
+def llama_like(**options) -> FakeOpenAI:
+    """The fake behaving like llama-cpp-python's server: one generation at a time, 400 on an
+    overflow (an empty stream when streamed), no usage in streams, a stream stopped by a
+    new request."""
+    return FakeOpenAI.like_llama_cpp(**{"context_size": 4096, **options})
+
+
+def test_stream_usage_comes_from_the_final_chunk_when_the_server_sends_it():
+    with FakeOpenAI(stream_usage="requested") as server:
+        server.push_reply("a law in words " * 5, prompt_tokens=21, completion_tokens=17)
+        completion = make_client(server).complete(MESSAGES)
+        assert server.requests[0]["stream"] is True and server.requests[0]["stream_options"] == {"include_usage": True}
+        assert (completion.prompt_tokens, completion.completion_tokens, completion.usage_estimated) == (21, 17, False)
+        assert completion.text == "a law in words " * 5 and completion.finish_reason == "stop"
+        assert server.reported_usage()["total_tokens"] == 38
+
+
+def test_a_stream_without_usage_is_counted_and_says_so():
+    """llama-cpp-python sends no usage in a stream: the completion is counted as its chunks
+    (one per token), the prompt estimated, and the completion is marked estimated."""
+    with llama_like() as server:
+        server.push_reply("power law with an offset " * 4)
+        completion = make_client(server).complete(MESSAGES)
+        served = server.served[0]
+        assert served.stream and not served.usage_reported
+        assert completion.completion_tokens == served.completion_tokens  # every generated token arrived as a chunk
+        assert completion.completion_tokens == 25 and completion.text == "power law with an offset " * 4
+        assert completion.usage_estimated and completion.prompt_tokens == estimate_tokens(MESSAGES)
+
+
+def test_a_timeout_mid_stream_stops_the_generation_on_the_server():
+    """The client gives up at its timeout and closes the stream: the one-at-a-time server
+    stops generating at once, so the next request starts without waiting for the old one."""
+    with llama_like(token_delay_s=0.05) as server:
+        server.push_reply("tok " * 400)  # 400 tokens: 20 s of generation
+        client = make_client(server, request_timeout_s=0.6, max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailable, match="timed out"):
+            client.complete(MESSAGES)
+        assert time.monotonic() - started < 3
+        server.push_reply("short reply")
+        assert client.complete(MESSAGES).text == "short reply"
+        assert time.monotonic() - started < 5
+        first = server.served[0]
+        assert first.disconnected and first.stopped_early and first.completion_tokens < 60
+        assert server.request_count == 2  # the timed-out request was not resent
+
+
+def test_cancel_stops_streams_in_flight_and_requests_waiting_for_a_slot():
+    with llama_like(token_delay_s=0.05) as server:
+        server.push_reply("tok " * 400, times=2)
+        client = make_client(server, concurrency=1)
+        outcomes: list[BaseException | str] = []
+
+        def ask() -> None:
+            try:
+                outcomes.append(client.complete(MESSAGES).text)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        client.cancel()
+        for thread in threads:
+            thread.join(timeout=5)
+        assert time.monotonic() - started < 2
+        assert len(outcomes) == 2 and all(type(o).__name__ == "Cancelled" for o in outcomes), outcomes
+        assert server.request_count == 1  # the second never left the client: it waited for the slot
+        assert server.wait_idle(2.0) and server.served[0].disconnected and server.served[0].stopped_early
+        assert client.usage.failures == 0  # a cancelled request is not an endpoint failure
+
+
+def test_an_overflow_on_a_stream_is_found_by_asking_again_without_streaming():
+    """llama-cpp-python answers a streamed prompt that does not fit with 200 and an empty
+    stream; the same request without streaming gets its 400 and the server's message."""
+    with llama_like(context_size=50) as server:
+        client = make_client(server)
+        with pytest.raises(LLMAuthError, match="maximum context length is 50 tokens") as caught:
+            client.complete([{"role": "user", "content": "y" * 400}])
+        assert type(caught.value).__name__ == "ContextOverflow"
+        assert [r.get("stream", False) for r in server.requests] == [True, False]
+        assert client.context_size == 50
+
+
+def test_generation_time_excludes_waiting_for_a_free_slot():
+    with llama_like(token_delay_s=0.02) as server:
+        server.push_reply("tok " * 40, times=2)  # 40 tokens: about 0.8 s each
+        client = make_client(server, concurrency=1)
+        results: list[tuple[float, Completion]] = []
+
+        def ask() -> None:
+            started = time.monotonic()
+            completion = client.complete(MESSAGES)
+            results.append((time.monotonic() - started, completion))
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+        (first_wall, first), (second_wall, second) = sorted(results, key=lambda pair: pair[0])
+        assert server.max_generating == 1
+        assert second_wall > first.seconds + 0.5 * second.seconds  # it waited for the first one
+        assert second.seconds < 0.75 * second_wall  # but its generation time does not count the wait

@@ -212,3 +212,140 @@ def test_programs_differing_only_in_comments_or_layout_share_one_cache_key():
     assert code_key(program) == code_key("# a new explanation\n" + program.replace("x + 1", "x+1  # same law"))
     assert code_key(program) != code_key(program.replace("x + 1", "x + 2"))
     assert code_key("def broken(:\n") != code_key("def broken( :\n")  # unparsable text keys on itself
+
+
+# --------------------------------------------------------------------------- against a llama.cpp-like server
+
+
+def llm_model(server: FakeOpenAI, **options) -> ModelConfig:
+    return ModelConfig(**{"models": (ModelSpec("fake-model"),), "base_url": server.base_url, "api_key": "sk-test", **options})
+
+
+def test_usage_and_rng_are_saved_with_every_program_and_match_the_archive(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    replies = iter([GOOD_REPLY, "no code at all", GOOD_REPLY.replace("0.3", "0.4"), BAD_DIFF] * 3)
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, responder=lambda body: next(replies)) as server:
+        config = base_config(tmp_path, proposer="llm", model=llm_model(server), iterations=5,
+                             scorer=ScorerConfig(workers=2, isolate=False))
+        summary = run_evolution(config)
+    with Archive.open(Path(summary.run_dir) / "archive.db", readonly=True) as archive:
+        children = [r for r in archive.programs(order="id") if r.proposer == "llm"]
+        states = [archive.run_state(r.id) for r in children]
+        meta_usage, meta_rng = archive.get_meta("usage"), archive.get_meta("rng_state")
+    assert [r.iteration for r in children] == [1, 2, 3, 4, 5] and all(states)
+    running = 0
+    for record, state in zip(children, states):  # each program's saved totals include it and every one before
+        running += record.prompt_tokens + record.completion_tokens
+        assert state["usage"]["prompt_tokens"] + state["usage"]["completion_tokens"] == running
+        assert state["iteration"] == record.iteration
+    assert meta_usage == states[-1]["usage"] and meta_rng == states[-1]["rng_state"]
+    assert meta_usage["estimated_calls"] == 5  # llama.cpp streams carry no usage: counted, and said so
+    assert all(r.extra["usage_estimated"] for r in children)
+
+
+def test_an_archive_without_the_run_state_column_still_opens_and_is_migrated(tmp_path):
+    from evolve.metrics import failed_metrics
+    from evolve.records import ProgramRecord
+    from evolve.scoring.scorer import Evaluation
+
+    path = tmp_path / "old.db"
+    record = ProgramRecord(code="x = 1", validation=Evaluation("no_code", "validation", failed_metrics(1)))
+    with Archive.create(path, ArchiveConfig(), None) as archive:
+        old_id = archive.add(record).id
+    with sqlite3.connect(path) as db:  # what an archive written before the column looks like
+        db.execute("ALTER TABLE programs DROP COLUMN run_state")
+    with Archive.open(path, readonly=True) as archive:
+        assert [r.id for r in archive.programs(order="id")] == [old_id] and archive.run_state(old_id) is None
+    with Archive.open(path) as archive:
+        new_id = archive.add(record, run_state={"iteration": 1, "usage": {"prompt_tokens": 3}}).id
+        assert archive.run_state(old_id) is None and archive.run_state(new_id)["usage"] == {"prompt_tokens": 3}
+        assert archive.get_meta("iteration") == 1 and archive.integrity_check() == "ok"
+
+
+def test_a_server_restart_costs_no_iteration(tmp_path, monkeypatch):
+    """The server goes away (connection refused) for a few seconds mid-run: the requests
+    lost meanwhile are asked again, no `unavailable` program is stored, the run finishes."""
+    import threading
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = FakeOpenAI.like_llama_cpp(context_size=100_000, responder=lambda body: GOOD_REPLY)
+    server.start()
+    port = server.port
+
+    def restart_after_two_requests() -> None:
+        while server.request_count < 2:
+            time.sleep(0.02)
+        server.stop()
+        time.sleep(3.0)
+        server.start(port)
+
+    outage = threading.Thread(target=restart_after_two_requests, daemon=True)
+    outage.start()
+    try:
+        config = base_config(tmp_path, proposer="llm", iterations=5, scorer=ScorerConfig(workers=1, isolate=False),
+                             model=llm_model(server, max_retries=1, outage_limit_s=60.0))
+        summary = run_evolution(config)
+    finally:
+        outage.join(timeout=10)
+        server.stop()
+    with Archive.open(Path(summary.run_dir) / "archive.db", readonly=True) as archive:
+        children = [r for r in archive.programs(order="id") if r.proposer == "llm"]
+        failures = archive.get_meta("usage")["failures"]
+    assert summary.stopped_reason == "finished"
+    assert [r.iteration for r in children] == [1, 2, 3, 4, 5]
+    assert all(r.validation.status != "unavailable" for r in children)
+    assert failures >= 1  # the outage was met, and ridden out
+
+
+def test_ctrl_c_stops_within_seconds_and_keeps_every_reply_that_arrived(tmp_path):
+    """SIGINT once, while a slow reply streams from a one-at-a-time server: the run stops
+    within a few seconds, the stream is closed (the server stops generating), every child
+    already answered is stored, and the saved token totals match the programs stored."""
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, token_delay_s=0.01, responder=lambda body: GOOD_REPLY) as server:
+        run_dir = tmp_path / "run"
+        command = [sys.executable, "-m", "evolve", "run", "sft_scaling_law", "--iterations", "40", "--seed", "3", "--proposer", "llm",
+                   "--model", "fake-model", "--base-url", server.base_url, "--run-dir", str(run_dir),
+                   "--seed-law", str(seed_file(tmp_path)), "--islands", "1", "--workers", "1", "--quiet"]
+        errors = open(tmp_path / "stderr.txt", "w+")
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, text=True,
+                                   env={**__import__("os").environ, "OPENAI_API_KEY": "sk-test", "PYTHONFAULTHANDLER": "1"})
+        deadline = time.time() + 180
+        while time.time() < deadline and count_rows(run_dir) < 3:  # the seed and two children
+            time.sleep(0.05)
+        while time.time() < deadline and not any(s.stream and not s.done for s in list(server.served)):
+            time.sleep(0.01)  # a reply is being generated now
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: its threads' stacks go to stderr
+                process.wait(timeout=10)
+        stopped_in = time.monotonic() - sent
+        errors.seek(0)
+        stderr = errors.read()
+        assert server.wait_idle(5.0)
+        served = list(server.served)
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr and f"interrupted; resume with `evolve run --resume {run_dir}`" in stderr
+        assert stopped_in < 8, stopped_in
+        assert any(s.disconnected and s.stopped_early for s in served)  # the stream in flight was closed
+        with Archive.open(run_dir / "archive.db", readonly=True) as archive:
+            children = [r for r in archive.programs(order="id") if r.proposer == "llm"]
+            usage = archive.get_meta("usage")
+            pending = archive.get_meta("pending_replies") or []
+            assert archive.get_meta("status") == "interrupted"
+        answered = [s for s in served if s.finish_reason == "stop" and not s.disconnected]
+        assert len(children) + len(pending) == len(answered) >= 2  # every reply that arrived is kept
+        assert usage["prompt_tokens"] + usage["completion_tokens"] == sum(r.prompt_tokens + r.completion_tokens for r in children)
+        total = len(children) + len(pending) + 1
+        resumed = subprocess.run([sys.executable, "-m", "evolve", "run", "--resume", str(run_dir), "--iterations", str(total), "--quiet"],
+                                 capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OPENAI_API_KEY": "sk-test"})
+        assert resumed.returncode == 0, resumed.stderr
+    with Archive.open(run_dir / "archive.db", readonly=True) as archive:
+        after = [r for r in archive.programs(order="id") if r.proposer == "llm"]
+        usage = archive.get_meta("usage")
+        assert archive.get_meta("pending_replies") == []
+    assert [r.iteration for r in after] == list(range(1, total + 1))  # the kept replies were scored first
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == sum(r.prompt_tokens + r.completion_tokens for r in after)

@@ -174,3 +174,27 @@ def test_undefined_template_variables_fail_loudly(sft, tmp_path):
 def test_a_prompts_folder_without_templates_is_refused(sft, tmp_path):
     with pytest.raises(PromptError, match="system.j2"):
         render_messages(request_for(sft), tmp_path)
+
+
+def test_the_compact_prompt_is_short_with_one_instruction_and_the_block(sft):
+    """For small models (a 135M model follows nothing longer): the block, one instruction,
+    a request for the whole block in one fence; no headings, rules or helpers to echo."""
+    full = render_messages(request_for(sft, "full"))
+    compact = render_messages(request_for(sft, "full"), style="compact")
+    text = compact[0]["content"] + compact[1]["content"]
+    assert len(text) < 0.25 * len(full[0]["content"] + full[1]["content"])
+    assert len(text) - len(extract_block(PROGRAM)) < 600
+    assert extract_block(PROGRAM).strip() in compact[1]["content"]
+    assert "one ```python code block" in compact[1]["content"] and "#" not in compact[1]["content"].split("```python")[0]
+    assert "fit_scaling_law" in text and "scaling_law_func" in text and "SEARCH" not in text
+    assert "SECRET_OUTSIDE" not in text
+
+
+def test_a_custom_prompts_folder_without_compact_templates_uses_the_shipped_ones(sft, tmp_path):
+    (tmp_path / "system.j2").write_text("custom system")
+    (tmp_path / "user.j2").write_text("custom user {{ parent.block }}")
+    assert render_messages(request_for(sft), tmp_path)[0]["content"] == "custom system\n"
+    compact = render_messages(request_for(sft, "full"), tmp_path, style="compact")
+    assert "Rewrite it with a better formula" in compact[1]["content"]
+    with pytest.raises(PromptError, match="unknown prompt style"):
+        render_messages(request_for(sft), style="tiny")

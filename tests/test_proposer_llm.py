@@ -192,7 +192,7 @@ def test_custom_prompts_reach_the_model(task, tmp_path):
 
 # --- against the loopback fake server behaving like llama-cpp-python (issue 15) ---
 
-from evolve.config import ModelConfig  # noqa: E402
+from evolve.config import ModelConfig, ModelSpec  # noqa: E402
 from evolve.propose.client import ContextOverflow, LLMClient  # noqa: E402
 from evolve.propose.endpoint import effective_concurrency, is_loopback  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
@@ -267,3 +267,82 @@ def test_defaults_suit_a_local_one_request_at_a_time_server():
     assert effective_concurrency(ModelConfig(base_url="http://127.0.0.1:8080/v1")) == 1
     assert effective_concurrency(ModelConfig(base_url="https://api.openai.com/v1")) == 2
     assert effective_concurrency(ModelConfig(base_url="http://127.0.0.1:8080/v1", concurrency=3)) == 3
+
+
+# --------------------------------------------------------------------------- the compact prompt
+
+
+def prompt_tokens(messages: list[dict]) -> int:
+    return sum(len(m["content"]) for m in messages) // 4  # the fake's token count
+
+
+def test_style_auto_falls_back_to_the_compact_prompt_and_keeps_it(task):
+    """A server whose context is too small for even the parent-only full prompt: the compact
+    prompt is sent, and once the server has named its context size every later request
+    goes straight to the compact prompt (no more refused requests)."""
+    from evolve.propose.prompts import render_messages
+
+    bare = request(task)
+    compact = prompt_tokens(render_messages(dataclasses.replace(bare, edit_mode="full"), style="compact"))
+    smallest_full = prompt_tokens(render_messages(bare))
+    assert compact < smallest_full / 2
+    limit = (compact + smallest_full) // 2
+    with FakeOpenAI.like_llama_cpp(context_size=limit, responder=lambda body: FULL_REPLY) as server:
+        proposer = LLMProposer(fake_client(server))
+        first = proposer.propose(request_with_company(task))
+        refused = server.request_count
+        second = proposer.propose(request_with_company(task))
+    assert first.code is not None and first.extra["prompt_style"] == "compact" and first.edit_mode == "full"
+    assert [s.status for s in server.served[:refused]].count(400) >= 1
+    assert server.request_count == refused + 1 and server.served[-1].status == 200  # straight to the compact prompt
+    assert second.extra["prompt_style"] == "compact"
+    user = second.extra["prompt"][1]["content"]
+    assert "```python" in user and "c = 0.5 * y.min()" in user and "SEARCH" not in user
+
+
+def test_a_server_that_reports_a_small_context_gets_the_compact_prompt_from_the_start(task):
+    with FakeOpenAI(responder=lambda body: FULL_REPLY, model_fields={"max_model_len": 2048}) as server:
+        proposer = LLMProposer(fake_client(server, models=(ModelSpec("fake-model"),)))
+        proposer.preflight()
+        proposal = proposer.propose(request_with_company(task))
+    assert proposer.client.context_size == 2048
+    assert server.request_count == 1 and proposal.extra["prompt_style"] == "compact"
+    with FakeOpenAI(responder=lambda body: FULL_REPLY, model_fields={"max_model_len": 32768}) as server:
+        proposer = LLMProposer(fake_client(server, models=(ModelSpec("fake-model"),)))
+        proposer.preflight()
+        assert proposer.propose(request_with_company(task)).extra["prompt_style"] == "full"
+
+
+def test_style_full_never_sends_the_compact_prompt(task):
+    with FakeOpenAI.like_llama_cpp(context_size=50) as server:
+        with pytest.raises(ContextOverflow):
+            LLMProposer(fake_client(server), prompt_style="full").propose(request_with_company(task))
+        assert all("Rewrite it with a better formula" not in str(r["messages"]) for r in server.requests)
+
+
+# --------------------------------------------------------------------------- statuses and line numbers of what the model wrote
+
+
+def test_a_syntax_error_names_the_line_of_the_reply(task):
+    broken_block = extract_block(PROGRAM).replace("c = 0.5 * y.min()", "c = 0.5 * y.min(")
+    reply = f"Some words first.\nAnd a second line.\n\n```python\n{broken_block}```\n"
+    proposal = LLMProposer(ScriptedClient(reply)).propose(request(task, edit_mode="full"))
+    assert proposal.status == "syntax_error"
+    wanted = 1 + next(i for i, line in enumerate(reply.splitlines()) if "y.min(" in line)
+    assert proposal.message.startswith(f"line {wanted} of the reply"), proposal.message
+
+
+def test_a_syntax_error_from_a_diff_names_the_line_of_the_reply(task):
+    reply = GOOD_DIFF.replace("    c = 0.9 * y.min()", "    c = 0.9 * * y.min()")
+    proposal = LLMProposer(ScriptedClient(reply)).propose(request(task))
+    assert proposal.status == "syntax_error"
+    wanted = 1 + next(i for i, line in enumerate(reply.splitlines()) if "* *" in line)
+    assert proposal.message.startswith(f"line {wanted} of the reply"), proposal.message
+
+
+def test_unfenced_code_with_a_syntax_error_is_a_syntax_error_not_a_missing_function(task):
+    block = extract_block(PROGRAM).replace("return np.array([np.exp(intercept), -slope, c])", "return np.array([np.exp(intercept), -slope, c]")
+    reply = f"Here is the code:\n{block}\nThis should fit better."
+    proposal = LLMProposer(ScriptedClient(reply)).propose(request(task, edit_mode="full"))
+    assert proposal.status == "syntax_error", proposal.message
+    assert "of the reply" in proposal.message or "end of the code" in proposal.message

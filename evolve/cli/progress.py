@@ -18,6 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from evolve.cli.display import safe_text
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Evaluation
 
@@ -79,6 +80,11 @@ class RunProgress:
         if self.usage is not None:
             text += f" | {self.usage.prompt_tokens + self.usage.completion_tokens} tokens"
         return text
+
+    def note(self, text: str) -> None:
+        """A line above the bar: why the run is waiting (an endpoint outage)."""
+        if self.enabled:
+            self.console.print(safe_text(text, keep_newlines=False), markup=False, highlight=False)
 
     def stop(self) -> None:
         if self.bar is not None:

@@ -67,6 +67,19 @@ def build_config(task: str | None, config_file: Path | None, models: tuple[str, 
 @click.option("--quiet", is_flag=True, help="no progress display")
 @add_setting_options
 def run_command(task: str | None, resume: Path | None, config_file: Path | None, models: tuple[str, ...], quiet: bool, **settings) -> int:
+    try:
+        summary = start_or_resume(task, resume, config_file, models, quiet, settings)
+    except KeyboardInterrupt as exc:
+        # click turns a KeyboardInterrupt into a bare Abort; this one keeps the run directory
+        # so `evolve` can say which run to resume (one line, no traceback)
+        abort = click.exceptions.Abort()
+        abort.run_dir = getattr(exc, "run_dir", None)  # type: ignore[attr-defined]
+        raise abort from None
+    show_summary(summary)
+    return 0
+
+
+def start_or_resume(task: str | None, resume: Path | None, config_file: Path | None, models: tuple[str, ...], quiet: bool, settings: dict):
     given = given_settings(settings)
     progress = RunProgress(enabled=not quiet)
     if resume is not None:
@@ -75,11 +88,8 @@ def run_command(task: str | None, resume: Path | None, config_file: Path | None,
         if fixed:
             names = ", ".join(fixed)
             raise ConfigError(f"a resumed run keeps its own settings; only --iterations can change (drop {names})")
-        summary = run_evolution(RunConfig(), resume_dir=resume, progress=progress, iterations=given.get("iterations"))
-    else:
-        summary = run_evolution(build_config(task, config_file, models, given), progress=progress)
-    show_summary(summary)
-    return 0
+        return run_evolution(RunConfig(), resume_dir=resume, progress=progress, iterations=given.get("iterations"))
+    return run_evolution(build_config(task, config_file, models, given), progress=progress)
 
 
 def chosen_because(run_dir: Path) -> str:

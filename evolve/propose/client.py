@@ -16,8 +16,14 @@ Choices made here (the loop and the LLM proposer rely on them):
 * A reply with no choices or empty content is *not* an error: it returns a `Completion`
   with `text == ""`, and the proposer records an empty proposal.
 * No models configured: the model is `$EVOLVE_MODEL`, else "gpt-4o-mini".
-* Token counts come from the reply's `usage`; when the server omits it they are estimated
-  as characters / 4 and the completion says `usage_estimated=True`.
+* Replies are streamed (`config.stream`), so a timeout or `cancel()` (Ctrl-C) closes the
+  connection and the server stops generating (see evolve.propose.stream). A timed-out
+  request is not resent: the same request would time out the same way.
+* Token counts come from the reply's `usage` (a stream's last chunk); when the server omits
+  it the completion is counted as stream chunks (or characters / 4 for a plain reply), the
+  prompt estimated as characters / 4, and the completion says `usage_estimated=True`.
+* `Completion.seconds` is the time holding a concurrency slot: waiting for a free slot is
+  not generation time.
 * Budgets are checked before each call (no request is sent once reached) and after it
   (the call that crosses the budget raises `BudgetExceeded`, with the paid-for completion
   attached as `exc.completion`).
@@ -46,8 +52,10 @@ from tenacity import (
 )
 
 from evolve.config import ModelConfig
-from evolve.propose.errors import ContextOverflow, LLMAuthError, LLMError, LLMUnavailable
-from evolve.propose.endpoint import _retry_after, _root_cause, effective_concurrency, is_context_overflow
+from evolve.propose.errors import Cancelled, ContextOverflow, LLMAuthError, LLMError, LLMUnavailable
+from evolve.propose.endpoint import _retry_after, _root_cause, context_size_in, effective_concurrency, is_context_overflow
+from evolve.propose.usage import ModelUsage, Usage  # noqa: F401 - re-exported: callers import them from here
+from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamTimeout, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +72,7 @@ class Completion:
     model: str  # the model name that was requested (the key for prices and usage)
     prompt_tokens: int
     completion_tokens: int
-    seconds: float  # wall time of the whole call, retries and backoff included
+    seconds: float  # time spent on the request's attempts, holding a slot (waiting for a free slot excluded)
     finish_reason: str | None
     usage_estimated: bool = False  # True when the server sent no usage and tokens were estimated
 
@@ -84,101 +92,6 @@ class _Transient(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-
-
-@dataclass
-class ModelUsage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    calls: int = 0
-    failures: int = 0
-    estimated_calls: int = 0  # calls whose tokens were estimated from text length
-
-
-_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cost_usd", "calls", "failures", "estimated_calls")
-
-
-@dataclass
-class Usage:
-    """Running totals of one run, per run and per model; safe to update from many threads.
-
-    `to_dict`/`from_dict` let a resumed run continue its totals (and its budget).
-    """
-
-    totals: ModelUsage = field(default_factory=ModelUsage)
-    per_model: dict[str, ModelUsage] = field(default_factory=dict)
-    retries: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.totals.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.totals.completion_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return self.totals.prompt_tokens + self.totals.completion_tokens
-
-    @property
-    def cost_usd(self) -> float:
-        return self.totals.cost_usd
-
-    @property
-    def calls(self) -> int:
-        return self.totals.calls
-
-    @property
-    def failures(self) -> int:
-        return self.totals.failures
-
-    def record_call(self, model: str, prompt: int, completion: int, cost: float, estimated: bool) -> None:
-        with self._lock:
-            for bucket in (self.totals, self.per_model.setdefault(model, ModelUsage())):
-                bucket.prompt_tokens += prompt
-                bucket.completion_tokens += completion
-                bucket.cost_usd += cost
-                bucket.calls += 1
-                bucket.estimated_calls += int(estimated)
-
-    def record_failure(self, model: str) -> None:
-        with self._lock:
-            self.totals.failures += 1
-            self.per_model.setdefault(model, ModelUsage()).failures += 1
-
-    def record_retry(self) -> None:
-        with self._lock:
-            self.retries += 1
-
-    def to_dict(self) -> dict[str, Any]:
-        with self._lock:
-            data: dict[str, Any] = {name: getattr(self.totals, name) for name in _USAGE_FIELDS}
-            data["retries"] = self.retries
-            data["per_model"] = {
-                model: {name: getattr(bucket, name) for name in _USAGE_FIELDS}
-                for model, bucket in self.per_model.items()
-            }
-            return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Usage:
-        data = data or {}
-        usage = cls(totals=_model_usage_from(data), retries=int(data.get("retries", 0)))
-        for model, values in (data.get("per_model") or {}).items():
-            usage.per_model[model] = _model_usage_from(values)
-        return usage
-
-
-def _model_usage_from(values: dict[str, Any]) -> ModelUsage:
-    return ModelUsage(
-        **{
-            name: (float if name == "cost_usd" else int)(values.get(name, 0))
-            for name in _USAGE_FIELDS
-        }
-    )
 
 
 class LLMClient:
@@ -214,8 +127,12 @@ class LLMClient:
         self._names, self._weights = _ensemble(config)
         self._options_lock = threading.Lock()
         self._options: dict[str, dict[str, Any]] = {}  # per model: request fields it accepts
+        self._no_stream_options: set[str] = set()  # models whose server refused stream_options
         self._prices = {m.name: (m.price_prompt_per_mtok, m.price_completion_per_mtok) for m in config.models}
         self._slots = threading.BoundedSemaphore(effective_concurrency(config))
+        self._streams = OpenStreams()
+        self.context_size: int | None = None  # the model's context in tokens, when the server says it
+        self._told_no_usage = False
         self._api_key = _api_key(config)
         self._client = openai.OpenAI(
             base_url=config.resolved_base_url(),
@@ -237,6 +154,11 @@ class LLMClient:
     def close(self) -> None:
         """Close the pooled HTTP connections."""
         self._client.close()
+
+    def cancel(self) -> None:
+        """Stop every request now (Ctrl-C): streams in flight are closed, so the server stops
+        generating them; requests waiting for a slot, and any sent later, raise Cancelled."""
+        self._streams.cancel()
 
     def choose_model(self, rng: random.Random | None = None) -> str:
         """A model of the ensemble, drawn with probability proportional to its weight.
@@ -261,13 +183,14 @@ class LLMClient:
         """One chat completion (`seed` sent when given); blocks, retries transient failures, records usage."""
         self.check_budget()
         model = model or self.choose_model()
-        started = time.monotonic()
         try:
             reply = self._with_retries(messages, model, seed)
+        except Cancelled:
+            raise
         except LLMError:
             self.usage.record_failure(model)
             raise
-        completion = self._to_completion(reply, messages, model, time.monotonic() - started)
+        completion = self._to_completion(reply, messages, model)
         self._record(completion)
         try:
             self.check_budget()
@@ -281,6 +204,7 @@ class LLMClient:
             wait=self._wait,
             retry=retry_if_exception_type(_Transient),
             before_sleep=self._before_sleep,
+            sleep=self._sleep,
             reraise=True,
         )
         try:
@@ -301,6 +225,9 @@ class LLMClient:
         temperature but the default. Adapt to such a 400 once per model; True when adapted."""
         with self._options_lock:
             options = self._options[model]
+            if self.config.stream and "stream_options" in detail and model not in self._no_stream_options:
+                self._no_stream_options.add(model)
+                return True
             if "max_tokens" in options and "max_completion_tokens" in detail:
                 options["max_completion_tokens"] = options.pop("max_tokens")
                 return True
@@ -323,31 +250,81 @@ class LLMClient:
                     raise self._status_error(exc, model) from None
                 log.info("model %s refused a sampling field; now sending %s", model, ", ".join(sorted(self.request_options(model))))
 
-    def _send(self, messages: list[dict], model: str, seed: int | None = None) -> Any:
+    def _send(self, messages: list[dict], model: str, seed: int | None = None) -> RawReply:
         extra = {} if seed is None else {"seed": int(seed) % 2**31}
-        with self._slots:
+        self._take_slot()
+        try:
+            started = time.monotonic()
             try:
-                reply = self._client.chat.completions.create(
-                    model=model,
-                    messages=messages,  # type: ignore[arg-type]
-                    **self.request_options(model),
-                    **extra,
-                )
+                if self.config.stream:
+                    try:
+                        return self._streamed(messages, model, extra, started)
+                    except EmptyStream:  # llama-cpp-python fails inside a stream: a plain request says why
+                        log.info("%s sent an empty stream; asking again without streaming", self.base_url)
+                return self._plain(messages, model, extra, started)
             except openai.BadRequestError as exc:
                 if is_context_overflow(exc):
-                    raise ContextOverflow(self._redact(_refusal_message(400, self.base_url, model, _server_message(exc)), limit=1000)) from None
+                    detail = _server_message(exc)
+                    self.context_size = context_size_in(detail) or self.context_size
+                    raise ContextOverflow(self._redact(_refusal_message(400, self.base_url, model, detail), limit=1000)) from None
                 raise
-            except openai.APITimeoutError:  # not resent: a one-at-a-time server may still be generating it
+            except (openai.APITimeoutError, StreamTimeout):  # not resent: the same request would time out again
                 raise LLMUnavailable(f"{self.base_url} timed out after {self.config.request_timeout_s:g}s (not resent)") from None
             except openai.APIConnectionError as exc:
+                if self._streams.cancelled.is_set():
+                    raise Cancelled("the request was cancelled") from None
                 raise _Transient(f"connection failed ({_root_cause(exc)})") from None
             except openai.APIStatusError as exc:
                 raise self._status_error(exc, model) from None
             except json.JSONDecodeError as exc:  # the body claimed to be JSON but was not
                 raise _Transient(f"invalid JSON in reply ({exc.msg})") from None
+        finally:
+            self._slots.release()
+
+    def _take_slot(self) -> None:
+        """Wait for a free concurrency slot, giving up when the client is cancelled."""
+        while not self._slots.acquire(timeout=0.1):
+            if self._streams.cancelled.is_set():
+                raise Cancelled("the request was cancelled before it was sent")
+        if self._streams.cancelled.is_set():
+            self._slots.release()
+            raise Cancelled("the request was cancelled before it was sent")
+
+    def _plain(self, messages: list[dict], model: str, extra: dict, started: float) -> RawReply:
+        reply = self._client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            **self.request_options(model),
+            **extra,
+        )
         if isinstance(reply, str):  # openai hands back the raw text of a non-JSON reply
             raise _Transient("reply is not JSON")
-        return reply
+        text, finish_reason = _first_choice(reply)
+        usage = getattr(reply, "usage", None)
+        prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            prompt, completion = None, None
+        return RawReply(text, finish_reason, prompt, completion, time.monotonic() - started)
+
+    def _streamed(self, messages: list[dict], model: str, extra: dict, started: float) -> RawReply:
+        stream = self._client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            **self.stream_options(model),
+            **self.request_options(model),
+            **extra,
+        )
+        with self._streams.track(stream.response):
+            try:
+                return read_stream(stream, started + float(self.config.request_timeout_s), started)
+            finally:
+                stream.close()  # a reply cut short closes its connection: the server stops generating
+
+    def stream_options(self, model: str) -> dict[str, Any]:
+        """`stream_options.include_usage`, until the model refuses the field (older servers)."""
+        with self._options_lock:
+            return {} if model in self._no_stream_options else {"stream_options": {"include_usage": True}}
 
     def _status_error(self, exc: openai.APIStatusError, model: str) -> Exception:
         status = exc.status_code
@@ -364,21 +341,28 @@ class LLMClient:
         doubling = self.retry_wait_s * 2 ** (state.attempt_number - 1)
         return min(doubling, self.retry_wait_max_s) + self._jitter.uniform(0, self.retry_wait_s)
 
+    def _sleep(self, seconds: float) -> None:
+        """The backoff between retries, cut short by cancel()."""
+        if self._streams.cancelled.wait(seconds):
+            raise Cancelled("the request was cancelled while waiting to retry")
+
     def _before_sleep(self, state: RetryCallState) -> None:
         self.usage.record_retry()
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         log.info("LLM request failed (%s); retry %d in %.2fs", self._redact(str(exc)), state.attempt_number, wait)
 
-    def _to_completion(self, reply: Any, messages: list[dict], model: str, seconds: float) -> Completion:
-        text, finish_reason = _first_choice(reply)
-        usage = getattr(reply, "usage", None)
-        prompt = getattr(usage, "prompt_tokens", None)
-        completion = getattr(usage, "completion_tokens", None)
-        estimated = not isinstance(prompt, int) or not isinstance(completion, int)
-        if estimated:
-            prompt, completion = estimate_tokens(messages), _estimate(text)
-        return Completion(text, model, prompt, completion, seconds, finish_reason, estimated)
+    def _to_completion(self, reply: RawReply, messages: list[dict], model: str) -> Completion:
+        """The reply with its token counts: the server's usage, else counted (see the module doc)."""
+        prompt, completion = reply.prompt_tokens, reply.completion_tokens
+        estimated = prompt is None or completion is None
+        if estimated and not self._told_no_usage:
+            self._told_no_usage = True
+            log.warning("%s sent no token usage: prompt tokens are estimated as characters / 4, completion tokens %s",
+                        self.base_url, "counted as stream chunks" if completion is not None else "as characters / 4")
+        prompt = estimate_tokens(messages) if prompt is None else prompt
+        completion = _estimate(reply.text) if completion is None else completion
+        return Completion(reply.text, model, prompt, completion, reply.seconds, reply.finish_reason, estimated)
 
     def _record(self, completion: Completion) -> None:
         price_prompt, price_completion = self._prices.get(completion.model, (0.0, 0.0))

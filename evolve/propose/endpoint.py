@@ -14,6 +14,7 @@ import socket
 import urllib.error
 import urllib.request
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -69,6 +70,28 @@ def is_context_overflow(exc: Any) -> bool:
     return any(phrase in text for phrase in OVERFLOW_PHRASES)
 
 
+CONTEXT_FIELDS = ("max_model_len", "context_length", "context_window", "n_ctx", "max_context_length")
+CONTEXT_IN_MESSAGE = re.compile(r"(?:maximum context length|context (?:length|size|window))\D{0,20}?(\d{2,7})", re.IGNORECASE)
+
+
+def context_size_in(message: str) -> int | None:
+    """The context size a server names in its overflow message ("maximum context length is
+    2048 tokens", llama.cpp's and vLLM's wording), else None."""
+    found = CONTEXT_IN_MESSAGE.search(message or "")
+    return int(found.group(1)) if found else None
+
+
+def served_context_size(item: dict) -> int | None:
+    """A model's context in tokens from its /models entry: vLLM's max_model_len, llama-server's
+    meta.n_ctx..., else None (OpenAI, Ollama and llama-cpp-python do not say)."""
+    for source in (item, item.get("meta") if isinstance(item.get("meta"), dict) else {}):
+        for name in CONTEXT_FIELDS:
+            value = source.get(name)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
 def check_endpoint(client: Any, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> None:
     """GET {base_url}/models: raise LLMUnavailable (cannot connect) or LLMAuthError (401/403,
     or a remote endpoint without the model) with one line naming the URL.
@@ -98,9 +121,14 @@ def check_endpoint(client: Any, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> None:
             return
         raise LLMUnavailable(client._redact(f"cannot reach the model endpoint {url}: {reason}")) from None
     try:
-        served = {str(item.get("id")) for item in json.loads(body).get("data") or [] if isinstance(item, dict)}
+        items = [item for item in json.loads(body).get("data") or [] if isinstance(item, dict)]
     except (ValueError, AttributeError, TypeError):
         return
+    served = {str(item.get("id")) for item in items}
+    sizes = [served_context_size(item) for item in items if str(item.get("id")) in client._names or len(items) == 1]
+    known = [size for size in sizes if size]
+    if known:
+        client.context_size = min(known)
     missing = [name for name in client._names if served and name not in served]
     if not missing:
         return

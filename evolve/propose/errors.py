@@ -15,3 +15,7 @@ class ContextOverflow(LLMAuthError):
 
 class LLMUnavailable(LLMError):
     """The endpoint could not be reached or kept failing after every retry."""
+
+
+class Cancelled(LLMError):
+    """The request was stopped by the client (a Ctrl-C): its reply, if any, is dropped unseen."""

@@ -37,5 +37,6 @@ def make_proposer(config: RunConfig, task: Task, stored_usage: dict | None = Non
         client = LLMClient(config.model, usage=usage, budget_tokens=config.budget_tokens, budget_usd=config.budget_usd, rng=random.Random(config.seed))
         from evolve.propose.endpoint import effective_concurrency
 
-        return LLMProposer(client, Path(config.prompts_dir) if config.prompts_dir else None, effective_concurrency(config.model)), usage
+        return LLMProposer(client, Path(config.prompts_dir) if config.prompts_dir else None, effective_concurrency(config.model),
+                           prompt_style=config.prompt_style), usage
     raise ConfigError(f"unknown proposer '{config.proposer}' (choose auto, llm or offline)")

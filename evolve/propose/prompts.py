@@ -23,6 +23,11 @@ from evolve.tasks import Task, data_root
 
 SYSTEM_TEMPLATE = "system.j2"
 USER_TEMPLATE = "user.j2"
+PROMPT_STYLES = ("full", "compact")
+# (system, user) templates per prompt style. The compact prompt is for small models (a 135M
+# model cannot follow the full one): one instruction and the parent's block, and it always
+# asks for the whole block back in one fence (small models do not write SEARCH/REPLACE diffs).
+STYLE_TEMPLATES = {"full": (SYSTEM_TEMPLATE, USER_TEMPLATE), "compact": ("compact_system.j2", "compact_user.j2")}
 PARENT_MESSAGE_CHARS = 600  # tail of the parent's failure message shown to the model
 FAILURE_MESSAGE_CHARS = 300  # tail of each recent failure's message
 FAILURE_EXPLANATION_CHARS = 160
@@ -33,11 +38,14 @@ class PromptError(ValueError):
 
 
 @lru_cache(maxsize=8)
-def environment(prompts_dir: Path) -> jinja2.Environment:
+def environment(prompts_dir: Path, fallback: Path | None = None) -> jinja2.Environment:
+    """Templates from `prompts_dir`, then (for templates it lacks, such as the compact ones
+    in an older custom folder) from `fallback`, the shipped prompts."""
     if not (prompts_dir / SYSTEM_TEMPLATE).is_file() or not (prompts_dir / USER_TEMPLATE).is_file():
         raise PromptError(f"prompts folder {prompts_dir} needs {SYSTEM_TEMPLATE} and {USER_TEMPLATE}")
+    folders = [str(prompts_dir)] + ([str(fallback)] if fallback is not None and fallback != prompts_dir else [])
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(prompts_dir)),
+        loader=jinja2.FileSystemLoader(folders),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -60,16 +68,21 @@ def format_number(value: float | None, digits: int = 5) -> str:
     return f"{value:.{digits}g}"
 
 
-def render_messages(request: ProposalRequest, prompts_dir: Path | None = None) -> list[dict]:
-    """The chat messages (system, then user) asking for one child of request.parent."""
+def render_messages(request: ProposalRequest, prompts_dir: Path | None = None, style: str = "full") -> list[dict]:
+    """The chat messages (system, then user) asking for one child of request.parent, in the
+    given prompt style (full or compact)."""
     if request.edit_mode not in EDIT_MODES:
         raise PromptError(f"unknown edit mode {request.edit_mode!r} (choose from {', '.join(EDIT_MODES)})")
-    folder = Path(prompts_dir).resolve() if prompts_dir is not None else data_root("prompts")
-    env = environment(folder)
+    if style not in STYLE_TEMPLATES:
+        raise PromptError(f"unknown prompt style {style!r} (choose from {', '.join(PROMPT_STYLES)})")
+    shipped = data_root("prompts")
+    folder = Path(prompts_dir).resolve() if prompts_dir is not None else shipped
+    env = environment(folder, shipped)
     context = prompt_context(request)
+    system_name, user_name = STYLE_TEMPLATES[style]
     try:
-        system = env.get_template(SYSTEM_TEMPLATE).render(**context)
-        user = env.get_template(USER_TEMPLATE).render(**context)
+        system = env.get_template(system_name).render(**context)
+        user = env.get_template(user_name).render(**context)
     except jinja2.TemplateError as exc:
         where = f"{exc.filename}:{exc.lineno}: " if isinstance(exc, jinja2.TemplateSyntaxError) else ""
         raise PromptError(f"cannot render prompts in {folder}: {where}{exc}") from None

@@ -59,8 +59,9 @@ class Splice:
 
 
 def strip_thinking(reply: str) -> str:
-    """Drop <think>...</think> sections (reasoning models put draft code there); unify line ends."""
-    return THINK_RE.sub("", (reply or "").replace("\r\n", "\n"))
+    """Blank out <think>...</think> sections (reasoning models put draft code there), keeping
+    their line breaks so line numbers still count lines of the reply; unify line ends."""
+    return THINK_RE.sub(lambda found: "\n" * found.group(0).count("\n"), (reply or "").replace("\r\n", "\n"))
 
 
 # ---------------------------------------------------------------- code blocks
@@ -88,9 +89,11 @@ def defines_api(code: str) -> bool:
     return True
 
 
-def mentions_api(code: str) -> bool:
-    """A textual test for code that does not parse: does it at least define the fit functions?"""
-    return all(re.search(rf"^\s*def {name}\s*\(", code, re.MULTILINE) for name in FIT_FUNCTIONS)
+def mentions_api(code: str, every: bool = True) -> bool:
+    """A textual test for code that does not parse: does it at least define the fit
+    functions (every one, or with `every=False` any one)?"""
+    found = [bool(re.search(rf"^\s*def {name}\s*\(", code, re.MULTILINE)) for name in FIT_FUNCTIONS]
+    return all(found) if every else any(found)
 
 
 def pick_code_block(bodies: list[str]) -> str:
@@ -104,27 +107,47 @@ def pick_code_block(bodies: list[str]) -> str:
 
 
 def bare_code(text: str) -> str | None:
-    """Code written without a fence: the longest run of lines that parses, preferring one defining the API.
+    """Code written without a fence: the run of lines from the first code-like line to the
+    last one; when that does not parse, the longest run that parses and defines the API with
+    only prose after it; else the unparsable run itself (so broken code is a syntax error,
+    not a missing function).
 
-    Runs start at code-like lines (only the first few are tried, to bound the work)
-    and end where the code still parses, so prose before and after is dropped.
-    """
+    Runs start at code-like lines (only the first few are tried, to bound the work)."""
     lines = text.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if CODE_START_RE.match(line)][:MAX_BARE_STARTS]
     if not starts:
         return None
     if parses(text):
         return text
+    run = code_run(lines, starts[0])
+    if parses(run):
+        return run
     longest = ""
     for first in starts:
         for end in range(len(lines), first, -1):
             candidate = "".join(lines[first:end])
             if parses(candidate):
-                if defines_api(candidate):
+                if defines_api(candidate) and not any(looks_like_code(line) for line in lines[end:]):
                     return candidate
                 longest = max(longest, candidate, key=len)
                 break
-    return longest if longest.strip() else "".join(lines[starts[0]:])
+    if mentions_api(run, every=False) or not longest.strip():
+        return run  # the API is there but broken: a syntax error, not a missing function
+    return longest
+
+
+def looks_like_code(line: str) -> bool:
+    """An indented line, or one that starts like a statement."""
+    return bool(line.strip()) and (line[:1].isspace() or bool(CODE_START_RE.match(line)) or line.lstrip()[:1] in ")]}")
+
+
+def code_run(lines: list[str], first: int) -> str:
+    """Lines from `first` to the last code-like one (indented, or starting like code), so
+    the prose after unfenced code is not blamed for its syntax error."""
+    last = len(lines)
+    while last > first + 1 and not looks_like_code(lines[last - 1]):
+        last -= 1
+    return "".join(lines[first:last])
 
 
 def extract_code(reply: str) -> str | None:
@@ -310,7 +333,7 @@ def splice(program: str, reply: str, edit_mode: str) -> Splice:
         if not new_block.strip():
             raise SpliceError(Status.NO_CODE, "the reply's EVOLVE-BLOCK is empty")
     child = replace_block(program, new_block)
-    check_child(child)
+    check_child(child, reply)
     return Splice(child, mode)
 
 
@@ -328,20 +351,61 @@ def splice_reply(program: str, reply: str, edit_mode: str) -> str:
     return splice(program, reply, edit_mode).program
 
 
-def check_child(child: str) -> None:
-    """Refuse a child that cannot be scored: it must parse and define the API."""
+def check_child(child: str, reply: str | None = None) -> None:
+    """Refuse a child that cannot be scored: it must parse and define the API.
+
+    A syntax error names its line in the model's reply (what the model wrote and will be
+    shown), else its line in the edited EVOLVE-BLOCK; never a line of the spliced file."""
     try:
         parse_python(child)
     except SyntaxError as exc:
         line = (exc.text or "").strip()
         shown = f": {line[:120]!r}" if line else ""
-        raise SpliceError(Status.SYNTAX_ERROR, f"line {exc.lineno}: {exc.msg}{shown}") from None
+        raise SpliceError(Status.SYNTAX_ERROR, f"{syntax_error_place(child, reply, exc.lineno)}: {exc.msg}{shown}") from None
     except ValueError as exc:  # e.g. null bytes
         raise SpliceError(Status.SYNTAX_ERROR, str(exc)) from None
     try:
         detect_api(child)
     except ProgramError as exc:
         raise SpliceError(Status.MISSING_FUNCTION, str(exc)) from None
+
+
+def syntax_error_place(child: str, reply: str | None, lineno: int | None) -> str:
+    """'line N of the reply', 'line N of the edited EVOLVE-BLOCK' or 'at the end of the code'."""
+    if lineno is None:
+        return "somewhere in the code"
+    if reply is None or not has_block(child):
+        return f"line {lineno}"
+    start, end = block_bounds(child)
+    block_lines = child[start:end].splitlines()
+    index = lineno - (child[:start].count("\n") + 1)
+    if index >= len(block_lines):
+        return "at the end of the code (an unclosed bracket, string or block?)"
+    if index < 0:
+        return f"line {lineno}"
+    found = reply_line_of(block_lines, index, strip_thinking(reply).splitlines())
+    return f"line {found} of the reply" if found else f"line {index + 1} of the edited EVOLVE-BLOCK"
+
+
+def reply_line_of(block_lines: list[str], index: int, reply_lines: list[str]) -> int | None:
+    """The reply line (1-based) holding block line `index`: among the reply lines with the
+    same text, the one whose neighbours match the block's best."""
+    wanted = block_lines[index].strip()
+    if not wanted:
+        return None
+    candidates = [j for j, line in enumerate(reply_lines) if line.strip() == wanted]
+    if not candidates:
+        return None
+
+    def agreement(j: int) -> int:
+        return sum(
+            1
+            for step in range(-3, 4)
+            if 0 <= index + step < len(block_lines) and 0 <= j + step < len(reply_lines)
+            and block_lines[index + step].strip() == reply_lines[j + step].strip()
+        )
+
+    return max(candidates, key=lambda j: (agreement(j), -j)) + 1
 
 
 # ---------------------------------------------------------------- prose

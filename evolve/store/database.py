@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import sqlite3
 import threading
@@ -25,6 +24,7 @@ from typing import Any, Iterator
 from evolve.config import ArchiveConfig
 from evolve.store import elites as elites_policy
 from evolve.store.errors import ArchiveError
+from evolve.store.sqlite_io import configure_writer, connect, describe_sqlite_error, discard_new_database, split_statements, transaction
 from evolve.store.elites import complexity_bin, param_bin
 from evolve.records import ProgramRecord, code_complexity
 from evolve.scoring.scorer import Evaluation
@@ -59,7 +59,8 @@ CREATE TABLE programs (
     generation_seconds REAL NOT NULL,
     edit_mode TEXT NOT NULL,
     created_at REAL NOT NULL,
-    extra TEXT NOT NULL
+    extra TEXT NOT NULL,
+    run_state TEXT
 );
 CREATE INDEX programs_rank ON programs (status, val_r2 DESC, id);
 CREATE INDEX programs_island_cell ON programs (island, cell_params, cell_complexity, status, val_r2 DESC);
@@ -69,10 +70,15 @@ CREATE INDEX programs_parent ON programs (parent_id);
 COLUMNS = (
     "code", "parent_id", "island", "cell_params", "cell_complexity", "iteration", "status", "val_r2",
     "validation", "test", "n_params", "complexity", "proposer", "model", "explanation", "prompt_tokens",
-    "completion_tokens", "generation_seconds", "edit_mode", "created_at", "extra",
+    "completion_tokens", "generation_seconds", "edit_mode", "created_at", "extra", "run_state",
 )  # fmt: skip
+# Added after schema 1 shipped: ALTER TABLE adds it to an older archive opened for writing
+# (old rows read NULL); a read-only open of an old archive never selects it by name.
+ADDED_COLUMNS = {"run_state": "TEXT"}
+RUN_STATE_KEYS = ("iteration", "rng_state", "usage")  # also kept in meta, written in the same transaction
 
 RANK_ORDER = "val_r2 DESC NULLS LAST, id ASC"
+UPSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
 ELITES_QUERY = f"""
 SELECT * FROM (
@@ -82,7 +88,6 @@ SELECT * FROM (
     FROM programs WHERE status = 'ok'
 ) WHERE rank_in_cell = 1
 """
-
 
 
 # ---------------------------------------------------------------- row <-> record
@@ -112,7 +117,7 @@ def record_to_row(record: ProgramRecord, cell: tuple[int, int], complexity: int,
         to_json(record.test.to_dict()) if record.test is not None else None,
         record.n_params, complexity, record.proposer, record.model,
         record.explanation, record.prompt_tokens, record.completion_tokens,
-        float(record.generation_seconds), record.edit_mode, created_at, to_json(record.extra),
+        float(record.generation_seconds), record.edit_mode, created_at, to_json(record.extra), None,
     )  # fmt: skip
 
 
@@ -136,20 +141,6 @@ def row_to_record(row: sqlite3.Row) -> ProgramRecord:
         created_at=row["created_at"],
         extra=json.loads(row["extra"]),
     )
-
-
-def describe_sqlite_error(exc: sqlite3.Error) -> str:
-    """A short, one-line reason that says what the user can do about it."""
-    text = " ".join(str(exc).split())
-    if "disk is full" in text or "disk I/O error" in text:
-        return f"disk full or unwritable ({text})"
-    if "readonly" in text:
-        return f"opened read-only ({text})"
-    if "unable to open" in text:
-        return f"missing or unwritable directory ({text})"
-    if "not a database" in text or "malformed" in text:
-        return f"not an evolve run database or corrupted ({text})"
-    return text
 
 
 # ---------------------------------------------------------------- the archive
@@ -209,6 +200,7 @@ class Archive:
             config, param_cap = read_settings(connection, path)
             if not readonly:
                 configure_writer(connection)  # only once the file is known to be ours
+                add_missing_columns(connection)
         except sqlite3.Error as exc:
             if connection is not None:
                 connection.close()
@@ -277,15 +269,36 @@ class Archive:
             complexity_bin(complexity, self.config.complexity_bins),
         )
 
-    def add(self, record: ProgramRecord) -> ProgramRecord:
-        """Store a program (any status); returns it with id, cell and created_at set."""
+    def add(self, record: ProgramRecord, run_state: dict[str, Any] | None = None) -> ProgramRecord:
+        """Store a program (any status); returns it with id, cell and created_at set.
+
+        `run_state` (the loop's iteration, RNG state and token usage just after this
+        program) is stored on its row and in meta in the same transaction, so after any stop
+        the totals and the RNG match the programs stored, and a resume continues from them."""
         complexity = code_complexity(record.code)
         cell = self._cell(record.n_params, complexity)
         created_at = record.created_at or time.time()
         row = self._encode(record, cell, complexity, created_at)
+        if run_state is not None:
+            try:
+                row = row[:-1] + (to_json(run_state),)
+                meta = [(key, to_json(run_state[key])) for key in RUN_STATE_KEYS if key in run_state]
+            except (TypeError, ValueError) as exc:
+                raise ArchiveError(f"{self.path}: cannot store a program's run state: {exc}") from None
         with self._writing("store a program") as conn:
             new_id = insert_program(conn, row)
+            if run_state is not None:
+                conn.executemany(UPSERT_META, meta)
         return dataclasses.replace(record, id=new_id, cell=cell, created_at=created_at)
+
+    def run_state(self, program_id: int) -> dict[str, Any] | None:
+        """The run state stored with a program (None for seeds, migrations and old archives)."""
+        with self._reading() as conn:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(programs)")}
+            if "run_state" not in columns:
+                return None
+            row = conn.execute("SELECT run_state FROM programs WHERE id = ?", (int(program_id),)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] is not None else None
 
     def _encode(self, record: ProgramRecord, cell: tuple[int, int], complexity: int, created_at: float) -> tuple:
         try:
@@ -387,7 +400,7 @@ class Archive:
         except (TypeError, ValueError) as exc:
             raise ArchiveError(f"{self.path}: cannot store meta {key!r}: {exc}") from None
         with self._writing(f"store meta {key!r}") as conn:
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, encoded))
+            conn.execute(UPSERT_META, (key, encoded))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         with self._reading() as conn:
@@ -401,47 +414,6 @@ class Archive:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def connect(path: Path, readonly: bool, must_exist: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit); changes nothing in the file."""
-    if readonly:
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-    else:
-        uri = f"{path.resolve().as_uri()}?mode={'rw' if must_exist else 'rwc'}"
-    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
-    connection.row_factory = sqlite3.Row
-    try:
-        connection.execute("PRAGMA foreign_keys = ON")
-        if readonly:
-            connection.execute("PRAGMA query_only = ON")
-    except sqlite3.Error:
-        connection.close()
-        raise
-    return connection
-
-
-def configure_writer(connection: sqlite3.Connection) -> None:
-    """WAL so readers never block the loop; FULL so every commit survives a crash."""
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = FULL")
-
-
-@contextmanager
-def transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-
-
-def split_statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def read_settings(connection: sqlite3.Connection, path: Path) -> tuple[ArchiveConfig, int | None]:
@@ -463,15 +435,15 @@ def read_settings(connection: sqlite3.Connection, path: Path) -> tuple[ArchiveCo
     return config, param_cap
 
 
-def discard_new_database(connection: sqlite3.Connection | None, path: Path) -> None:
-    """Remove a database this process just failed to create, with its WAL files."""
-    if connection is not None:
-        connection.close()
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            os.unlink(f"{path}{suffix}")
-        except OSError:
-            pass
+def add_missing_columns(connection: sqlite3.Connection) -> None:
+    """Bring an archive written before a column was added up to date (additive only: every
+    older reader still reads the file)."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(programs)")}
+    missing = [(name, kind) for name, kind in ADDED_COLUMNS.items() if name not in present]
+    if missing:
+        with transaction(connection):
+            for name, kind in missing:
+                connection.execute(f"ALTER TABLE programs ADD COLUMN {name} {kind}")
 
 
 def insert_program(connection: sqlite3.Connection, row: tuple) -> int:

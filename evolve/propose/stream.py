@@ -1,0 +1,107 @@
+"""Reading a streamed chat reply, and stopping every stream in flight from another thread.
+
+Why stream: a local server (llama.cpp, Ollama) generates one reply at a time and goes on
+generating a plain (non-streamed) reply after the client has given up, so a timeout or a
+Ctrl-C would leave the server busy for minutes. A streamed reply stops at the next token
+once its connection closes. `OpenStreams.cancel()` closes every response being read, so
+the reading threads end at once (with a connection error) and the server stops too.
+
+Usage comes from the stream's last chunk (`stream_options.include_usage`; OpenAI, vLLM,
+Ollama and llama-server send it). A server that omits it (llama-cpp-python's) leaves
+`prompt_tokens` None: the client then estimates the prompt, and counts the completion as
+the content chunks it received (these servers send one chunk per generated token).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """One reply as received: the usage fields are None when the server did not send them."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    seconds: float  # from the request's start (a slot held) to its last byte
+
+
+class EmptyStream(Exception):
+    """The stream ended without a single chunk: llama-cpp-python's way of failing inside a
+    stream (a prompt over the context, for one). Asked again without streaming, the server
+    says what is wrong."""
+
+
+class StreamTimeout(Exception):
+    """The reply was still arriving when the request's time ran out."""
+
+
+class OpenStreams:
+    """The responses being read now; `cancel()` closes them all and refuses new ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()
+        self.cancelled = threading.Event()
+
+    @contextmanager
+    def track(self, response: Any) -> Iterator[None]:
+        with self._lock:
+            self._open.add(response)
+        try:
+            if self.cancelled.is_set():  # cancelled between the request and this line
+                response.close()
+            yield
+        finally:
+            with self._lock:
+                self._open.discard(response)
+
+    def cancel(self) -> None:
+        """Stop every stream being read (their readers get a connection error at once)."""
+        self.cancelled.set()
+        with self._lock:
+            responses = list(self._open)
+        for response in responses:
+            try:
+                response.close()
+            except Exception:  # noqa: BLE001 - closing a half-read response may itself fail; it is closed either way
+                pass
+
+
+def read_stream(chunks: Iterable[Any], deadline: float, started: float) -> RawReply:
+    """Text, finish reason and usage of a chat stream (first choice only).
+
+    Raises StreamTimeout once `deadline` (time.monotonic) passes while chunks still arrive
+    (a stalled server is caught by the HTTP read timeout), EmptyStream when no chunk came.
+    """
+    parts: list[str] = []
+    content_chunks = 0
+    finish_reason = None
+    usage = None
+    seen = False
+    for chunk in chunks:
+        seen = True
+        usage = getattr(chunk, "usage", None) or usage
+        for choice in getattr(chunk, "choices", None) or []:
+            if getattr(choice, "index", 0) != 0:
+                continue
+            content = getattr(getattr(choice, "delta", None), "content", None)
+            if isinstance(content, str) and content:
+                parts.append(content)
+                content_chunks += 1
+            finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+        if time.monotonic() > deadline:
+            raise StreamTimeout
+    if not seen:
+        raise EmptyStream
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        prompt, completion = None, content_chunks
+    return RawReply("".join(parts), finish_reason, prompt, completion, time.monotonic() - started)

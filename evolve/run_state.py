@@ -1,0 +1,47 @@
+"""The run state saved with every stored program: the RNG, the token totals of the programs
+stored, and replies kept unscored by a Ctrl-C. The loop writes them (evolve.loop); the
+archive stores them in one transaction with the program (evolve.store.database)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from evolve.propose.base import Proposal, ProposalRequest
+
+
+def usage_with(saved: dict, proposal: Proposal | None, live: dict) -> dict:
+    """The stored programs' totals after storing `proposal`: its tokens, cost and call added
+    to `saved` (per run and per model). Replies in flight or kept pending are not in them
+    (the live totals are), so the saved totals always equal the sum over the archive; the
+    retry and failure counts, which belong to no program, are the live ones."""
+    totals = {**saved, "per_model": {m: dict(v) for m, v in (saved.get("per_model") or {}).items()}}
+    if proposal is not None and "reply" in proposal.extra:
+        for bucket in (totals, totals["per_model"].setdefault(proposal.model or "", {})):
+            bucket["prompt_tokens"] = bucket.get("prompt_tokens", 0) + proposal.prompt_tokens
+            bucket["completion_tokens"] = bucket.get("completion_tokens", 0) + proposal.completion_tokens
+            bucket["cost_usd"] = bucket.get("cost_usd", 0.0) + float(proposal.extra.get("cost_usd", 0.0))
+            bucket["calls"] = bucket.get("calls", 0) + 1
+            bucket["estimated_calls"] = bucket.get("estimated_calls", 0) + int(bool(proposal.extra.get("usage_estimated")))
+    totals["retries"], totals["failures"] = live.get("retries", 0), live.get("failures", 0)
+    for model, bucket in (live.get("per_model") or {}).items():
+        totals["per_model"].setdefault(model, {})["failures"] = bucket.get("failures", 0)
+    return totals
+
+
+def pending_to_json(request: ProposalRequest, proposal: Proposal) -> dict:
+    """A reply that arrived but was not stored (Ctrl-C during its scoring), for meta."""
+    fields = dataclasses.asdict(proposal)
+    fields["status"] = str(proposal.status) if proposal.status is not None else None
+    return {"parent_id": request.parent.id, "seed": request.seed, "proposal": fields}
+
+
+def rng_state_to_json(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(state: list) -> random.Random:
+    rng = random.Random()
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+    return rng
