@@ -120,7 +120,16 @@ def search(task: Path, n: int, args, plaw: Path) -> dict:
         print(res.stdout[-800:], res.stderr[-800:], file=sys.stderr)
         return {"test_r2": None, "seconds": wall, "reason": "failed"}
     (run / "wall.json").write_text(json.dumps({"seconds": wall}))
-    return {"test_r2": test_r2(best, task), "seconds": wall, "reason": res.stdout.strip().splitlines()[-1][:300] if res.stdout.strip() else ""}
+    return {"test_r2": test_r2(best, task), "seconds": wall, "reason": selection_reason(run)}
+
+
+def selection_reason(run: Path) -> str:
+    """Why the run returned the law it did (evolve.selection's reason, stored in the archive)."""
+    sys.path.insert(0, str(ROOT.parent))
+    from evolve.store.database import Archive
+
+    with Archive.open(run / "archive.db", readonly=True) as archive:
+        return str((archive.get_meta("selection") or {}).get("reason", ""))
 
 
 def fmt(x, digits=4):

@@ -11,9 +11,9 @@ held-out rows are not evidence. So at the end of a run:
    parameter count (so a simpler law within noise of the best is on the list).
 2. Evidence: the finalists are re-fitted on the selection folds (`selection_folds`): the
    task's rolling-origin validation folds, plus further cuts of the same rule while every
-   group still fits on at least half of its train rows and on more rows than any clean
-   finalist has parameters. The first folds' rows were spent ranking the search; deeper
-   folds ask the same question (predict the next larger scales) on rows no ranking scored.
+   group still fits on at least half of its train rows and on more rows than any finalist
+   has parameters (suspects included: they are compared too). The first folds' rows were
+   spent ranking the search; deeper folds ask the same question (predict the next larger scales) on rows no ranking scored.
 3. Refuse laws whose coefficients cancel (two of the largest fitted parameters huge
    relative to the target's scale, of opposite signs, summing to little: the law subtracts
    two big numbers to make a small one, which extrapolates like its ill-conditioning),
@@ -49,12 +49,14 @@ How each choice was made (principles and train-only evidence; test figures only 
   after step 4, rather than testing the 1-SE pick against the seed) is the same logic: the
   evidence against the seed is a law that beats it, and a simpler law within noise of the
   best that does not beat the seed must not hand the run back to it.
-- The selection folds' limits (half of train; more fit rows than the largest clean law's
+- The selection folds' limits (half of train; more fit rows than the largest finalist's
   parameter count, at least the power law's 2F+1 plus one) are what makes a deeper fold a
   question about extrapolation rather than about fitting a law on too few rows: the first
   version required only 2F+2 rows, and a train-only diagnostic on revisiting_nmt (5-
   parameter laws fitted on 4 rows per group erring 40x their first-fold error) showed such
-  folds measure under-determination.
+  folds measure under-determination. The count first ran over the clean finalists only; on
+  the same run the over-cap suspects were then judged on such a fold, so it runs over all
+  finalists (found reading the re-selection's fold counts, a train-side figure).
 Every number here comes from train rows (the validation folds); test is never read.
 """
 
@@ -338,8 +340,7 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
     scale = target_scale(task)
     cap = default_param_cap(task) if task.param_cap is None else None
     refused = [r for r in pool if cancelling(r.validation.params, scale) or (cap is not None and r.n_params is not None and r.n_params > cap * len(task.targets))]
-    clean = [r for r in pool if all(r is not x for x in refused)]
-    folds = selection_folds(task, max((r.n_params or 0) // max(1, len(task.targets)) for r in clean or pool))
+    folds = selection_folds(task, max((r.n_params or 0) // max(1, len(task.targets)) for r in pool))
     sample = redundancy_sample(records, pool)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="select") as executor:
         errors = list(executor.map(lambda r: held_out_errors(run, r, task, folds), pool + sample))
