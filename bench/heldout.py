@@ -2,10 +2,18 @@
 
 For each task: (a) the plain power law with offset, c + sum_i a_i x_i^(-b_i), generated for the
 task's features; (b) the published law (published_law.py) where one exists; (c) the offline
-search at each --iterations, best program scored on test. Everything goes through the CLI
-(subprocess), so it survives package restructuring.
+search at each --iterations, the law the run returns (best.py, chosen by evolve.selection from
+train alone) scored on test. Runs go through the CLI (subprocess), so it survives package
+restructuring; each run folder is kept (--runs) with its wall time.
 
-    python bench/heldout.py [--iterations 150,600] [--only NAME] [--seed 0] [--no-seed]
+    python bench/heldout.py [--iterations 150,600] [--only NAME] [--seed 0] [--no-seed] [--runs DIR]
+    python bench/heldout.py --reselect [--iterations ...] [--no-seed] [--runs DIR]
+
+--reselect does not search again: it re-runs evolve.selection.choose (the current code) on the
+stored archives (the search does not depend on the selection, which runs once at the end), so
+the selection can be iterated on without new searches. Results accumulate in
+bench/results/heldout.json (one entry per task and configuration) and bench/results/heldout.md
+is rendered from all of them.
 """
 import argparse
 import json
@@ -19,6 +27,7 @@ ROOT = Path(__file__).resolve().parent
 TASKS = ROOT / "heldout"
 RESULTS = ROOT / "results" / "heldout.md"
 RUNS = ROOT / "results" / "heldout_runs"  # gitignored (bench/results/.gitignore)
+JSON = ROOT / "results" / "heldout.json"
 
 
 def _entry():
@@ -72,58 +81,117 @@ def test_r2(program, task):
         return float("nan")
 
 
+def reselect(run: Path, task_dir: Path) -> tuple[float, str]:
+    """The current evolve.selection's choice on a stored run, scored on test (measurement)."""
+    sys.path.insert(0, str(ROOT.parent))
+    from evolve.config import ScorerConfig
+    from evolve.scoring.scorer import Scorer
+    from evolve.selection import choose
+    from evolve.store.database import Archive
+    from evolve.tasks import load_task
+
+    task = load_task(task_dir)
+    with Archive.open(run / "archive.db", readonly=True) as archive:
+        records = archive.programs(failed=False, order="r2")
+    with Scorer(ScorerConfig()) as scorer:
+        choice = choose(records, task, scorer.run)  # train only, as the run does
+        return scorer.score(choice.record.code, task, "test").rank_r2, choice.reason
+
+
+def search(task: Path, n: int, args, plaw: Path) -> dict:
+    tag = "noseed" if args.no_seed else "seeded"
+    run = Path(args.runs) / f"{task.name}-{n}-s{args.seed}-{tag}"
+    if args.reselect:
+        if not (run / "archive.db").exists():
+            return {"test_r2": None, "seconds": None, "reason": "no stored run"}
+        wall = json.loads((run / "wall.json").read_text())["seconds"] if (run / "wall.json").exists() else None
+        r2, reason = reselect(run, task)
+        return {"test_r2": r2, "seconds": wall, "reason": reason, "reselected": True}
+    shutil.rmtree(run, ignore_errors=True)
+    cmd = EVOLVE + ["run", str(task), "--iterations", str(n), "--seed", str(args.seed),
+                    "--proposer", "offline", "--run-dir", str(run), "--quiet"]
+    if not args.no_seed:
+        cmd += ["--seed-law", str(plaw)]
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    best = run / "best.py"
+    if res.returncode != 0 or not best.exists():
+        print(res.stdout[-800:], res.stderr[-800:], file=sys.stderr)
+        return {"test_r2": None, "seconds": wall, "reason": "failed"}
+    (run / "wall.json").write_text(json.dumps({"seconds": wall}))
+    return {"test_r2": test_r2(best, task), "seconds": wall, "reason": selection_reason(run)}
+
+
+def selection_reason(run: Path) -> str:
+    """Why the run returned the law it did (evolve.selection's reason, stored in the archive)."""
+    sys.path.insert(0, str(ROOT.parent))
+    from evolve.store.database import Archive
+
+    with Archive.open(run / "archive.db", readonly=True) as archive:
+        return str((archive.get_meta("selection") or {}).get("reason", ""))
+
+
+def fmt(x, digits=4):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def render(results: dict) -> str:
+    configs = sorted({k for r in results.values() for k in r.get("search", {})}, key=lambda c: (int(c.split("-")[0]), c))
+    lines = ["| task | power law | published law | " + " | ".join(f"search {c} (s)" for c in configs) + " |",
+             "|---|---|---|" + "---|" * len(configs)]
+    for name in sorted(results):
+        r = results[name]
+        cells = [name, fmt(r.get("power_law")), fmt(r.get("published"))]
+        for c in configs:
+            s = r.get("search", {}).get(c)
+            cells.append("—" if not s else f"{fmt(s['test_r2'])} ({fmt(s['seconds'], 0)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def store(name: str, fixed: dict, key: str, outcome: dict) -> None:
+    """Merge one result into heldout.json, re-read just before writing (benches may run side by side)."""
+    results = json.loads(JSON.read_text()) if JSON.exists() else {}
+    entry = results.setdefault(name, {})
+    entry.update(fixed)
+    entry.setdefault("search", {})[key] = outcome
+    JSON.write_text(json.dumps(results, indent=1) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", default="150,600")
     ap.add_argument("--only")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-seed", action="store_true",
-                    help="run the search with no seed law (today a CSV task with no seed law fails: "
-                         "'no seed law scored'; so by default the plain power law is passed as --seed-law)")
+    ap.add_argument("--no-seed", action="store_true", help="run the search with no seed law (the run seeds itself)")
+    ap.add_argument("--runs", default=str(RUNS), help="folder for the run folders (kept)")
+    ap.add_argument("--reselect", action="store_true", help="re-run the current selection on stored runs; no search")
     args = ap.parse_args()
     iters = [int(i) for i in args.iterations.split(",") if i]
-    RUNS.mkdir(parents=True, exist_ok=True)
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
     tasks = sorted(p for p in TASKS.iterdir() if (p / "task.toml").exists())
     if args.only:
         tasks = [t for t in tasks if t.name in args.only.split(",")]
-    header = "| task | power law | published law | " + " | ".join(f"search {n} (s)" for n in iters) + " |"
-    lines = [header, "|" + "---|" * (3 + len(iters))]
     for task in tasks:
-        plaw = RUNS / f"{task.name}-power_law.py"
+        plaw = Path(args.runs) / f"{task.name}-power_law.py"
         plaw.write_text(POWER_LAW.format(features=", ".join(features(task))))
-        row = [task.name, f"{test_r2(plaw, task):.4f}"]
         pub = task / "published_law.py"
-        row.append(f"{test_r2(pub, task):.4f}" if pub.exists() else "—")
+        fixed = {"power_law": test_r2(plaw, task), "published": test_r2(pub, task) if pub.exists() else None}
         for n in iters:
-            run = RUNS / f"{task.name}-{n}-s{args.seed}"
-            shutil.rmtree(run, ignore_errors=True)
-            cmd = EVOLVE + ["run", str(task), "--iterations", str(n), "--seed", str(args.seed),
-                            "--proposer", "offline", "--run-dir", str(run), "--quiet"]
-            if not args.no_seed:
-                cmd += ["--seed-law", str(plaw)]  # workaround: CSV tasks need a seed law today
-            t0 = time.time()
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            wall = time.time() - t0
-            best = run / "best.py"
-            if res.returncode != 0 or not best.exists():
-                print(res.stdout[-800:], res.stderr[-800:], file=sys.stderr)
-                row.append(f"failed ({wall:.0f})")
-            else:
-                row.append(f"{test_r2(best, task):.4f} ({wall:.0f})")
-        lines.append("| " + " | ".join(row) + " |")
-        print(lines[-1], flush=True)
-    # with --only, keep the other tasks' rows of an earlier table with the same columns
-    if args.only and RESULTS.exists() and header in RESULTS.read_text():
-        done = {l.split("|")[1].strip() for l in lines[2:]}
-        old = [l for l in RESULTS.read_text().splitlines()[RESULTS.read_text().splitlines().index(header) + 2:]
-               if l.startswith("| ") and l.split("|")[1].strip() not in done]
-        lines = lines[:2] + sorted(old + lines[2:])
-    table = "\n".join(lines)
-    RESULTS.write_text("# Held-out real data sets: test R²\n\nCommand: `python bench/heldout.py "
-                       + " ".join(sys.argv[1:]) + "`\n\nTest R² (search: wall seconds in parentheses). "
-                       "Search column: `evolve run --proposer offline --seed %d`, best.py scored on test; "
-                       "the plain power law is passed as --seed-law%s.\n\n" % (args.seed, " (not: --no-seed)" if args.no_seed else "")
-                       + table + "\n")
+            key = f"{n}-{'noseed' if args.no_seed else 'seeded'}"
+            outcome = search(task, n, args, plaw)
+            print(task.name, key, outcome, flush=True)
+            store(task.name, fixed, key, outcome)
+    results = json.loads(JSON.read_text())
+    table = render(results)
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    begin, end = "<!-- table -->", "<!-- /table -->"
+    if begin in text and end in text:
+        text = text[: text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
+    else:
+        text = "# Held-out real data sets: test R²\n\n" + begin + "\n" + table + "\n" + end + "\n"
+    RESULTS.write_text(text)
     print(table)
 
 

@@ -29,6 +29,7 @@ pseudo-test R² over the pool. The real test split is not read.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -59,7 +60,7 @@ TEST_AXIS = {
     "vocab_scaling_law": "vocab_size",
 }
 POOL = 30
-WORK = Path("/tmp/evolve-selection")
+WORK = Path(os.environ.get("EVOLVE_SELECTION_WORK", "/tmp/evolve-selection"))  # runs and data copies (kept)
 ITERATIONS = 150
 
 

@@ -139,18 +139,77 @@ def test_auto_rule_holds_out_half_the_scales_of_a_few_scale_sweep():
     assert auto_validation_rule(no_scale, ("a", "b"), "", 0.2).column == ""  # no axis: a random cut
 
 
-def test_the_seed_stands_unless_the_search_beats_it_beyond_luck(tmp_path):
+def seeded(ident, r2, n_params):
     import dataclasses
 
+    return dataclasses.replace(record(ident, r2, n_params), proposer="seed")
+
+
+def distinct_noise(i):
+    """A law of its own: errs on its own rows (a fixed random perturbation per law)."""
+    bumps = np.random.default_rng(1000 + i).normal(0, 0.08, 4096)
+    return lambda x, y: truth(x) + 1.0 + bumps[(np.log(x) * 97).astype(int) % 4096]
+
+
+def test_the_seed_stands_unless_the_search_beats_it_beyond_luck(tmp_path):
     from evolve.selection import search_margin
 
     task = make_task(tmp_path, param_cap=10)
-    seed = dataclasses.replace(record(1, 0.9, 3), proposer="seed")
-    # 2 beats the seed by about 3 standard errors: beyond the margin for 2 laws tried, not for 300
+    seed = seeded(1, 0.9, 3)
+    # 2 beats the seed by about 3 standard errors: beyond the margin for 2 laws tried, not for 300 distinct ones
     laws = {1: lambda x, y: truth(x), 2: lambda x, y: truth(x) + (y - truth(x)) * np.where(np.cos(9 * np.log(x)) > 0, 0.8, 0.2)}
     assert choose([record(2, 0.97, 5), seed], task, fake_run(task, laws)).record.id == 2  # 2 laws tried: small margin
-    many = [record(2, 0.97, 5), seed] + [record(i, 0.1, 4) for i in range(3, 300)]  # the same gain among 300 tried
-    laws.update({i: (lambda x, y: truth(x) + 1.0) for i in range(3, 300)})
+    many = [record(2, 0.97, 5), seed] + [record(i, 0.1, 4) for i in range(3, 300)]
+    laws.update({i: distinct_noise(i) for i in range(3, 300)})  # 297 laws, each erring on rows of its own
     assert search_margin(300) > 3 and choose(many, task, fake_run(task, laws)).record.id == 1
     laws[1] = lambda x, y: truth(x) + 0.05  # a seed off by a bias: a law far better displaces it whatever was tried
     assert choose(many, task, fake_run(task, laws)).record.id == 2
+
+
+def test_near_copies_are_not_counted_as_independent_chances_of_luck(tmp_path):
+    """The same gain among 300 tried programs that are near-copies of one poor law (they
+    predict alike row by row) displaces the seed: they are a few distinct laws, not 300."""
+    task = make_task(tmp_path, param_cap=10)
+    laws = {1: lambda x, y: truth(x), 2: lambda x, y: truth(x) + (y - truth(x)) * np.where(np.cos(9 * np.log(x)) > 0, 0.8, 0.2)}
+    laws.update({i: (lambda x, y: truth(x) + 1.0) for i in range(3, 300)})
+    many = [record(2, 0.97, 5), seeded(1, 0.9, 3)] + [record(i, 0.1, 4) for i in range(3, 300)]
+    choice = choose(many, task, fake_run(task, laws))
+    assert choice.record.id == 2 and "of 299 tried" in choice.reason
+
+
+def test_effective_number_of_laws_from_their_gains():
+    from evolve.selection import effective_laws
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 1, (200, 1))
+    copies = base + rng.normal(0, 1e-3, (200, 10))  # ten reparametrisations of one law
+    assert effective_laws(copies) < 1.5
+    assert effective_laws(rng.normal(0, 1, (200, 10))) > 7  # ten laws erring on different rows
+    two = np.column_stack([copies, rng.normal(0, 1, (200, 1))])
+    assert 1.5 < effective_laws(two) < 3
+    assert effective_laws(np.ones((50, 4))) == 1.0  # no spread: one comparison
+
+
+def test_a_law_that_beats_the_seed_is_returned_over_a_simpler_one_that_does_not(tmp_path):
+    """The one-standard-error rule picks among the laws that beat the seed beyond the margin:
+    a simpler law within noise of the best but not clearly better than the seed does not hand
+    the run back to the seed."""
+    task = make_task(tmp_path, param_cap=10)
+    laws = {1: lambda x, y: truth(x) + 0.3,  # the seed: biased
+            2: lambda x, y: truth(x),  # far better than the seed
+            3: lambda x, y: truth(x) + 0.3 - 0.3 * np.where(np.cos(9 * np.log(x)) > 0, 1.6, 0.0)}  # simpler, noisy
+    records = [record(2, 0.97, 8), record(3, 0.9, 4), seeded(1, 0.5, 3)]
+    choice = choose(records, task, fake_run(task, laws))
+    assert choice.record.id == 2 and "beats the seed" in choice.reason
+
+
+def test_selection_folds_add_evidence_only_where_train_allows(tmp_path):
+    from evolve.selection import selection_folds
+
+    task = make_task(tmp_path, param_cap=10, validation=(0.2, 1), rows=60)
+    folds = selection_folds(task)
+    assert len(folds) > 1 and folds[0][1].X.tolist() == task.validation_folds()[0][1].X.tolist()
+    train_rows = len(task.train)
+    assert all(len(fit) >= train_rows / 2 for fit, _ in folds)  # every fold fits on half of train or more
+    assert all(set(map(float, held.X[:, 0])) <= set(map(float, task.train.X[:, 0])) for _, held in folds)  # train only
+    assert len(selection_folds(task, max_params=40)) == 1  # a fold the laws cannot be fitted on is not added
