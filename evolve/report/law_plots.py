@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from evolve.report.law_view import BAND_LEVEL, Allocation, Extrapolation
-from evolve.report.plots import R2_FLOOR, SPLIT_COLOURS, png_base64, pyplot, within_view
+from evolve.report.plots import R2_FLOOR, SPLIT_COLOURS, finish_panels, label_panel, png_base64, pyplot, within_view
 from evolve.text import shorten
 
 
@@ -35,17 +35,8 @@ def plot_extrapolation(curves: list[Extrapolation], target: str) -> str | None:
         if c.log_x:
             ax.set_xscale("log")
         held = ", ".join(f"{k}={v:.3g}" for k, v in c.held.items())
-        ax.set_title(shorten(f"{c.group}" + (f" ({held})" if held else ""), 70), fontsize=8)
-        ax.set_xlabel(c.feature + " (dotted: largest train value)", fontsize=8)
-        ax.set_ylabel(target, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(curves):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.03))
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return png_base64(fig)
+        label_panel(ax, shorten(f"{c.group}" + (f" ({held})" if held else ""), 70), c.feature + " (dotted: largest train value)", target)
+    return finish_panels(fig, axes, len(curves), legend_space=0.05)
 
 
 def plot_allocation(a: Allocation | None, target: str) -> str | None:

@@ -151,17 +151,27 @@ def plot_groups(fits: dict[str, SplitFit], task, column: str) -> tuple[str | Non
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for ax, group in zip(axes.flat, shown):
         draw_group(ax, fits, group, j, len(task.features) == 1)
-        ax.set_title(shorten(group, 48), fontsize=8)
-        ax.set_xlabel(column, fontsize=8)
-        ax.set_ylabel(task.targets[0], fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(shown):]:
+        label_panel(ax, shorten(group, 48), column, task.targets[0])
+    return finish_panels(fig, axes, len(shown), legend_space=0.04), len(shown), len(groups)
+
+
+def label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """One panel of a grid of small plots: the same small type and light grid everywhere."""
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def finish_panels(fig, axes, used: int, legend_space: float) -> str:
+    """Blank the unused panels, put the first panel's legend under the grid, encode the figure."""
+    for ax in list(axes.flat)[used:]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return png_base64(fig), len(shown), len(groups)
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, 0.02 - legend_space))
+    fig.tight_layout(rect=(0, legend_space, 1, 1))
+    return png_base64(fig)
 
 
 def draw_group(ax, fits: dict[str, SplitFit], group: str, j: int, single_feature: bool) -> None:
