@@ -46,18 +46,6 @@ def job_for(record, task) -> FormulaJob | None:
     return None
 
 
-def formulas_for(records: list, task) -> dict[int, Formula | None]:
-    """Formulas of stored programs by id, extracted once per distinct job in isolation."""
-    jobs = {r.id: job_for(r, task) for r in records}
-    distinct = list({key(job): job for job in jobs.values() if job is not None}.values())
-    found = dict(zip((key(j) for j in distinct), formulas_isolated(distinct))) if distinct else {}
-    return {rid: (found.get(key(job)) if job is not None else None) for rid, job in jobs.items()}
-
-
-def key(job: FormulaJob) -> str:
-    return json.dumps(job.to_dict(), sort_keys=True)
-
-
 def formulas_isolated(jobs: list[FormulaJob], seconds_per_program: float = SECONDS_PER_PROGRAM, plan: str = "auto") -> list[Formula | None]:
     """Formulas for many programs, each extracted and checked in sandboxed children of its own.
 
