@@ -25,8 +25,10 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from evolve.scoring.seccomp import SYSCALLS, SeccompError, SockFilter, SockFprog, seccomp_program
 from pathlib import Path
+
+from evolve.scoring.cgroups import CandidateGroup, CgroupError
+from evolve.scoring.seccomp import SYSCALLS, SeccompError, SockFilter, SockFprog, seccomp_program
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -101,8 +103,9 @@ class ChildContext:
     limits: Limits
     worker_pid: int
     uid: int | None = None  # the slot's own unprivileged uid (root plan)
-    nproc: int = CHILD_NPROC  # the formula child (formula_jobs) forks per program: 3
+    nproc: int = CHILD_NPROC  # raised only by the cgroup attack tests (EVOLVE_SANDBOX_NPROC), to test the cgroup alone
     audit_hook: bool = True  # off only for the kernel-layer attack tests (EVOLVE_SANDBOX_AUDIT_HOOK=0)
+    cgroup: CandidateGroup | None = None  # this child's own group (cgroups.py), where the kernel offers one
 
 
 # --------------------------------------------------------------------------- kernel calls
@@ -153,6 +156,18 @@ def write_file(path: str, text: str) -> None:
 
 
 # --------------------------------------------------------------------------- isolation steps
+
+
+def step_cgroup(ctx: ChildContext) -> list[str]:
+    """Join the child's own cgroup first (still root, /sys still visible), so every process
+    the candidate starts is born inside it: one memory and pids bound and one kill for all."""
+    if ctx.cgroup is None:
+        return []
+    try:
+        ctx.cgroup.join()
+    except CgroupError as exc:
+        raise IsolationError(str(exc)) from None
+    return []  # the worker names the cgroup layers it set up (Cgroups.layers)
 
 
 def step_setsid(ctx: ChildContext) -> list[str]:
@@ -302,7 +317,7 @@ def step_audit_hook(ctx: ChildContext) -> list[str]:
 
 def kernel_steps(plan: str) -> list[Callable[[ChildContext], list[str]]]:
     """The ordered steps after the descriptors: limits, scratch, then the plan's kernel layers."""
-    steps = [step_rlimits, step_scratch]
+    steps = [step_cgroup, step_rlimits, step_scratch]
     if plan in ("root", "userns"):
         steps += [step_namespaces, step_filesystem]
         if plan == "root":

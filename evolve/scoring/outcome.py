@@ -25,6 +25,7 @@ class Outcome:
     too_large: bool = False
     parent_gone: bool = False
     abandoned: bool = False  # closed its pipe without a result and kept running
+    oom_killed: bool = False  # the kernel killed a process of its cgroup for memory
     wait_status: int | None = None
 
 
@@ -100,6 +101,8 @@ def classify(outcome: Outcome, expected: Expectation, limits: Limits) -> RunRepo
     """The RunReport for a finished child; nothing it sent is trusted before decode_report."""
     if outcome.parent_gone:
         return RunReport(Status.CRASH, "the sandbox was closed during the evaluation")
+    if outcome.oom_killed:
+        return RunReport(Status.MEMORY, f"out of memory (limit {limits.memory_mb} MB for all its processes together)")
     if outcome.timed_out:
         return RunReport(Status.TIMEOUT, f"no result within {limits.timeout_s:g} s")
     if outcome.too_large:

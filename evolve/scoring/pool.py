@@ -47,7 +47,9 @@ FORMULA_REPLY_CAP_BYTES = 4 << 20
 THREAD_PINNING = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                   "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
 KEPT_PARENT_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy may need them on some CPUs
-                         "EVOLVE_SANDBOX_AUDIT_HOOK")  # "0" only in the kernel-layer attack tests
+                         "EVOLVE_SANDBOX_AUDIT_HOOK",  # "0" only in the kernel-layer attack tests
+                         "EVOLVE_SANDBOX_NPROC",  # > 1 only in the cgroup attack tests
+                         "EVOLVE_SANDBOX_CGROUPS")  # "0": no cgroup layers (tests of the fallback, benches)
 PLANS = ("auto", "root", "userns", "basic")
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from evolve.status import Status
 from evolve.scoring import params_codec
+from evolve.scoring.cgroups import CandidateGroup, Cgroups, CgroupError, detect
 from evolve.scoring.outcome import Outcome, classify, collect
 from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_child, run_probe
 from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, with_params
@@ -34,6 +35,7 @@ from evolve.scoring.isolation import (
     allocate_uid,
     ChildContext,
     EXIT_GRACE_S,
+    EXIT_SETUP_FAILED,
     IsolationError,
     kill_descendants,
     kill_uid,
@@ -92,10 +94,22 @@ class Worker:
         self.uid: int | None = None
         self.uid_lock: int | None = None
         self.dirty = False  # something could not be cleaned up: stop after answering
+        self.cgroups: Cgroups | None = None
+        self.group_bytes = 0  # one child's tree: memory_mb plus what it may copy of this worker's pages
 
-    def context(self, scratch: Path) -> ChildContext:
+    def context(self, scratch: Path, group: CandidateGroup | None = None) -> ChildContext:
         hook = os.environ.get("EVOLVE_SANDBOX_AUDIT_HOOK", "1") != "0"
-        return ChildContext(self.plan, scratch, self.limits, os.getpid(), self.uid, audit_hook=hook)
+        nproc = int(os.environ.get("EVOLVE_SANDBOX_NPROC", "1"))  # > 1 only in the cgroup attack tests
+        return ChildContext(self.plan, scratch, self.limits, os.getpid(), self.uid, nproc, hook, group)
+
+    def setup_cgroups(self) -> str:
+        """The cgroup layers, found once before any child exists; a note on what is missing."""
+        self.cgroups, note = detect()
+        self.group_bytes = self.limits.memory_mb * 2**20 + resident_bytes()
+        return note
+
+    def new_group(self) -> CandidateGroup | None:
+        return None if self.cgroups is None else self.cgroups.create(self.group_bytes)
 
     def candidate_plans(self) -> list[str]:
         if self.requested_plan != "auto":
@@ -109,7 +123,7 @@ class Worker:
             try:
                 self.prepare_identity(plan)
                 self.plan = plan
-                self.layers = ["clean_env"] + self.probe()
+                self.layers = ["clean_env"] + self.probe_with_cgroups()
                 return errors
             except IsolationError as exc:
                 errors.append(f"{plan}: {exc}")
@@ -125,10 +139,21 @@ class Worker:
             os.close(self.uid_lock)
             self.uid, self.uid_lock = None, None
 
-    def probe(self) -> list[str]:
+    def probe_with_cgroups(self) -> list[str]:
+        """The plan's layers with the cgroup layers; without them if a child cannot join."""
+        if self.cgroups is not None:
+            try:
+                return self.probe(self.cgroups.create(self.group_bytes)) + self.cgroups.layers
+            except (IsolationError, CgroupError) as exc:
+                print(f"cgroups not usable, falling back to rlimits and the uid sweep: {exc}", file=sys.stderr)
+                self.cgroups.close()
+                self.cgroups = None
+        return self.probe(None)
+
+    def probe(self, group: CandidateGroup | None) -> list[str]:
         scratch = Path(tempfile.mkdtemp(prefix="probe-", dir=self.scratch))
         read_fd, write_fd = os.pipe()
-        ctx = self.context(scratch)
+        ctx = self.context(scratch, group)
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
@@ -138,7 +163,7 @@ class Worker:
             outcome = collect(pid, read_fd, 65_536, time.monotonic() + PROBE_TIMEOUT_S, None)
         finally:
             os.close(read_fd)
-            self.finish(pid, timed_out=True)
+            self.finish(pid, True, None, group)
             shutil.rmtree(scratch, ignore_errors=True)
         try:
             message = json.loads(outcome.data)
@@ -209,7 +234,7 @@ class Worker:
         outcome = self.run_phase({"job": job}, "extract", FORMULA_FRAME_CAP, deadline)
         if outcome is None:
             return False
-        if outcome.timed_out or outcome.too_large or not outcome.data:
+        if outcome.timed_out or outcome.too_large or outcome.oom_killed or not outcome.data:
             return self.reply_json({"ok": False, "why": "extraction: " + ("timeout" if outcome.timed_out else "no result")})
         try:
             found = json.loads(outcome.data.decode("utf-8"))
@@ -250,7 +275,7 @@ class Worker:
 
     def read_fit(self, outcome: Outcome, request: dict) -> tuple[RunReport | None, str, list, dict, dict]:
         """The fit child's answer, checked by trusted code (its failure, or what to predict with)."""
-        if outcome.timed_out or outcome.too_large or outcome.abandoned or not outcome.data:
+        if outcome.timed_out or outcome.too_large or outcome.abandoned or outcome.oom_killed or not outcome.data:
             fake = Expectation((), 0)
             return classify(outcome, fake, self.limits), "", [], {}, {}
         try:
@@ -266,9 +291,17 @@ class Worker:
         """Fork one child for `phase`, collect its answer, then kill and reap everything it
         left; None once the parent is gone. `before_cleanup` sees the outcome first (so the
         last reply goes out before the cleanup, off the caller's clock)."""
+        try:
+            group = self.new_group()
+        except CgroupError as exc:
+            print(f"no cgroup for a child: {exc}", file=sys.stderr)
+            outcome = Outcome(wait_status=EXIT_SETUP_FAILED << 8)  # reported as a sandbox setup failure
+            if before_cleanup is not None:
+                before_cleanup(outcome)
+            return outcome
         scratch = self.scratch_for_run()
         read_fd, write_fd = os.pipe()
-        ctx = self.context(scratch)
+        ctx = self.context(scratch, group)
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
@@ -283,14 +316,17 @@ class Worker:
                 grace = 0.0 if outcome.timed_out else min(EXIT_GRACE_S, max(0.0, deadline - time.monotonic()))
                 exited = wait_bounded(pid, grace) if grace > 0 else None
                 outcome.abandoned = exited is None and not outcome.timed_out
-                outcome.wait_status, reaped = self.finish(pid, outcome.timed_out, exited), True
+                outcome.wait_status, reaped = self.finish(pid, outcome.timed_out, exited, group), True
+            outcome.oom_killed = group is not None and group.oom_kills() > 0
             if before_cleanup is not None:
                 before_cleanup(outcome)
             return outcome
         finally:
             os.close(read_fd)
             if not reaped:
-                self.finish(pid, outcome.timed_out or outcome.parent_gone)
+                self.finish(pid, outcome.timed_out or outcome.parent_gone, None, group)
+            if group is not None and not group.remove():
+                self.dirty = True
             self.release_scratch(scratch)
 
     def scratch_for_run(self) -> Path:
@@ -306,11 +342,15 @@ class Worker:
         if self.plan not in ("root", "userns"):
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def finish(self, pid: int, timed_out: bool, status: int | None = None) -> int | None:
-        """Kill the child's group, reap it, then make sure nothing it started survives.
+    def finish(self, pid: int, timed_out: bool, status: int | None = None,
+               group: CandidateGroup | None = None) -> int | None:
+        """Kill the child's cgroup (every process it started, at once) and its process group,
+        reap it, then make sure nothing it started survives.
 
         `status` is given when the child was already reaped; its pid may then belong to
-        someone else, so only the sweep below (slot uid or descendants) runs."""
+        someone else, so only the sweeps below (cgroup, slot uid or descendants) run."""
+        if group is not None:
+            group.kill()
         if status is None:
             for kill in (os.killpg, os.kill):  # the group exists only once the child called setsid
                 try:
@@ -318,11 +358,13 @@ class Worker:
                 except (ProcessLookupError, PermissionError):
                     pass
             status = wait_bounded(pid, REAP_BOUND_S)
-        if self.uid is not None and timed_out:
-            kill_uid(self.uid)
+        if self.uid is not None and timed_out and (group is None or group.kill_file is None):
+            kill_uid(self.uid)  # with cgroup.kill nothing of the child can be left to sweep
         for attempt in range(5):
             if reap_until_clean(0.05 if attempt == 0 else 0.5):
                 return status
+            if group is not None:
+                group.kill()
             self.kill_leftovers()
         self.dirty = not reap_until_clean(REAP_BOUND_S)
         return status
@@ -339,6 +381,8 @@ class Worker:
         if self.uid is not None:
             kill_uid(self.uid)
         reap_until_clean(REAP_BOUND_S)
+        if self.cgroups is not None:
+            self.cgroups.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
         if os.getppid() != parent_pid:
             root = self.scratch.parent
@@ -350,6 +394,15 @@ class Worker:
 
 
 # --------------------------------------------------------------------------- start-up
+
+
+def resident_bytes() -> int:
+    """This worker's resident memory: the most a forked child can copy-on-write of it."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def claim_protocol_fds() -> tuple[int, int]:
@@ -387,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "formula":
         preload_formulas()
     worker = Worker(args, proto_in, proto_out)
+    note = worker.setup_cgroups()
+    if note:
+        print(f"cgroups: {note}; the rlimits and the uid sweep stand in for them", file=sys.stderr)
     try:
         for error in worker.choose_plan():
             print(f"plan not usable: {error}", file=sys.stderr)
