@@ -12,6 +12,7 @@ against what was asked; nothing a candidate produced is ever unpickled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import queue
@@ -51,6 +52,8 @@ KEPT_PARENT_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy may n
                          "EVOLVE_SANDBOX_NPROC",  # > 1 only in the cgroup attack tests
                          "EVOLVE_SANDBOX_CGROUPS")  # "0": no cgroup layers (tests of the fallback, benches)
 PLANS = ("auto", "root", "userns", "basic")
+LOG = logging.getLogger("evolve.sandbox")
+WARNED: set[str] = set()  # each fallback is logged once per process
 
 
 # --------------------------------------------------------------------------- workers
@@ -251,6 +254,10 @@ class Sandbox:
         self.plan = hellos[0].get("plan", "?")
         self.layers = " | ".join(sorted({f"{h.get('plan', '?')}: {h.get('layers', '')}" for h in hellos}))
         self.missing_modules: tuple[str, ...] = tuple(hellos[0].get("missing", ()))
+        note = str(hellos[0].get("cgroups") or "")
+        if note and note not in WARNED:
+            WARNED.add(note)
+            LOG.warning("sandbox: no cgroup per candidate (%s)", note)
 
     def run(self, program_text: str, jobs: list[GroupJob], features: tuple[str, ...], targets: tuple[str, ...],
             timeout_s: float | None = None) -> RunReport:

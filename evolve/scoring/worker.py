@@ -164,6 +164,8 @@ class Worker:
         finally:
             os.close(read_fd)
             self.finish(pid, True, None, group)
+            if group is not None and not group.remove():
+                raise IsolationError("the probe child's cgroup could not be removed")
             shutil.rmtree(scratch, ignore_errors=True)
         try:
             message = json.loads(outcome.data)
@@ -449,8 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     except IsolationError as exc:
         print(f"sandbox worker cannot start: {exc}", file=sys.stderr)
         return 2
+    if note and worker.cgroups is None:
+        note += "; memory is bounded per process (RLIMIT_AS; RLIMIT_NPROC 1 makes that per candidate), the kill is by process group and slot uid"
     hello = {"pid": os.getpid(), "plan": worker.plan, "layers": ",".join(worker.layers),
-             "uid": worker.uid, "missing": missing}
+             "uid": worker.uid, "missing": missing, "cgroups": note if worker.cgroups is None else ""}
     send_message(proto_out, json.dumps(hello).encode())
     try:
         worker.serve()
