@@ -73,11 +73,12 @@ def shown_formulas(cases: list[FormulaCase | None], task, scorer_config=None) ->
     """The shown formula of each case (None where it cannot be recovered and checked); one
     sandboxed child traces them all, then each is checked against the scorer's own
     predictions of the program (a program that behaves otherwise under tracing is caught)."""
-    from evolve.scoring.formula_jobs import formulas_isolated
+    from evolve.scoring.formula_jobs import formulas_isolated, with_fit_rows
 
     distinct = {key(c): c for c in cases if c is not None}  # copies of a program (migrants) are traced once
     real = list(distinct.values())
-    jobs = [FormulaJob(c.code, task.features, len(task.targets), len(c.params), c.params, check_rows(c.rows).tolist()) for c in real]
+    jobs = [with_fit_rows(FormulaJob(c.code, task.features, len(task.targets), len(c.params), c.params,
+                                     check_rows(c.rows).tolist()), task, c.fit_split, c.group) for c in real]
     traced = dict(zip((key(c) for c in real), formulas_isolated(jobs))) if jobs else {}
     done = {k: finish(traced.get(k), c, task.features) for k, c in distinct.items()}
     for k, c in distinct.items():

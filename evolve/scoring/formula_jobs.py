@@ -3,17 +3,20 @@
 The tracing itself is `evolve.symbolic.trace_expressions`. It executes candidate code, so
 each program's extraction runs in the sandbox (evolve.scoring.worker, docs/sandbox.md), in
 a warm worker started with `--kind formula` (sympy imported and warmed up). Per program the
-worker forks two fresh, fully isolated children within one deadline: one predicts the check
-rows through the scoring code path with the stored parameters (`predict_phase`), the other
-traces the formula. This process then evaluates the formula text itself (formula_check: an
-`ast` whitelist, never sympify or eval) and keeps it only when it reproduces those
-predictions; without check rows a formula is shown, marked unchecked. Each program has its
-own children and deadline, so one program cannot spoil or kill another's extraction.
+worker forks fresh, fully isolated children within one deadline: a fit child and a prediction
+child exactly as scoring runs them (the program refitted on the rows its stored parameters
+were fitted on, which must give those parameters, then the check rows predicted from what
+the fit returned, in its own structure and dtypes), and a child that traces the formula.
+This process then evaluates the formula text itself (formula_check: an `ast` whitelist,
+never sympify or eval) and keeps it only when it reproduces those predictions; a job without
+check or fit rows gets a formula marked unchecked. Each program has its own children and
+deadline, so one program cannot spoil or kill another's extraction.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +33,29 @@ MAX_LATEX_CHARS = 8_000  # what the report may typeset with mathtext; real formu
 MAX_CHECK_ROWS = 256
 
 
-def job_for(record, task) -> FormulaJob | None:
+@dataclass(frozen=True)
+class CheckedJob(FormulaJob):
+    """A formula job that also carries the rows its parameters were fitted on: the worker
+    refits there and predicts the check rows from what the fit returned, exactly as scoring
+    does (same parameter structure and dtypes), so the check cannot be told from scoring."""
+
+    fit_rows: list[list[float]] | None = None
+    fit_targets: list[list[float]] | None = None
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "fit_rows": self.fit_rows, "fit_targets": self.fit_targets}
+
+
+def with_fit_rows(job: FormulaJob, task, split: str, group: str) -> CheckedJob:
+    """`job` plus the rows of `group` its parameters were fitted on under `split` (for
+    validation the first fold's, as the stored parameters and the scorer's cross-check)."""
+    fit = task.fit_and_score_rows(split)[0] if split in ("validation", "test", "train") else task.train
+    mask = fit.groups == group
+    return CheckedJob(job.code, job.features, job.n_targets, job.n_params, job.check_params, job.check_rows,
+                      fit.X[mask].tolist(), fit.y[mask].tolist())
+
+
+def job_for(record, task) -> CheckedJob | None:
     """The extraction job of a stored program, checked on the rows its parameters were scored
     on (the first group with numeric parameters), so the check sees what scoring saw."""
     from evolve.report.export import params_source
@@ -42,7 +67,8 @@ def job_for(record, task) -> FormulaJob | None:
     for group, params in sorted(evaluation.params.items()):
         rows = scored.X[scored.groups == group][:MAX_CHECK_ROWS]
         if params is not None and len(rows):
-            return FormulaJob(record.code, task.features, len(task.targets), len(params), list(params), rows.tolist())
+            job = FormulaJob(record.code, task.features, len(task.targets), len(params), list(params), rows.tolist())
+            return with_fit_rows(job, task, evaluation.split, group)
     return None
 
 
@@ -73,8 +99,8 @@ def checked_formula(answer: dict | None, job: FormulaJob) -> Formula | None:
         return None
     if any(len(text) > MAX_LATEX_CHARS for text in latex):
         return None
-    if job.check_params is None or not job.check_rows:
-        return Formula(tuple(expressions), tuple(latex), False)
+    if job.check_params is None or not job.check_rows or answer.get("predictions") is None:
+        return Formula(tuple(expressions), tuple(latex), False)  # nothing to check against: shown unchecked
     rows = np.asarray(job.check_rows, dtype=float)
     try:
         expected = np.asarray(answer.get("predictions"), dtype=float).reshape(len(rows), job.n_targets)

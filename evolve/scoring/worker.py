@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from evolve.status import Status
-from evolve.scoring import params_codec
 from evolve.scoring.cgroups import CandidateGroup, Cgroups, CgroupError, detect
 from evolve.scoring.outcome import Outcome, classify, collect
 from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_child, run_probe
@@ -217,23 +216,24 @@ class Worker:
         return bool(replied) and replied[0]
 
     def answer_formula(self, request: dict) -> bool:
-        """A formula job: the program's own predictions on the check rows from a prediction
-        child (the scoring code path, with the stored parameters), then the traced formula
-        from a second child; both within one deadline. The parent checks one against the
-        other (formula_check), so a program that behaves differently under tracing gets no
-        checked formula, whatever its extraction child says."""
+        """A formula job: the program's own predictions on the check rows, made as scoring
+        makes them (check_predictions), then the traced formula from another child; all
+        within one deadline. The parent checks one against the other (formula_check), so a
+        program that behaves differently under tracing gets no checked formula, whatever its
+        extraction child says. A job without fit rows gets no predictions: unchecked."""
         job = request["job"]
         deadline = time.monotonic() + max(0.0, min(self.limits.timeout_s, float(request["timeout_s"])))
         n = int(job["n_targets"])
         predictions = None
-        if job.get("check_rows") and job.get("check_params") is not None:
+        if job.get("check_rows") and job.get("check_params") is not None and job.get("fit_rows"):
             report = self.check_predictions(job, deadline)
             if report is None:
                 return False
             if report.status != Status.OK:
                 return self.reply_json({"ok": False, "why": f"prediction: {report.status}"})
             predictions = report.predictions["check"].tolist()
-        outcome = self.run_phase({"job": job}, "extract", FORMULA_FRAME_CAP, deadline)
+        traced = {key: value for key, value in job.items() if key not in ("fit_rows", "fit_targets")}
+        outcome = self.run_phase({"job": traced}, "extract", FORMULA_FRAME_CAP, deadline)
         if outcome is None:
             return False
         if outcome.timed_out or outcome.too_large or outcome.oom_killed or not outcome.data:
@@ -249,16 +249,29 @@ class Worker:
                                 "predictions": predictions})
 
     def check_predictions(self, job: dict, deadline: float) -> RunReport | None:
-        """The program's predictions on the check rows with the stored parameters, from a
-        prediction child exactly like scoring's; None once the parent is gone."""
+        """The program's predictions on the check rows exactly as scoring makes them: a fit
+        child on the rows the stored parameters were fitted on, then a prediction child given
+        what that fit returned (same structure, types and dtypes), so a program cannot tell
+        the check from scoring; the refit must give the stored parameters. None once the
+        parent is gone."""
         rows = np.asarray(job["check_rows"], dtype=float)
         targets = tuple(f"y{i}" for i in range(int(job["n_targets"])))
-        check = GroupJob("check", np.zeros((0, rows.shape[1])), np.zeros((0, len(targets))), rows)
-        params = np.asarray(job["check_params"], dtype=float)
-        request = {"program": job["code"], "jobs": [check], "features": tuple(job["features"]),
-                   "targets": targets, "api": "fit", "trees": [params_codec.encode(params)]}
+        fit_x = np.asarray(job["fit_rows"], dtype=float).reshape(-1, rows.shape[1])
+        fit_y = np.asarray(job["fit_targets"], dtype=float).reshape(len(fit_x), len(targets))
+        check = GroupJob("check", fit_x, fit_y, rows)
+        request = {"program": job["code"], "jobs": [check], "features": tuple(job["features"]), "targets": targets}
+        fit_outcome = self.run_phase(request, "fit", FIT_FRAME_CAP, deadline)
+        if fit_outcome is None:
+            return None
+        failure, api, trees, params, _ = self.read_fit(fit_outcome, request)
+        if failure is not None:
+            return failure
+        stored = np.asarray(job["check_params"], dtype=float)
+        refit = np.asarray(params.get("check") or [], dtype=float)
+        if api != "fit" or refit.shape != stored.shape or not np.allclose(refit, stored, rtol=1e-9, atol=0.0):
+            return RunReport(Status.CRASH, "the refit does not give the stored parameters")
         expected = Expectation.from_jobs([check], len(targets))
-        outcome = self.run_phase(request, "predict", expected.frame_cap(), deadline)
+        outcome = self.run_phase(dict(request, api=api, trees=trees), "predict", expected.frame_cap(), deadline)
         return None if outcome is None else classify(outcome, expected, self.limits)
 
     def reply_json(self, message: dict) -> bool:
