@@ -442,7 +442,7 @@ def test_evaluations_run_in_parallel(sandbox):
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
-    assert [r.status for r in results] == ["ok", "ok"]
+    assert [r.status for r in results] == ["ok", "ok"], [r.message for r in results]
     assert 1.0 <= elapsed < 1.8
 
 
@@ -609,3 +609,14 @@ def test_the_codec_refuses_a_failure_that_carries_data():
 ])
 def test_memory_errors_are_recognised_by_the_last_traceback_line(message, expected):
     assert is_memory_failure(RunReport("exception", message)) is expected
+
+
+def test_a_candidate_sees_only_the_pids_of_its_workers_namespace(sandbox):
+    """Root: each worker serves as pid 1 of a PID namespace of its own, so the candidate's
+    parent is pid 1 and no pid it can name is a host pid of the worker or the parent."""
+    if "pidns" not in sandbox.layers:
+        pytest.skip(f"no PID namespace here: {sandbox.layers}")
+    report = run(sandbox, fit_program('import os\n    raise RuntimeError(f"PIDS {os.getpid()} {os.getppid()}")'))
+    pid, parent = map(int, report.message.split("PIDS ")[1].split()[:2])
+    assert parent == 1, report.message
+    assert pid not in sandbox.worker_pids() + [os.getpid()], report.message

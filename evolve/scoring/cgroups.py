@@ -258,9 +258,15 @@ def remove_stale(parent: Path) -> None:
             remove_tree(entry)
 
 
+def host_pid() -> int:
+    """Our pid as /proc (the host's, never remounted) numbers it: os.getpid() is 1 in the
+    worker's own PID namespace (pidns.py), for every worker."""
+    return int(os.readlink("/proc/self"))
+
+
 def worker_group(parent: Path) -> Path:
     remove_stale(parent)
-    folder = parent / f"{WORKER_PREFIX}{os.getpid()}"
+    folder = parent / f"{WORKER_PREFIX}{host_pid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     return folder
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from pathlib import Path
 
-from evolve.scoring.cgroups import CandidateGroup, CgroupError
+from evolve.scoring.cgroups import CandidateGroup, CgroupError, host_pid
 from evolve.scoring.seccomp import SYSCALLS, SeccompError, SockFilter, SockFprog, seccomp_program
 
 CLONE_NEWNS = 0x00020000
@@ -414,7 +414,7 @@ def kill_descendants() -> None:
                     parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-    below, frontier = set(), {os.getpid()}
+    below, frontier = set(), {host_pid()}  # our pid as /proc numbers it (the worker's own PID namespace)
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
         below |= frontier

@@ -50,7 +50,8 @@ THREAD_PINNING = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", 
 KEPT_PARENT_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy may need them on some CPUs
                          "EVOLVE_SANDBOX_AUDIT_HOOK",  # "0" only in the kernel-layer attack tests
                          "EVOLVE_SANDBOX_NPROC",  # > 1 only in the cgroup attack tests
-                         "EVOLVE_SANDBOX_CGROUPS")  # "0": no cgroup layers (tests of the fallback, benches)
+                         "EVOLVE_SANDBOX_CGROUPS",  # "0": no cgroup layers (tests of the fallback, benches)
+                         "EVOLVE_SANDBOX_PIDNS")  # "0": no PID namespace (benches)
 PLANS = ("auto", "root", "userns", "basic")
 LOG = logging.getLogger("evolve.sandbox")
 WARNED: set[str] = set()  # each fallback is logged once per process
@@ -91,7 +92,9 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        """The serving process: as root, the child the started process forked into a PID
+        namespace of its own (evolve.scoring.pidns); the started one otherwise."""
+        return int(self.hello.get("pid") or self.process.pid)
 
     def wait_ready(self, deadline: float) -> dict:
         """The worker's hello (its plan and layers), or WorkerFailure with its log's tail."""

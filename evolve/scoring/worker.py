@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from evolve.status import Status
-from evolve.scoring.cgroups import CandidateGroup, Cgroups, CgroupError, detect
+from evolve.scoring.cgroups import CandidateGroup, Cgroups, CgroupError, detect, host_pid
+from evolve.scoring.pidns import serve_in_own_namespace
 from evolve.scoring.outcome import Outcome, classify, collect
 from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_child, run_probe
 from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, with_params
@@ -390,7 +391,7 @@ class Worker:
         else:
             kill_descendants()
 
-    def close(self, parent_pid: int) -> None:
+    def close(self, parent_pid: int | None) -> None:
         """Kill leftovers and remove this slot's folder. If our parent died without closing
         the sandbox, also remove our log and, as the last worker out, the scratch root."""
         if self.uid is not None:
@@ -399,13 +400,17 @@ class Worker:
         if self.cgroups is not None:
             self.cgroups.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
-        if os.getppid() != parent_pid:
-            root = self.scratch.parent
-            (root / f"worker-{self.slot}.log").unlink(missing_ok=True)
-            try:
-                root.rmdir()
-            except OSError:
-                pass  # another worker is still tidying up; the last one removes it
+        if parent_pid is not None and os.getppid() != parent_pid:
+            tidy_after_parent(self.scratch.parent, self.slot)
+
+
+def tidy_after_parent(root: Path, slot: int) -> None:
+    """The pool died without closing: remove our log and, as the last worker out, the root."""
+    (root / f"worker-{slot}.log").unlink(missing_ok=True)
+    try:
+        root.rmdir()
+    except OSError:
+        pass  # another worker is still tidying up; the last one removes it
 
 
 # --------------------------------------------------------------------------- start-up
@@ -444,7 +449,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parent_pid = os.getppid()
+    parent_pid: int | None = os.getppid()
+    in_pid_namespace = serve_in_own_namespace(lambda: tidy_after_parent(Path(args.scratch).parent, args.slot))
+    if in_pid_namespace:
+        parent_pid = None  # outside our namespace: the process left behind tidies up if the pool dies
     proto_in, proto_out = claim_protocol_fds()
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     try:
@@ -464,9 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     except IsolationError as exc:
         print(f"sandbox worker cannot start: {exc}", file=sys.stderr)
         return 2
+    if in_pid_namespace:
+        worker.layers.append("pidns")
     if note and worker.cgroups is None:
         note += "; memory is bounded per process (RLIMIT_AS; RLIMIT_NPROC 1 makes that per candidate), the kill is by process group and slot uid"
-    hello = {"pid": os.getpid(), "plan": worker.plan, "layers": ",".join(worker.layers),
+    hello = {"pid": host_pid(), "plan": worker.plan, "layers": ",".join(worker.layers),
              "uid": worker.uid, "missing": missing, "cgroups": note if worker.cgroups is None else ""}
     send_message(proto_out, json.dumps(hello).encode())
     try:
