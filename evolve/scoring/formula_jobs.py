@@ -41,9 +41,10 @@ class CheckedJob(FormulaJob):
 
     fit_rows: list[list[float]] | None = None
     fit_targets: list[list[float]] | None = None
+    group: str = ""  # the group's name, which a fit that takes `group` is given as in scoring
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "fit_rows": self.fit_rows, "fit_targets": self.fit_targets}
+        return {**super().to_dict(), "fit_rows": self.fit_rows, "fit_targets": self.fit_targets, "group": self.group}
 
 
 def with_fit_rows(job: FormulaJob, task, split: str, group: str) -> CheckedJob:
@@ -52,7 +53,7 @@ def with_fit_rows(job: FormulaJob, task, split: str, group: str) -> CheckedJob:
     fit = task.fit_and_score_rows(split)[0] if split in ("validation", "test", "train") else task.train
     mask = fit.groups == group
     return CheckedJob(job.code, job.features, job.n_targets, job.n_params, job.check_params, job.check_rows,
-                      fit.X[mask].tolist(), fit.y[mask].tolist())
+                      fit.X[mask].tolist(), fit.y[mask].tolist(), str(group))
 
 
 def job_for(record, task) -> CheckedJob | None:
