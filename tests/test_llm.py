@@ -465,3 +465,73 @@ def test_generation_time_excludes_waiting_for_a_free_slot():
         assert server.max_generating == 1
         assert second_wall > first.seconds + 0.5 * second.seconds  # it waited for the first one
         assert second.seconds < 0.75 * second_wall  # but its generation time does not count the wait
+
+
+# --------------------------------------------------------------------------- streams cut short are billed
+
+
+def test_a_stream_timed_out_mid_generation_is_billed_as_estimated_cut_short_usage():
+    """The server generated (and bills) every token it streamed before the client gave up:
+    they are in the totals and under `cut_short`, counted from the chunks received."""
+    with llama_like(token_delay_s=0.05) as server:
+        server.push_reply("tok " * 400)
+        client = make_client(server, request_timeout_s=0.8, max_retries=0)
+        with pytest.raises(LLMUnavailable, match="timed out"):
+            client.complete(MESSAGES)
+        assert server.wait_idle(3.0)
+        generated = server.served[0].completion_tokens
+        usage = client.usage.to_dict()
+    assert server.served[0].stopped_early and generated >= 5
+    assert 0 <= generated - usage["completion_tokens"] <= 2  # the last token or two were on the wire when it closed
+    assert usage["prompt_tokens"] == estimate_tokens(MESSAGES) and usage["calls"] == 0
+    assert usage["cut_short"]["calls"] == 1 and usage["cut_short"]["estimated_calls"] == 1
+    assert usage["cut_short"]["completion_tokens"] == usage["completion_tokens"]
+    assert usage["per_model"][client.choose_model()]["completion_tokens"] == usage["completion_tokens"]
+
+
+def test_streams_cancelled_by_ctrl_c_are_billed_and_a_request_never_sent_is_not():
+    with FakeOpenAI.like_llama_cpp(context_size=4096, token_delay_s=0.05, stream_usage="requested") as server:
+        server.push_reply("tok " * 400, times=2)
+        client = make_client(server, concurrency=1)
+        errors: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                client.complete(MESSAGES)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.6)
+        client.cancel()
+        for thread in threads:
+            thread.join(timeout=5)
+        assert server.wait_idle(3.0)
+        usage = client.usage.to_dict()
+    assert [type(e).__name__ for e in errors] == ["Cancelled", "Cancelled"]
+    assert server.request_count == 1 and not server.served[0].usage_reported  # usage comes at a stream's end only
+    assert 0 <= server.served[0].completion_tokens - usage["completion_tokens"] <= 2 and usage["completion_tokens"] >= 5
+    assert usage["cut_short"]["calls"] == 1  # the request that waited for a slot cost nothing
+    assert usage["prompt_tokens"] == estimate_tokens(MESSAGES)
+
+
+def test_cut_short_tokens_count_toward_the_budget():
+    with llama_like(token_delay_s=0.02) as server:
+        server.push_reply("tok " * 400)
+        client = make_client(server, request_timeout_s=0.8, max_retries=0, budget_tokens=10)
+        with pytest.raises(LLMUnavailable):
+            client.complete(MESSAGES)
+        with pytest.raises(BudgetExceeded):
+            client.complete(MESSAGES)
+        assert server.request_count == 1
+
+
+def test_cut_short_usage_survives_a_resume():
+    usage = Usage()
+    usage.record_call("m", 100, 20, 0.0, estimated=True)
+    usage.record_cut_short("m", 50, 7, 0.0, estimated=True)
+    again = Usage.from_dict(usage.to_dict())
+    assert again.to_dict() == usage.to_dict()
+    assert (again.prompt_tokens, again.completion_tokens, again.calls, again.cut_short.calls) == (150, 27, 1, 1)

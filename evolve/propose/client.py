@@ -22,6 +22,8 @@ Choices made here (the loop and the LLM proposer rely on them):
 * Token counts come from the reply's `usage` (a stream's last chunk); when the server omits
   it the completion is counted as stream chunks (or characters / 4 for a plain reply), the
   prompt estimated as characters / 4, and the completion says `usage_estimated=True`.
+  A stream that breaks off mid-generation (timeout, Ctrl-C) is billed too, under the usage's
+  `cut_short` (estimated from the chunks received unless the server sent usage).
 * `Completion.seconds` is the time holding a concurrency slot: waiting for a free slot is
   not generation time.
 * Budgets are checked before each call (no request is sent once reached) and after it
@@ -55,7 +57,7 @@ from evolve.config import ModelConfig
 from evolve.propose.errors import Cancelled, ContextOverflow, LLMAuthError, LLMError, LLMUnavailable
 from evolve.propose.endpoint import _retry_after, _root_cause, context_size_in, effective_concurrency, is_context_overflow
 from evolve.propose.usage import ModelUsage, Usage  # noqa: F401 - re-exported: callers import them from here
-from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamTimeout, read_stream
+from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamProgress, StreamTimeout, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -315,11 +317,30 @@ class LLMClient:
             **self.request_options(model),
             **extra,
         )
+        progress = StreamProgress()
         with self._streams.track(stream.response):
             try:
-                return read_stream(stream, started + float(self.config.request_timeout_s), started)
+                return read_stream(stream, started + float(self.config.request_timeout_s), started, progress)
+            except BaseException:
+                self._bill_cut_short(messages, model, progress)
+                raise
             finally:
                 stream.close()  # a reply cut short closes its connection: the server stops generating
+
+    def _bill_cut_short(self, messages: list[dict], model: str, progress: StreamProgress) -> None:
+        """Count the tokens of a stream that broke off (timeout, Ctrl-C, lost connection) once
+        the server had begun answering: it evaluated the prompt and generated what was
+        streamed, and bills both. Estimated unless a usage chunk came: the completion as the
+        content chunks received, the prompt as characters / 4."""
+        if not progress.chunks:
+            return
+        estimated = progress.prompt_tokens is None or progress.completion_tokens is None
+        prompt = estimate_tokens(messages) if estimated else int(progress.prompt_tokens or 0)
+        completion = progress.content_chunks if estimated else int(progress.completion_tokens or 0)
+        price_prompt, price_completion = self._prices.get(model, (0.0, 0.0))
+        self.usage.record_cut_short(model, prompt, completion, (prompt * price_prompt + completion * price_completion) / 1e6, estimated)
+        log.info("a stream from %s broke off after %d tokens; counted (%s)", self.base_url, completion,
+                 "estimated" if estimated else "server usage")
 
     def stream_options(self, model: str) -> dict[str, Any]:
         """`stream_options.include_usage`, until the model refuses the field (older servers)."""
