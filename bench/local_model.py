@@ -100,6 +100,7 @@ def run_mode(evolve: list[str], server: llama_server.LlamaServer, mode: str, ite
         time.sleep(0.5)
         server_usage = proxy.totals()
     records = archive_list(evolve, run_dir)
+    saved_usage = run_meta(run_dir, "usage") or {}
     server_usage["log_prompt_tokens"] = llama_server.logged_prompt_tokens(server.log_path)
     llm = [r for r in records if r.get("proposer") == "llm"]
     statuses = collections.Counter(r.get("status") for r in records)
@@ -117,8 +118,11 @@ def run_mode(evolve: list[str], server: llama_server.LlamaServer, mode: str, ite
         "programs_scored": sum(1 for r in llm if r.get("validation_r2") is not None),
         "statuses": dict(statuses),
         "llm_statuses": dict(llm_statuses),
-        "tool_prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in records),
-        "tool_completion_tokens": sum(r.get("completion_tokens") or 0 for r in records),
+        "programs_prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in records),
+        "programs_completion_tokens": sum(r.get("completion_tokens") or 0 for r in records),
+        "tool_prompt_tokens": saved_usage.get("prompt_tokens", 0),  # the run's saved totals: programs + streams cut short
+        "tool_completion_tokens": saved_usage.get("completion_tokens", 0),
+        "tool_usage": saved_usage,
         "prompt_styles": dict(collections.Counter(extra.get("prompt_style", "?") for extra in llm_extras(run_dir))),
         "server": server_usage,
         "traceback": "Traceback (most recent call last)" in text,
@@ -136,6 +140,18 @@ def llm_extras(run_dir: Path) -> list[dict]:
         return []
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return [json.loads(row[0]) for row in db.execute("SELECT extra FROM programs WHERE proposer = 'llm' ORDER BY id")]
+
+
+def run_meta(run_dir: Path, key: str):
+    """One value of the run's meta table (the saved usage totals, say), read from SQLite directly."""
+    import sqlite3
+
+    path = run_dir / "archive.db"
+    if not path.exists():
+        return None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else None
 
 
 def archive_list(evolve: list[str], run_dir: Path) -> list[dict]:
