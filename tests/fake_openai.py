@@ -2,7 +2,8 @@
 
 Tests push behaviours (a reply, a 429, a 500, a slow reply, a reset connection...) onto a
 queue; each chat request consumes one. With the queue empty the server answers with
-`responder(request_json)` (default: a fixed text). Every request body is recorded so tests
+`responder(request_json)` (default: a fixed text; a responder may return (text, finish_reason)
+to end that reply its own way). Every request body is recorded so tests
 can assert on prompts and model names, and `max_in_flight` says how many requests were
 being served at once. Nothing leaves 127.0.0.1; the server stops at context exit.
 
@@ -257,7 +258,7 @@ class FakeOpenAI:
 
     def __init__(
         self,
-        responder: Callable[[dict], str] = fixed_text,
+        responder: Callable[[dict], str | tuple[str, str | None]] = fixed_text,
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake-model",),
         refuses: tuple[str, ...] = (),
@@ -601,6 +602,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         served.kind = behaviour.kind
         text = behaviour.text if behaviour.text is not None else fake.responder(body)
+        finish_reason = behaviour.finish_reason
+        if isinstance(text, tuple):  # the responder chose how the reply ends
+            text, finish_reason = text
         prompt_text = "".join(str(m.get("content") or "") for m in body.get("messages", []))
         prompt = behaviour.prompt_tokens if behaviour.prompt_tokens is not None else fake.count_tokens(prompt_text)
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
@@ -615,7 +619,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(400, context_overflow_body(prompt, max_tokens, fake.context_size))
             return
         pieces = _split_tokens(text, fake.count_tokens(text))
-        finish_reason = behaviour.finish_reason
         limit = _completion_limit(max_tokens, prompt, fake.context_size)
         if limit is not None and len(pieces) > limit:
             pieces, finish_reason = pieces[:limit], "length"

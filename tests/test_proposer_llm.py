@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 import numpy as np
 import pytest
 
@@ -346,3 +347,50 @@ def test_unfenced_code_with_a_syntax_error_is_a_syntax_error_not_a_missing_funct
     proposal = LLMProposer(ScriptedClient(reply)).propose(request(task, edit_mode="full"))
     assert proposal.status == "syntax_error", proposal.message
     assert "of the reply" in proposal.message or "end of the code" in proposal.message
+
+
+# --------------------------------------------------------------------------- a replay reads each reply as it was first read
+
+
+def replay_rows(run_dir) -> list[tuple]:
+    from evolve.store.database import Archive
+
+    with Archive.open(Path(run_dir) / "archive.db", readonly=True) as archive:
+        return [(r.code, r.validation.status, r.validation.message, r.edit_mode, r.extra.get("prompt_style"),
+                 r.extra.get("prompt"), r.extra.get("finish_reason"), r.model)
+                for r in archive.programs(order="id") if r.proposer == "llm"]
+
+
+@pytest.mark.parametrize("style", ["compact", "auto"])
+def test_a_replay_is_faithful_to_the_prompt_style_and_finish_reason_of_each_reply(tmp_path, monkeypatch, style):
+    """The recorded run used the compact prompt (asked for, or reached by `auto` on a small
+    context): its replies are whole blocks, spliced as full rewrites, and one was cut at the
+    token limit. The replay, run with the default settings, stores the same children with
+    the same statuses, messages, edit modes, styles and prompts."""
+    from evolve.config import ArchiveConfig, RunConfig
+    from evolve.loop import run_evolution
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    answered: list[str] = []
+
+    def responder(body: dict):  # the first reply to a compact prompt is cut at the token limit
+        if "Rewrite it with a better formula" in str(body["messages"]) and not answered:
+            answered.append("cut")
+            return FULL_REPLY[: len(FULL_REPLY) // 2], "length"
+        return FULL_REPLY
+
+    with FakeOpenAI.like_llama_cpp(context_size=1200 if style == "auto" else 100_000, responder=responder) as server:
+        model = ModelConfig(models=(ModelSpec("fake-model"),), base_url=server.base_url, api_key="sk-test", concurrency=1)
+        seed_law = tmp_path / "seed_law.py"
+        seed_law.write_text(PROGRAM)  # a quick fit: the run's time goes to the model path, not to fitting
+        config = RunConfig(task="sft_scaling_law", iterations=3, seed=5, run_dir=str(tmp_path / "run"), proposer="llm", model=model,
+                           seed_laws=(str(seed_law),),
+                           prompt_style=style, archive=ArchiveConfig(islands=1), scorer=ScorerConfig(workers=1, timeout_s=60, isolate=False))
+        original = run_evolution(config)
+    replayed = run_evolution(dataclasses.replace(config, run_dir=str(tmp_path / "replay"), replay=str(original.run_dir),
+                                                 model=ModelConfig(), prompt_style="auto"))
+    recorded, again = replay_rows(original.run_dir), replay_rows(replayed.run_dir)
+    assert [row[4] for row in recorded] == ["compact"] * 3 and [row[3] for row in recorded] == ["full"] * 3
+    assert [row[6] for row in recorded].count("length") == 1
+    assert all(("cut off at the token limit" in row[2]) == (row[6] == "length") for row in recorded)
+    assert again == recorded
