@@ -656,14 +656,15 @@ class _Handler(BaseHTTPRequestHandler):
         if served.disconnected or self._client_gone():
             served.disconnected = True
             return  # nobody to read it; a real server's write would fail the same way
+        if behaviour.include_usage:  # before the write: a client may ask the totals as soon as it has read the reply
+            served.usage_reported = True
+            served.reported_prompt_tokens, served.reported_completion_tokens = prompt, completion
         try:
             self._send_json(200, reply)
         except OSError:
             served.disconnected = True
+            served.usage_reported = False
             return
-        if behaviour.include_usage:
-            served.usage_reported = True
-            served.reported_prompt_tokens, served.reported_completion_tokens = prompt, completion
 
     def _stream(self, behaviour: Behaviour, body: dict, served: Served, pieces: list[str], prompt: int, completion: int, finish_reason: str | None) -> None:
         fake = self.server.fake

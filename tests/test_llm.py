@@ -388,22 +388,36 @@ def test_a_stream_without_usage_is_counted_and_says_so():
         assert completion.usage_estimated and completion.prompt_tokens == estimate_tokens(MESSAGES)
 
 
-def test_a_timeout_mid_stream_stops_the_generation_on_the_server():
-    """The client gives up at its timeout and closes the stream: the one-at-a-time server
-    stops generating at once, so the next request starts without waiting for the old one."""
+def test_a_timeout_mid_stream_stops_the_generation_on_the_server_and_keeps_the_reply_so_far():
+    """The client stops reading at its timeout and closes the stream: the one-at-a-time server
+    stops generating at once, so the next request starts without waiting for the old one.
+    The server was slow, not down: what it wrote is the reply, cut at the time limit (like
+    one cut at max_tokens), with its tokens counted; it is not sent again."""
     with llama_like(token_delay_s=0.05) as server:
         server.push_reply("tok " * 400)  # 400 tokens: 20 s of generation
-        client = make_client(server, request_timeout_s=0.6, max_retries=0)
+        client = make_client(server, request_timeout_s=0.8, max_retries=0)
         started = time.monotonic()
-        with pytest.raises(LLMUnavailable, match="timed out"):
-            client.complete(MESSAGES)
+        cut = client.complete(MESSAGES)
         assert time.monotonic() - started < 3
         server.push_reply("short reply")
         assert client.complete(MESSAGES).text == "short reply"
         assert time.monotonic() - started < 5
+        assert server.wait_idle(3.0)
         first = server.served[0]
-        assert first.disconnected and first.stopped_early and first.completion_tokens < 60
-        assert server.request_count == 2  # the timed-out request was not resent
+        usage = client.usage.to_dict()
+    assert cut.finish_reason == "timeout" and cut.text == "tok " * cut.completion_tokens and cut.usage_estimated
+    assert first.disconnected and first.stopped_early and 5 <= first.completion_tokens < 60
+    assert 0 <= first.completion_tokens - cut.completion_tokens <= 2  # a token or two were on the wire when it closed
+    assert server.request_count == 2 and usage["calls"] == 2 and "cut_short" not in usage
+
+
+def test_a_timeout_before_the_first_token_is_unavailable_and_not_resent():
+    with llama_like(prompt_token_delay_s=0.1) as server:  # 0.1 s per prompt token: the prompt alone outlasts the timeout
+        client = make_client(server, request_timeout_s=0.6, max_retries=2)
+        with pytest.raises(LLMUnavailable, match="timed out"):
+            client.complete(MESSAGES)
+        assert server.wait_idle(5.0)
+        assert server.request_count == 1 and client.usage.to_dict()["completion_tokens"] == 0
 
 
 def test_cancel_stops_streams_in_flight_and_requests_waiting_for_a_slot():
@@ -470,23 +484,24 @@ def test_generation_time_excludes_waiting_for_a_free_slot():
 # --------------------------------------------------------------------------- streams cut short are billed
 
 
-def test_a_stream_timed_out_mid_generation_is_billed_as_estimated_cut_short_usage():
-    """The server generated (and bills) every token it streamed before the client gave up:
-    they are in the totals and under `cut_short`, counted from the chunks received."""
-    with llama_like(token_delay_s=0.05) as server:
-        server.push_reply("tok " * 400)
-        client = make_client(server, request_timeout_s=0.8, max_retries=0)
-        with pytest.raises(LLMUnavailable, match="timed out"):
-            client.complete(MESSAGES)
+def test_a_stream_dropped_mid_generation_is_billed_as_estimated_cut_short_usage():
+    """The connection breaks after some tokens (a server crash): the server generated, and
+    bills, every token it streamed, so they are in the totals and under `cut_short`, counted
+    from the chunks received; the retry's reply is a call of its own."""
+    with llama_like() as server:
+        server.push_drop_stream(after_tokens=7, text="tok " * 40)
+        server.push_reply("the retry")
+        client = make_client(server, max_retries=1)
+        assert client.complete(MESSAGES).text == "the retry"
         assert server.wait_idle(3.0)
-        generated = server.served[0].completion_tokens
         usage = client.usage.to_dict()
-    assert server.served[0].stopped_early and generated >= 5
-    assert 0 <= generated - usage["completion_tokens"] <= 2  # the last token or two were on the wire when it closed
-    assert usage["prompt_tokens"] == estimate_tokens(MESSAGES) and usage["calls"] == 0
-    assert usage["cut_short"]["calls"] == 1 and usage["cut_short"]["estimated_calls"] == 1
-    assert usage["cut_short"]["completion_tokens"] == usage["completion_tokens"]
-    assert usage["per_model"][client.choose_model()]["completion_tokens"] == usage["completion_tokens"]
+    assert server.served[0].completion_tokens == 7
+    assert usage["cut_short"] == {"prompt_tokens": estimate_tokens(MESSAGES), "completion_tokens": 7, "cost_usd": 0.0, "calls": 1,
+                                  "estimated_calls": 1, "per_model": {client.choose_model(): {
+                                      "prompt_tokens": estimate_tokens(MESSAGES), "completion_tokens": 7, "cost_usd": 0.0,
+                                      "calls": 1, "estimated_calls": 1}}}
+    assert usage["calls"] == 1 and usage["completion_tokens"] == 7 + server.served[1].completion_tokens
+    assert usage["prompt_tokens"] == 2 * estimate_tokens(MESSAGES)
 
 
 def test_streams_cancelled_by_ctrl_c_are_billed_and_a_request_never_sent_is_not():
@@ -518,11 +533,15 @@ def test_streams_cancelled_by_ctrl_c_are_billed_and_a_request_never_sent_is_not(
 
 
 def test_cut_short_tokens_count_toward_the_budget():
-    with llama_like(token_delay_s=0.02) as server:
+    with FakeOpenAI.like_llama_cpp(context_size=4096, token_delay_s=0.02) as server:
         server.push_reply("tok " * 400)
-        client = make_client(server, request_timeout_s=0.8, max_retries=0, budget_tokens=10)
-        with pytest.raises(LLMUnavailable):
-            client.complete(MESSAGES)
+        client = make_client(server, budget_tokens=10)
+        thread = threading.Thread(target=lambda: pytest.raises(BaseException, client.complete, MESSAGES))
+        thread.start()
+        time.sleep(0.5)
+        client.cancel()
+        thread.join(timeout=5)
+        assert client.usage.total_tokens > 10
         with pytest.raises(BudgetExceeded):
             client.complete(MESSAGES)
         assert server.request_count == 1

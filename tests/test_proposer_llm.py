@@ -394,3 +394,16 @@ def test_a_replay_is_faithful_to_the_prompt_style_and_finish_reason_of_each_repl
     assert [row[6] for row in recorded].count("length") == 1
     assert all(("cut off at the token limit" in row[2]) == (row[6] == "length") for row in recorded)
     assert again == recorded
+
+
+def test_a_reply_outlasting_the_request_timeout_is_stored_cut_not_lost_to_an_outage(task):
+    """A one-at-a-time server writing slower than the reply's length allows: the reply so
+    far comes back (finish_reason "timeout"), is spliced and reported like a reply cut at
+    max_tokens, so the run moves on instead of asking the same request again and again."""
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, token_delay_s=0.02, responder=lambda body: FULL_REPLY) as server:
+        proposer = LLMProposer(fake_client(server, request_timeout_s=0.8, models=(ModelSpec("fake-model"),)))
+        proposal = proposer.propose(request(task, edit_mode="full"))
+        assert server.wait_idle(3.0)
+    assert proposal.status != "unavailable" and proposal.extra["finish_reason"] == "timeout"
+    assert "cut off at the request timeout" in proposal.message and proposal.completion_tokens >= 10
+    assert server.request_count == 1 and server.served[0].stopped_early

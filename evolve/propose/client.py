@@ -18,7 +18,9 @@ Choices made here (the loop and the LLM proposer rely on them):
 * No models configured: the model is `$EVOLVE_MODEL`, else "gpt-4o-mini".
 * Replies are streamed (`config.stream`), so a timeout or `cancel()` (Ctrl-C) closes the
   connection and the server stops generating (see evolve.propose.stream). A timed-out
-  request is not resent: the same request would time out the same way.
+  request is not resent: the same request would time out the same way. A stream still
+  arriving at the timeout is a reply cut there (finish_reason "timeout", like "length" at
+  max_tokens): a slow server is not down, and a reply it was writing is kept.
 * Token counts come from the reply's `usage` (a stream's last chunk); when the server omits
   it the completion is counted as stream chunks (or characters / 4 for a plain reply), the
   prompt estimated as characters / 4, and the completion says `usage_estimated=True`.
@@ -66,6 +68,7 @@ PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama) ignore the key bu
 CHARS_PER_TOKEN = 4
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_MESSAGE_CHARS = 240
+TIMEOUT_FINISH = "timeout"  # finish_reason of a streamed reply cut at the request timeout
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,15 @@ class LLMClient:
         with self._streams.track(stream.response):
             try:
                 return read_stream(stream, started + float(self.config.request_timeout_s), started, progress)
+            except StreamTimeout:
+                if not progress.content_chunks:
+                    self._bill_cut_short(messages, model, progress)
+                    raise
+                # the server is generating, only slowly: the reply so far is the reply, cut at the
+                # time limit as it would be at max_tokens (asked again, it would be cut the same way)
+                log.info("%s: reply cut at the %gs request timeout after %d tokens", self.base_url,
+                         self.config.request_timeout_s, progress.content_chunks)
+                return progress.reply(started, TIMEOUT_FINISH)
             except BaseException:
                 self._bill_cut_short(messages, model, progress)
                 raise

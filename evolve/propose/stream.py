@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 
@@ -45,6 +45,15 @@ class StreamProgress:
     content_chunks: int = 0  # chunks carrying text: one per generated token on llama.cpp servers
     prompt_tokens: int | None = None  # from a usage chunk, when the server sent one
     completion_tokens: int | None = None
+    parts: list[str] = field(default_factory=list)  # the text so far
+    finish_reason: str | None = None
+
+    def reply(self, started: float, finish_reason: str | None = None) -> RawReply:
+        """What arrived, as a reply (`finish_reason` overrides the stream's: "timeout" for one cut short)."""
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        if prompt is None or completion is None:
+            prompt, completion = None, self.content_chunks
+        return RawReply("".join(self.parts), finish_reason or self.finish_reason, prompt, completion, time.monotonic() - started)
 
     def note_usage(self, usage: Any) -> None:
         prompt = getattr(usage, "prompt_tokens", None)
@@ -103,8 +112,6 @@ def read_stream(chunks: Iterable[Any], deadline: float, started: float, progress
     `progress` (when given) counts the chunks as they arrive, for a stream that breaks off.
     """
     progress = progress if progress is not None else StreamProgress()
-    parts: list[str] = []
-    finish_reason = None
     for chunk in chunks:
         progress.chunks += 1
         usage = getattr(chunk, "usage", None)
@@ -115,14 +122,11 @@ def read_stream(chunks: Iterable[Any], deadline: float, started: float, progress
                 continue
             content = getattr(getattr(choice, "delta", None), "content", None)
             if isinstance(content, str) and content:
-                parts.append(content)
+                progress.parts.append(content)
                 progress.content_chunks += 1
-            finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+            progress.finish_reason = getattr(choice, "finish_reason", None) or progress.finish_reason
         if time.monotonic() > deadline:
             raise StreamTimeout
     if not progress.chunks:
         raise EmptyStream
-    prompt, completion = progress.prompt_tokens, progress.completion_tokens
-    if prompt is None or completion is None:
-        prompt, completion = None, progress.content_chunks
-    return RawReply("".join(parts), finish_reason, prompt, completion, time.monotonic() - started)
+    return progress.reply(started)
