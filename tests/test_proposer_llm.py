@@ -407,3 +407,80 @@ def test_a_reply_outlasting_the_request_timeout_is_stored_cut_not_lost_to_an_out
     assert proposal.status != "unavailable" and proposal.extra["finish_reason"] == "timeout"
     assert "cut off at the request timeout" in proposal.message and proposal.completion_tokens >= 10
     assert server.request_count == 1 and server.served[0].stopped_early
+
+
+# --------------------------------------------------------------------------- the model settings, end to end through the CLI
+
+
+def test_run_flags_reach_the_server_the_seed_repeats_the_replies_and_show_prints_prompt_and_reply(tmp_path, monkeypatch, capsys):
+    """`evolve run` against a llama.cpp-like server that honours `seed`: --max-tokens,
+    --no-stream and --prompt-style reach every request; the same --seed sends the same
+    seeds and gets the same replies (a run can be repeated and audited); `archive show`
+    prints the prompt sent and the reply received."""
+    from tests.fake_openai import sampled_text
+    from evolve.cli.main import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    seed_law = tmp_path / "seed_law.py"
+    seed_law.write_text(PROGRAM)
+    runs = []
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, responder=sampled_text) as server:
+        for name in ("first", "again"):
+            before = server.request_count
+            code = main(["run", "sft_scaling_law", "--proposer", "llm", "--base-url", server.base_url, "--model", "local",
+                         "--iterations", "2", "--seed", "4", "--seed-law", str(seed_law), "--islands", "1", "--workers", "1",
+                         "--max-tokens", "77", "--no-stream", "--prompt-style", "compact", "--run-dir", str(tmp_path / name), "--quiet"])
+            assert code == 0, capsys.readouterr().err
+            runs.append(server.requests[before:])
+    first, again = runs
+    assert len(first) == len(again) == 2
+    assert all(r["max_tokens"] == 77 and not r.get("stream") and "Rewrite it with a better formula" in str(r["messages"]) for r in first)
+    assert sorted(r["seed"] for r in first) == sorted(r["seed"] for r in again) and len({r["seed"] for r in first}) == 2
+    replies = [replay_rows(tmp_path / name) for name in ("first", "again")]
+    assert sorted(row[0:3] for row in replies[0]) == sorted(row[0:3] for row in replies[1])
+    from evolve.store.database import Archive
+
+    with Archive.open(tmp_path / "first" / "archive.db", readonly=True) as archive:
+        child = next(r for r in archive.programs(order="id") if r.proposer == "llm")
+    capsys.readouterr()
+    assert main(["archive", str(tmp_path / "first"), "show", str(child.id), "--no-formula"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "prompt (user):" in shown and "Rewrite it with a better formula" in shown
+    assert "reply:" in shown and child.extra["reply"] in shown
+
+
+def test_the_preflight_checks_the_model_name(monkeypatch, caplog):
+    """GET /models before the run: a local server that lists another name only warns (llama.cpp
+    answers to any name); a remote endpoint without the model stops with one line."""
+    import logging
+
+    from evolve.propose import endpoint
+
+    with FakeOpenAI.like_llama_cpp() as server:
+        proposer = LLMProposer(fake_client(server, models=(ModelSpec("no-such-model"),)))
+        with caplog.at_level(logging.WARNING):
+            proposer.preflight()
+        assert "not no-such-model" in caplog.text
+        monkeypatch.setattr(endpoint, "is_loopback", lambda url: False)  # as if the server were remote
+        with pytest.raises(LLMAuthError, match="has no model no-such-model") as caught:
+            proposer.preflight()
+        assert "\n" not in str(caught.value) and server.request_count == 0
+
+
+def test_statuses_and_reply_line_numbers_through_a_llama_cpp_like_server(task):
+    """The statuses a small model's replies get, and the line of the reply a syntax error is
+    on, through the real HTTP path (a stream with no usage, one token per chunk)."""
+    broken = "A first line.\n\n```python\n" + extract_block(PROGRAM).replace("c = 0.5 * y.min()", "c = 0.5 * y.min(") + "```\n"
+    broken_line = broken.splitlines().index("    c = 0.5 * y.min(") + 1
+    replies = iter([broken, "Task: fit a law.\n\nParent program: see above.", BAD_DIFF, "def scaling_law_func(x, p:\n    return x\n"])
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, responder=lambda body: next(replies)) as server:
+        proposer = LLMProposer(fake_client(server, models=(ModelSpec("fake-model"),)))
+        syntax = proposer.propose(request(task, edit_mode="full"))
+        echo = proposer.propose(request(task, edit_mode="full"))
+        unmatched = proposer.propose(request(task, edit_mode="diff"))
+        unfenced = proposer.propose(request(task, edit_mode="full"))
+    assert syntax.status == "syntax_error" and f"line {broken_line} of the reply" in syntax.message
+    assert echo.status == "no_code"
+    assert unmatched.status == "diff_not_applied" and "y.mean()" in unmatched.message
+    assert unfenced.status == "syntax_error"
