@@ -411,6 +411,19 @@ def test_a_timeout_mid_stream_stops_the_generation_on_the_server_and_keeps_the_r
     assert server.request_count == 2 and usage["calls"] == 2 and "cut_short" not in usage
 
 
+def test_the_request_timeout_holds_on_a_stream_kept_alive_by_pings():
+    """llama-cpp-python sends a stream's headers at once and a keep-alive comment every 15 s
+    while it processes the prompt: no read ever times out, so the client's own deadline must
+    end the request (before this, one stayed open for 10 minutes against a 120 s timeout)."""
+    with llama_like(prompt_token_delay_s=1.0, sse_ping_s=0.1) as server:  # 10 s of prompt processing
+        client = make_client(server, request_timeout_s=1.0, max_retries=2)
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailable, match="timed out"):
+            client.complete(MESSAGES)
+        assert time.monotonic() - started < 3
+        assert server.wait_idle(15.0) and server.request_count == 1 and server.served[0].disconnected
+
+
 def test_a_timeout_before_the_first_token_is_unavailable_and_not_resent():
     with llama_like(prompt_token_delay_s=0.1) as server:  # 0.1 s per prompt token: the prompt alone outlasts the timeout
         client = make_client(server, request_timeout_s=0.6, max_retries=2)

@@ -59,7 +59,7 @@ from evolve.config import ModelConfig
 from evolve.propose.errors import Cancelled, ContextOverflow, LLMAuthError, LLMError, LLMUnavailable
 from evolve.propose.endpoint import _retry_after, _root_cause, context_size_in, effective_concurrency, is_context_overflow
 from evolve.propose.usage import ModelUsage, Usage  # noqa: F401 - re-exported: callers import them from here
-from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamProgress, StreamTimeout, read_stream
+from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamProgress, StreamTimeout, expire_stream, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -321,23 +321,35 @@ class LLMClient:
             **extra,
         )
         progress = StreamProgress()
+        deadline = started + float(self.config.request_timeout_s)
+        # the deadline holds even when no chunk comes: llama-cpp-python sends its headers at
+        # once and then a keep-alive comment every 15 s, so no read ever times out
+        expired = threading.Event()
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire_stream, (expired, stream.response))
+        timer.daemon = True
         with self._streams.track(stream.response):
+            timer.start()
             try:
-                return read_stream(stream, started + float(self.config.request_timeout_s), started, progress)
-            except StreamTimeout:
-                if not progress.content_chunks:
-                    self._bill_cut_short(messages, model, progress)
-                    raise
-                # the server is generating, only slowly: the reply so far is the reply, cut at the
-                # time limit as it would be at max_tokens (asked again, it would be cut the same way)
-                log.info("%s: reply cut at the %gs request timeout after %d tokens", self.base_url,
-                         self.config.request_timeout_s, progress.content_chunks)
-                return progress.reply(started, TIMEOUT_FINISH)
-            except BaseException:
+                return read_stream(stream, deadline, started, progress)
+            except BaseException as exc:
+                if isinstance(exc, StreamTimeout) or expired.is_set():
+                    return self._cut_at_timeout(messages, model, progress, started)
                 self._bill_cut_short(messages, model, progress)
                 raise
             finally:
+                timer.cancel()
                 stream.close()  # a reply cut short closes its connection: the server stops generating
+
+    def _cut_at_timeout(self, messages: list[dict], model: str, progress: StreamProgress, started: float) -> RawReply:
+        """A stream still open at the request timeout. With text, the server is generating,
+        only slowly: the reply so far is the reply, cut at the time limit as it would be at
+        max_tokens (asked again, it would be cut the same way). Without, StreamTimeout."""
+        if not progress.content_chunks:
+            self._bill_cut_short(messages, model, progress)
+            raise StreamTimeout
+        log.info("%s: reply cut at the %gs request timeout after %d tokens", self.base_url,
+                 self.config.request_timeout_s, progress.content_chunks)
+        return progress.reply(started, TIMEOUT_FINISH)
 
     def _bill_cut_short(self, messages: list[dict], model: str, progress: StreamProgress) -> None:
         """Count the tokens of a stream that broke off (timeout, Ctrl-C, lost connection) once

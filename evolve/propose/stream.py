@@ -104,6 +104,15 @@ class OpenStreams:
                 pass
 
 
+def expire_stream(expired: threading.Event, response: Any) -> None:
+    """A stream's request timeout (run by a timer): closing its response ends the read at once."""
+    expired.set()
+    try:
+        response.close()
+    except Exception:  # noqa: BLE001 - a response closed twice or mid-read may complain; it is closed
+        pass
+
+
 def read_stream(chunks: Iterable[Any], deadline: float, started: float, progress: StreamProgress | None = None) -> RawReply:
     """Text, finish reason and usage of a chat stream (first choice only).
 
