@@ -165,29 +165,49 @@ def archive_list(evolve: list[str], run_dir: Path) -> list[dict]:
         return []
 
 
+def finish_reasons(run_dir: Path) -> dict[str, int]:
+    return dict(collections.Counter(str(extra.get("finish_reason")) for extra in llm_extras(run_dir)))
+
+
 def write_results(results: list[dict], meta: dict, path: Path) -> None:
+    """The JSON as measured, and the table: evolve's tokens are the run's saved totals
+    (stored programs + streams cut short); the server's completion is the content chunks the
+    proxy relayed (one per token), its prompt the tokens of each generation in its log."""
+    for r in results:
+        run_dir = Path(r["run_dir"])
+        r["finish_reasons"] = finish_reasons(run_dir)
+        r["server"]["generation_prompt_tokens"] = llama_server.generation_prompt_tokens(run_dir.parent / f"server-{r['mode']}.log")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps({"meta": meta, "modes": results}, indent=2))
     lines = [
         "# evolve against a local model (SmolLM2-135M-Instruct Q4_1, llama-cpp-python server)",
         "",
         f"`{meta['command']}` on {meta['date']}; server: llama-cpp-python {llama_server.LLAMA_VERSION}, "
-        f"n_ctx {meta['n_ctx']}, {meta['threads']} threads, 127.0.0.1.",
+        f"n_ctx {meta['n_ctx']}, {meta['threads']} threads, 127.0.0.1; load average {meta.get('load_average_at_start')} at the start.",
         "",
-        "| mode | n_ctx | wall s | LLM programs | replies parsed | programs scored | tokens (evolve) prompt / completion | tokens (server) prompt / completion | LLM statuses |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | n_ctx | wall s | LLM programs | replies parsed | programs scored | LLM statuses | finish reasons | requests (streams) | "
+        "tokens, evolve: prompt / completion (of them cut short) | tokens, server: prompt (generations) / completion |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = r["server"]
+        cut = (r.get("tool_usage") or {}).get("cut_short") or {}
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["llm_statuses"].items()))
-        server_prompt = sum(s.get("log_prompt_tokens") or []) + s["prompt_tokens"]
-        server_completion = s.get("stream_chunks", 0) + s["completion_tokens"]
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["finish_reasons"].items()))
+        generations = s.get("generation_prompt_tokens") or []
         lines.append(
             f"| {r['mode']}{' (stopped at the time cap)' if r['timed_out'] else ''} | {r['n_ctx']} | {r['wall_s']} | {r['llm_programs']} | "
-            f"{r['replies_parsed']} | {r['programs_scored']} | {r['tool_prompt_tokens']} / {r['tool_completion_tokens']} | "
-            f"{server_prompt} / {server_completion} ({s['replies']} replies, {s.get('streams', 0)} streamed, HTTP {s['statuses']}) | {statuses} |"
+            f"{r['replies_parsed']} | {r['programs_scored']} | {statuses} | {reasons} | {s['replies']} ({s.get('streams', 0)}) | "
+            f"{r['tool_prompt_tokens']} / {r['tool_completion_tokens']} ({cut.get('prompt_tokens', 0)} / {cut.get('completion_tokens', 0)} "
+            f"in {cut.get('calls', 0)}) | {sum(generations) + s['prompt_tokens']} ({len(generations)}) / {s.get('stream_chunks', 0) + s['completion_tokens']} |"
         )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def rewrite(path: Path) -> None:
+    """The table again from a run's JSON (after a change to the table)."""
+    data = json.loads(path.with_suffix(".json").read_text())
+    write_results(data["modes"], data["meta"], path)
 
 
 def main(argv: list[str] | None = None) -> int:
