@@ -396,3 +396,18 @@ def logged_prompt_tokens(log_path: Path) -> list[int]:
             counts.append(reused + int(evaluated.group(1)))
             reused = 0
     return counts
+
+
+GENERATE_RE = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens to eval")
+
+
+def generation_prompt_tokens(log_path: Path) -> list[int]:
+    """Prompt tokens of every request that reached generation, finished or cut short (prefix
+    reused + tokens evaluated, from "Llama.generate: P prefix-match hit, remaining R"). A
+    request whose prompt had no reusable prefix prints no such line: it shows only in
+    `logged_prompt_tokens` if it finished."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return []
+    return [int(m.group(1)) + int(m.group(2)) for m in GENERATE_RE.finditer(text)]

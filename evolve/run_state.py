@@ -5,6 +5,7 @@ archive stores them in one transaction with the program (evolve.store.database).
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 
 from evolve.propose.base import Proposal, ProposalRequest
@@ -13,9 +14,12 @@ from evolve.propose.base import Proposal, ProposalRequest
 def usage_with(saved: dict, proposal: Proposal | None, live: dict) -> dict:
     """The stored programs' totals after storing `proposal`: its tokens, cost and call added
     to `saved` (per run and per model). Replies in flight or kept pending are not in them
-    (the live totals are), so the saved totals always equal the sum over the archive; the
-    retry and failure counts, which belong to no program, are the live ones."""
+    (the live totals are), so the saved totals equal the sum over the archive plus the
+    tokens of streams cut short (`cut_short`, estimated, billed though no program came of
+    them); the retry and failure counts and `cut_short`, which belong to no program, are the
+    live ones."""
     totals = {**saved, "per_model": {m: dict(v) for m, v in (saved.get("per_model") or {}).items()}}
+    _shift(totals, saved.get("cut_short"), -1)
     if proposal is not None and "reply" in proposal.extra:
         for bucket in (totals, totals["per_model"].setdefault(proposal.model or "", {})):
             bucket["prompt_tokens"] = bucket.get("prompt_tokens", 0) + proposal.prompt_tokens
@@ -26,7 +30,22 @@ def usage_with(saved: dict, proposal: Proposal | None, live: dict) -> dict:
     totals["retries"], totals["failures"] = live.get("retries", 0), live.get("failures", 0)
     for model, bucket in (live.get("per_model") or {}).items():
         totals["per_model"].setdefault(model, {})["failures"] = bucket.get("failures", 0)
+    totals.pop("cut_short", None)
+    if live.get("cut_short"):
+        totals["cut_short"] = json.loads(json.dumps(live["cut_short"]))
+        _shift(totals, totals["cut_short"], +1)
     return totals
+
+
+def _shift(totals: dict, cut_short: dict | None, sign: int) -> None:
+    """Add (sign +1) or take out (-1) the tokens and cost of streams cut short, per run and per model."""
+    if not cut_short:
+        return
+    pairs = [(totals, cut_short)] + [(totals["per_model"].setdefault(model, {}), values)
+                                     for model, values in (cut_short.get("per_model") or {}).items()]
+    for bucket, values in pairs:
+        for name in ("prompt_tokens", "completion_tokens", "cost_usd"):
+            bucket[name] = bucket.get(name, 0) + sign * values.get(name, 0)
 
 
 def pending_to_json(request: ProposalRequest, proposal: Proposal) -> dict:

@@ -2,7 +2,8 @@
 
 Tests push behaviours (a reply, a 429, a 500, a slow reply, a reset connection...) onto a
 queue; each chat request consumes one. With the queue empty the server answers with
-`responder(request_json)` (default: a fixed text). Every request body is recorded so tests
+`responder(request_json)` (default: a fixed text; a responder may return (text, finish_reason)
+to end that reply its own way). Every request body is recorded so tests
 can assert on prompts and model names, and `max_in_flight` says how many requests were
 being served at once. Nothing leaves 127.0.0.1; the server stops at context exit.
 
@@ -31,6 +32,10 @@ matches llama-cpp-python's server as probed below:
   it in `served[i].disconnected`. A stream stops generating at once (`stopped_early`);
   a plain reply keeps generating to the end unless `abort_non_streaming=True` (llama.cpp
   goes on; vLLM aborts both).
+* `sse_ping_s=N`: a streamed reply gets its 200 headers as soon as its generation starts
+  and an SSE comment `: ping` every N seconds until it ends, prompt processing included
+  (sse-starlette's keep-alive under llama-cpp-python, 15 s): a client whose timeout is
+  per read never times out on such a stream, however slow the server.
 * `interrupt_streams=True`: a request arriving while a stream is being generated ends
   that stream early with `[DONE]` and no finish_reason (llama-cpp-python's default
   `interrupt_requests`).
@@ -257,7 +262,7 @@ class FakeOpenAI:
 
     def __init__(
         self,
-        responder: Callable[[dict], str] = fixed_text,
+        responder: Callable[[dict], str | tuple[str, str | None]] = fixed_text,
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake-model",),
         refuses: tuple[str, ...] = (),
@@ -269,6 +274,7 @@ class FakeOpenAI:
         stream_usage: str = "requested",
         abort_non_streaming: bool = False,
         interrupt_streams: bool = False,
+        sse_ping_s: float | None = None,
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = ("500", "503", "reset"),
         fault_seed: int = 0,
@@ -289,6 +295,7 @@ class FakeOpenAI:
         self.stream_usage = stream_usage
         self.abort_non_streaming = abort_non_streaming
         self.interrupt_streams = interrupt_streams
+        self.sse_ping_s = sse_ping_s  # a streamed reply's headers at once, then ": ping" comments this often
         self.fault_rate = fault_rate
         self.fault_kinds = fault_kinds
         self._fault_rng = random.Random(fault_seed)
@@ -322,6 +329,7 @@ class FakeOpenAI:
             "stream_usage": "never",
             "abort_non_streaming": False,
             "interrupt_streams": True,
+            "sse_ping_s": 15.0,
             "owned_by": "me",
         }
         defaults.update(options)
@@ -549,6 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
+        self._pinging_since: float | None = None  # a keep-alive connection's handler serves many requests
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length)
         if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -601,6 +610,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         served.kind = behaviour.kind
         text = behaviour.text if behaviour.text is not None else fake.responder(body)
+        finish_reason = behaviour.finish_reason
+        if isinstance(text, tuple):  # the responder chose how the reply ends
+            text, finish_reason = text
         prompt_text = "".join(str(m.get("content") or "") for m in body.get("messages", []))
         prompt = behaviour.prompt_tokens if behaviour.prompt_tokens is not None else fake.count_tokens(prompt_text)
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
@@ -608,6 +620,9 @@ class _Handler(BaseHTTPRequestHandler):
             served.status = 400
             served.prompt_tokens = prompt
             # llama.cpp tokenizes the prompt before refusing it: the prompt time is spent
+            if stream and fake.sse_ping_s:
+                self._start_chunked()
+                self._pinging_since = time.monotonic()
             self._wait(prompt * fake.prompt_token_delay_s, served, abort=False)
             if stream:
                 self._stream_overflow()
@@ -615,7 +630,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(400, context_overflow_body(prompt, max_tokens, fake.context_size))
             return
         pieces = _split_tokens(text, fake.count_tokens(text))
-        finish_reason = behaviour.finish_reason
         limit = _completion_limit(max_tokens, prompt, fake.context_size)
         if limit is not None and len(pieces) > limit:
             pieces, finish_reason = pieces[:limit], "length"
@@ -624,6 +638,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             completion = len(pieces) if finish_reason == "length" and finish_reason != behaviour.finish_reason else fake.count_tokens(text)
         served.prompt_tokens = prompt
+        if stream and fake.sse_ping_s:
+            self._start_chunked()  # the headers, then pings while the prompt is processed
+            self._pinging_since = time.monotonic()
         if self._wait(prompt * fake.prompt_token_delay_s, served, abort=fake.abort_non_streaming or stream):
             served.stopped_early = True
             return
@@ -653,14 +670,15 @@ class _Handler(BaseHTTPRequestHandler):
         if served.disconnected or self._client_gone():
             served.disconnected = True
             return  # nobody to read it; a real server's write would fail the same way
+        if behaviour.include_usage:  # before the write: a client may ask the totals as soon as it has read the reply
+            served.usage_reported = True
+            served.reported_prompt_tokens, served.reported_completion_tokens = prompt, completion
         try:
             self._send_json(200, reply)
         except OSError:
             served.disconnected = True
+            served.usage_reported = False
             return
-        if behaviour.include_usage:
-            served.usage_reported = True
-            served.reported_prompt_tokens, served.reported_completion_tokens = prompt, completion
 
     def _stream(self, behaviour: Behaviour, body: dict, served: Served, pieces: list[str], prompt: int, completion: int, finish_reason: str | None) -> None:
         fake = self.server.fake
@@ -682,7 +700,8 @@ class _Handler(BaseHTTPRequestHandler):
         include = bool((body.get("stream_options") or {}).get("include_usage"))
         send_usage = behaviour.include_usage and (fake.stream_usage == "always" or (fake.stream_usage == "requested" and include))
         try:
-            self._start_chunked()
+            if getattr(self, "_pinging_since", None) is None:
+                self._start_chunked()
             self._event(chunk({"role": "assistant"}, None))
             generated = 0
             for piece in pieces:
@@ -719,7 +738,8 @@ class _Handler(BaseHTTPRequestHandler):
         """llama-cpp-python raises the overflow inside its stream generator, after the 200
         headers: the client gets an empty event stream that just ends."""
         try:
-            self._start_chunked()
+            if getattr(self, "_pinging_since", None) is None:
+                self._start_chunked()
             self._end_chunked()
         except OSError:
             pass
@@ -737,11 +757,24 @@ class _Handler(BaseHTTPRequestHandler):
                 served.disconnected = True
             if fake._stopping.is_set() or (abort and served.disconnected):
                 return True
+            self._ping(served)
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             if fake._stopping.wait(min(left, 0.02)):
                 return True
+
+    def _ping(self, served: Served) -> None:
+        """An SSE comment when a ping is due on an open stream (sse_ping_s)."""
+        since = getattr(self, "_pinging_since", None)
+        interval = self.server.fake.sse_ping_s
+        if since is None or not interval or served.disconnected or time.monotonic() - since < interval:
+            return
+        self._pinging_since = time.monotonic()
+        try:
+            self._write_chunk(b": ping - " + str(time.time()).encode() + b"\r\n\r\n")
+        except OSError:
+            served.disconnected = True
 
     def _client_gone(self) -> bool:
         """True when the client closed its end (a readable socket with nothing to read)."""

@@ -388,22 +388,49 @@ def test_a_stream_without_usage_is_counted_and_says_so():
         assert completion.usage_estimated and completion.prompt_tokens == estimate_tokens(MESSAGES)
 
 
-def test_a_timeout_mid_stream_stops_the_generation_on_the_server():
-    """The client gives up at its timeout and closes the stream: the one-at-a-time server
-    stops generating at once, so the next request starts without waiting for the old one."""
+def test_a_timeout_mid_stream_stops_the_generation_on_the_server_and_keeps_the_reply_so_far():
+    """The client stops reading at its timeout and closes the stream: the one-at-a-time server
+    stops generating at once, so the next request starts without waiting for the old one.
+    The server was slow, not down: what it wrote is the reply, cut at the time limit (like
+    one cut at max_tokens), with its tokens counted; it is not sent again."""
     with llama_like(token_delay_s=0.05) as server:
         server.push_reply("tok " * 400)  # 400 tokens: 20 s of generation
-        client = make_client(server, request_timeout_s=0.6, max_retries=0)
+        client = make_client(server, request_timeout_s=0.8, max_retries=0)
         started = time.monotonic()
-        with pytest.raises(LLMUnavailable, match="timed out"):
-            client.complete(MESSAGES)
+        cut = client.complete(MESSAGES)
         assert time.monotonic() - started < 3
         server.push_reply("short reply")
         assert client.complete(MESSAGES).text == "short reply"
         assert time.monotonic() - started < 5
+        assert server.wait_idle(3.0)
         first = server.served[0]
-        assert first.disconnected and first.stopped_early and first.completion_tokens < 60
-        assert server.request_count == 2  # the timed-out request was not resent
+        usage = client.usage.to_dict()
+    assert cut.finish_reason == "timeout" and cut.text == "tok " * cut.completion_tokens and cut.usage_estimated
+    assert first.disconnected and first.stopped_early and 5 <= first.completion_tokens < 60
+    assert 0 <= first.completion_tokens - cut.completion_tokens <= 2  # a token or two were on the wire when it closed
+    assert server.request_count == 2 and usage["calls"] == 2 and "cut_short" not in usage
+
+
+def test_the_request_timeout_holds_on_a_stream_kept_alive_by_pings():
+    """llama-cpp-python sends a stream's headers at once and a keep-alive comment every 15 s
+    while it processes the prompt: no read ever times out, so the client's own deadline must
+    end the request (before this, one stayed open for 10 minutes against a 120 s timeout)."""
+    with llama_like(prompt_token_delay_s=1.0, sse_ping_s=0.1) as server:  # 10 s of prompt processing
+        client = make_client(server, request_timeout_s=1.0, max_retries=2)
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailable, match="timed out"):
+            client.complete(MESSAGES)
+        assert time.monotonic() - started < 3
+        assert server.wait_idle(15.0) and server.request_count == 1 and server.served[0].disconnected
+
+
+def test_a_timeout_before_the_first_token_is_unavailable_and_not_resent():
+    with llama_like(prompt_token_delay_s=0.1) as server:  # 0.1 s per prompt token: the prompt alone outlasts the timeout
+        client = make_client(server, request_timeout_s=0.6, max_retries=2)
+        with pytest.raises(LLMUnavailable, match="timed out"):
+            client.complete(MESSAGES)
+        assert server.wait_idle(5.0)
+        assert server.request_count == 1 and client.usage.to_dict()["completion_tokens"] == 0
 
 
 def test_cancel_stops_streams_in_flight_and_requests_waiting_for_a_slot():
@@ -465,3 +492,78 @@ def test_generation_time_excludes_waiting_for_a_free_slot():
         assert server.max_generating == 1
         assert second_wall > first.seconds + 0.5 * second.seconds  # it waited for the first one
         assert second.seconds < 0.75 * second_wall  # but its generation time does not count the wait
+
+
+# --------------------------------------------------------------------------- streams cut short are billed
+
+
+def test_a_stream_dropped_mid_generation_is_billed_as_estimated_cut_short_usage():
+    """The connection breaks after some tokens (a server crash): the server generated, and
+    bills, every token it streamed, so they are in the totals and under `cut_short`, counted
+    from the chunks received; the retry's reply is a call of its own."""
+    with llama_like() as server:
+        server.push_drop_stream(after_tokens=7, text="tok " * 40)
+        server.push_reply("the retry")
+        client = make_client(server, max_retries=1)
+        assert client.complete(MESSAGES).text == "the retry"
+        assert server.wait_idle(3.0)
+        usage = client.usage.to_dict()
+    assert server.served[0].completion_tokens == 7
+    assert usage["cut_short"] == {"prompt_tokens": estimate_tokens(MESSAGES), "completion_tokens": 7, "cost_usd": 0.0, "calls": 1,
+                                  "estimated_calls": 1, "per_model": {client.choose_model(): {
+                                      "prompt_tokens": estimate_tokens(MESSAGES), "completion_tokens": 7, "cost_usd": 0.0,
+                                      "calls": 1, "estimated_calls": 1}}}
+    assert usage["calls"] == 1 and usage["completion_tokens"] == 7 + server.served[1].completion_tokens
+    assert usage["prompt_tokens"] == 2 * estimate_tokens(MESSAGES)
+
+
+def test_streams_cancelled_by_ctrl_c_are_billed_and_a_request_never_sent_is_not():
+    with FakeOpenAI.like_llama_cpp(context_size=4096, token_delay_s=0.05, stream_usage="requested") as server:
+        server.push_reply("tok " * 400, times=2)
+        client = make_client(server, concurrency=1)
+        errors: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                client.complete(MESSAGES)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.6)
+        client.cancel()
+        for thread in threads:
+            thread.join(timeout=5)
+        assert server.wait_idle(3.0)
+        usage = client.usage.to_dict()
+    assert [type(e).__name__ for e in errors] == ["Cancelled", "Cancelled"]
+    assert server.request_count == 1 and not server.served[0].usage_reported  # usage comes at a stream's end only
+    assert 0 <= server.served[0].completion_tokens - usage["completion_tokens"] <= 2 and usage["completion_tokens"] >= 5
+    assert usage["cut_short"]["calls"] == 1  # the request that waited for a slot cost nothing
+    assert usage["prompt_tokens"] == estimate_tokens(MESSAGES)
+
+
+def test_cut_short_tokens_count_toward_the_budget():
+    with FakeOpenAI.like_llama_cpp(context_size=4096, token_delay_s=0.02) as server:
+        server.push_reply("tok " * 400)
+        client = make_client(server, budget_tokens=10)
+        thread = threading.Thread(target=lambda: pytest.raises(BaseException, client.complete, MESSAGES))
+        thread.start()
+        time.sleep(0.5)
+        client.cancel()
+        thread.join(timeout=5)
+        assert client.usage.total_tokens > 10
+        with pytest.raises(BudgetExceeded):
+            client.complete(MESSAGES)
+        assert server.request_count == 1
+
+
+def test_cut_short_usage_survives_a_resume():
+    usage = Usage()
+    usage.record_call("m", 100, 20, 0.0, estimated=True)
+    usage.record_cut_short("m", 50, 7, 0.0, estimated=True)
+    again = Usage.from_dict(usage.to_dict())
+    assert again.to_dict() == usage.to_dict()
+    assert (again.prompt_tokens, again.completion_tokens, again.calls, again.cut_short.calls) == (150, 27, 1, 1)

@@ -78,6 +78,13 @@ def run_against(server, proxy, run_dir: Path, *flags: str) -> list[dict]:
     return records
 
 
+def saved_usage(run_dir: Path) -> dict:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{run_dir / 'archive.db'}?mode=ro", uri=True) as db:
+        return json.loads(db.execute("SELECT value FROM meta WHERE key = 'usage'").fetchone()[0])
+
+
 def tokens(records: list[dict]) -> tuple[int, int]:
     return sum(r["prompt_tokens"] or 0 for r in records), sum(r["completion_tokens"] or 0 for r in records)
 
@@ -95,6 +102,9 @@ def test_a_streamed_run_counts_the_tokens_the_server_generated(local_server, tmp
     prompt, completion = tokens(records)
     assert after["streams"] - before["streams"] >= ITERATIONS
     assert completion == after["delivered_stream_chunks"] - before["delivered_stream_chunks"]
+    saved = saved_usage(tmp_path / "streamed")  # the run's totals: the programs plus any stream cut short
+    relayed = after["stream_chunks"] - before["stream_chunks"]
+    assert 0 <= relayed - saved["completion_tokens"] <= 2 * (saved.get("cut_short") or {}).get("calls", 0), (saved, after)
     logged = sum(llama_server.logged_prompt_tokens(server.log_path)[logged_before:])
     assert logged and abs(prompt - logged) <= 0.5 * logged, (prompt, logged)
 

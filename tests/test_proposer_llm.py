@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 import numpy as np
 import pytest
 
@@ -346,3 +347,140 @@ def test_unfenced_code_with_a_syntax_error_is_a_syntax_error_not_a_missing_funct
     proposal = LLMProposer(ScriptedClient(reply)).propose(request(task, edit_mode="full"))
     assert proposal.status == "syntax_error", proposal.message
     assert "of the reply" in proposal.message or "end of the code" in proposal.message
+
+
+# --------------------------------------------------------------------------- a replay reads each reply as it was first read
+
+
+def replay_rows(run_dir) -> list[tuple]:
+    from evolve.store.database import Archive
+
+    with Archive.open(Path(run_dir) / "archive.db", readonly=True) as archive:
+        return [(r.code, r.validation.status, r.validation.message, r.edit_mode, r.extra.get("prompt_style"),
+                 r.extra.get("prompt"), r.extra.get("finish_reason"), r.model)
+                for r in archive.programs(order="id") if r.proposer == "llm"]
+
+
+def test_a_replay_is_faithful_to_the_prompt_style_and_finish_reason_of_each_reply(tmp_path, monkeypatch):
+    """The recorded run used the compact prompt (reached by `auto` on a server whose context
+    the full prompt overflows): its replies are whole blocks, spliced as full rewrites, and
+    one was cut at the token limit. The replay, run with the default settings, stores the
+    same children with the same statuses, messages, edit modes, styles and prompts."""
+    style = "auto"
+    from evolve.config import ArchiveConfig, RunConfig
+    from evolve.loop import run_evolution
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    answered: list[str] = []
+
+    def responder(body: dict):  # the first reply to a compact prompt is cut at the token limit
+        if "Rewrite it with a better formula" in str(body["messages"]) and not answered:
+            answered.append("cut")
+            return FULL_REPLY[: len(FULL_REPLY) // 2], "length"
+        return FULL_REPLY
+
+    with FakeOpenAI.like_llama_cpp(context_size=1200, responder=responder) as server:
+        model = ModelConfig(models=(ModelSpec("fake-model"),), base_url=server.base_url, api_key="sk-test", concurrency=1)
+        seed_law = tmp_path / "seed_law.py"
+        seed_law.write_text(PROGRAM)  # a quick fit: the run's time goes to the model path, not to fitting
+        config = RunConfig(task="sft_scaling_law", iterations=3, seed=5, run_dir=str(tmp_path / "run"), proposer="llm", model=model,
+                           seed_laws=(str(seed_law),),
+                           prompt_style=style, archive=ArchiveConfig(islands=1), scorer=ScorerConfig(workers=1, timeout_s=60, isolate=False))
+        original = run_evolution(config)
+    replayed = run_evolution(dataclasses.replace(config, run_dir=str(tmp_path / "replay"), replay=str(original.run_dir),
+                                                 model=ModelConfig(), prompt_style="auto"))
+    recorded, again = replay_rows(original.run_dir), replay_rows(replayed.run_dir)
+    assert [row[4] for row in recorded] == ["compact"] * 3 and [row[3] for row in recorded] == ["full"] * 3
+    assert [row[6] for row in recorded].count("length") == 1
+    assert all(("cut off at the token limit" in row[2]) == (row[6] == "length") for row in recorded)
+    assert again == recorded
+
+
+def test_a_reply_outlasting_the_request_timeout_is_stored_cut_not_lost_to_an_outage(task):
+    """A one-at-a-time server writing slower than the reply's length allows: the reply so
+    far comes back (finish_reason "timeout"), is spliced and reported like a reply cut at
+    max_tokens, so the run moves on instead of asking the same request again and again."""
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, token_delay_s=0.02, responder=lambda body: FULL_REPLY) as server:
+        proposer = LLMProposer(fake_client(server, request_timeout_s=0.8, models=(ModelSpec("fake-model"),)))
+        proposal = proposer.propose(request(task, edit_mode="full"))
+        assert server.wait_idle(3.0)
+    assert proposal.status != "unavailable" and proposal.extra["finish_reason"] == "timeout"
+    assert "cut off at the request timeout" in proposal.message and proposal.completion_tokens >= 10
+    assert server.request_count == 1 and server.served[0].stopped_early
+
+
+# --------------------------------------------------------------------------- the model settings, end to end through the CLI
+
+
+def test_run_flags_reach_the_server_the_seed_repeats_the_replies_and_show_prints_prompt_and_reply(tmp_path, monkeypatch, capsys):
+    """`evolve run` against a llama.cpp-like server that honours `seed`: --max-tokens,
+    --no-stream and --prompt-style reach every request; the same --seed sends the same
+    seeds and gets the same replies (a run can be repeated and audited); `archive show`
+    prints the prompt sent and the reply received."""
+    from tests.fake_openai import sampled_text
+    from evolve.cli.main import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    seed_law = tmp_path / "seed_law.py"
+    seed_law.write_text(PROGRAM)
+    runs = []
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, responder=sampled_text) as server:
+        for name in ("first", "again"):
+            before = server.request_count
+            code = main(["run", "sft_scaling_law", "--proposer", "llm", "--base-url", server.base_url, "--model", "local",
+                         "--iterations", "1", "--seed", "4", "--seed-law", str(seed_law), "--islands", "1", "--workers", "1",
+                         "--max-tokens", "77", "--no-stream", "--prompt-style", "compact", "--run-dir", str(tmp_path / name), "--quiet"])
+            assert code == 0, capsys.readouterr().err
+            runs.append(server.requests[before:])
+    first, again = runs
+    assert len(first) == len(again) == 1
+    assert all(r["max_tokens"] == 77 and not r.get("stream") and "Rewrite it with a better formula" in str(r["messages"]) for r in first)
+    assert [r["seed"] for r in first] == [r["seed"] for r in again]
+    replies = [replay_rows(tmp_path / name) for name in ("first", "again")]
+    assert sorted(row[0:3] for row in replies[0]) == sorted(row[0:3] for row in replies[1])
+    from evolve.store.database import Archive
+
+    with Archive.open(tmp_path / "first" / "archive.db", readonly=True) as archive:
+        child = next(r for r in archive.programs(order="id") if r.proposer == "llm")
+    capsys.readouterr()
+    assert main(["archive", str(tmp_path / "first"), "show", str(child.id), "--no-formula"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "prompt (user):" in shown and "Rewrite it with a better formula" in shown
+    assert "reply:" in shown and child.extra["reply"] in shown
+
+
+def test_the_preflight_checks_the_model_name(monkeypatch, caplog):
+    """GET /models before the run: a local server that lists another name only warns (llama.cpp
+    answers to any name); a remote endpoint without the model stops with one line."""
+    import logging
+
+    from evolve.propose import endpoint
+
+    with FakeOpenAI.like_llama_cpp() as server:
+        proposer = LLMProposer(fake_client(server, models=(ModelSpec("no-such-model"),)))
+        with caplog.at_level(logging.WARNING):
+            proposer.preflight()
+        assert "not no-such-model" in caplog.text
+        monkeypatch.setattr(endpoint, "is_loopback", lambda url: False)  # as if the server were remote
+        with pytest.raises(LLMAuthError, match="has no model no-such-model") as caught:
+            proposer.preflight()
+        assert "\n" not in str(caught.value) and server.request_count == 0
+
+
+def test_statuses_and_reply_line_numbers_through_a_llama_cpp_like_server(task):
+    """The statuses a small model's replies get, and the line of the reply a syntax error is
+    on, through the real HTTP path (a stream with no usage, one token per chunk)."""
+    broken = "A first line.\n\n```python\n" + extract_block(PROGRAM).replace("c = 0.5 * y.min()", "c = 0.5 * y.min(") + "```\n"
+    broken_line = broken.splitlines().index("    c = 0.5 * y.min(") + 1
+    replies = iter([broken, "Task: fit a law.\n\nParent program: see above.", BAD_DIFF, "def scaling_law_func(x, p:\n    return x\n"])
+    with FakeOpenAI.like_llama_cpp(context_size=100_000, responder=lambda body: next(replies)) as server:
+        proposer = LLMProposer(fake_client(server, models=(ModelSpec("fake-model"),)))
+        syntax = proposer.propose(request(task, edit_mode="full"))
+        echo = proposer.propose(request(task, edit_mode="full"))
+        unmatched = proposer.propose(request(task, edit_mode="diff"))
+        unfenced = proposer.propose(request(task, edit_mode="full"))
+    assert syntax.status == "syntax_error" and f"line {broken_line} of the reply" in syntax.message
+    assert echo.status == "no_code"
+    assert unmatched.status == "diff_not_applied" and "y.mean()" in unmatched.message
+    assert unfenced.status == "syntax_error"

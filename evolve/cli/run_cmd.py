@@ -110,7 +110,9 @@ def show_summary(summary) -> None:
     print_table(f"Top programs of {summary.run_dir} (test R² is for reporting; selection used validation only)", ["id", "proposer", "iteration", "params", "validation R²", "test R²"], rows, out)
     out.print(f"{summary.iterations} iterations, {summary.evaluations} programs ({summary.failures} failed) in {summary.seconds:.0f} s; {safe_text(summary.stopped_reason)}", markup=False)
     if summary.usage:
-        out.print(f"tokens: {summary.usage.get('prompt_tokens', 0)} prompt + {summary.usage.get('completion_tokens', 0)} completion")
+        cut = summary.usage.get("cut_short") or {}
+        cut_note = f" (of them {cut['prompt_tokens']} + {cut['completion_tokens']} estimated, {cut['calls']} streams cut short)" if cut.get("calls") else ""
+        out.print(f"tokens: {summary.usage.get('prompt_tokens', 0)} prompt + {summary.usage.get('completion_tokens', 0)} completion{cut_note}")
     if summary.best is not None:
         show_best_law(summary, out)
 

@@ -18,10 +18,14 @@ Choices made here (the loop and the LLM proposer rely on them):
 * No models configured: the model is `$EVOLVE_MODEL`, else "gpt-4o-mini".
 * Replies are streamed (`config.stream`), so a timeout or `cancel()` (Ctrl-C) closes the
   connection and the server stops generating (see evolve.propose.stream). A timed-out
-  request is not resent: the same request would time out the same way.
+  request is not resent: the same request would time out the same way. A stream still
+  arriving at the timeout is a reply cut there (finish_reason "timeout", like "length" at
+  max_tokens): a slow server is not down, and a reply it was writing is kept.
 * Token counts come from the reply's `usage` (a stream's last chunk); when the server omits
   it the completion is counted as stream chunks (or characters / 4 for a plain reply), the
   prompt estimated as characters / 4, and the completion says `usage_estimated=True`.
+  A stream that breaks off mid-generation (timeout, Ctrl-C) is billed too, under the usage's
+  `cut_short` (estimated from the chunks received unless the server sent usage).
 * `Completion.seconds` is the time holding a concurrency slot: waiting for a free slot is
   not generation time.
 * Budgets are checked before each call (no request is sent once reached) and after it
@@ -55,7 +59,7 @@ from evolve.config import ModelConfig
 from evolve.propose.errors import Cancelled, ContextOverflow, LLMAuthError, LLMError, LLMUnavailable
 from evolve.propose.endpoint import _retry_after, _root_cause, context_size_in, effective_concurrency, is_context_overflow
 from evolve.propose.usage import ModelUsage, Usage  # noqa: F401 - re-exported: callers import them from here
-from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamTimeout, read_stream
+from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamProgress, StreamTimeout, expire_stream, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama) ignore the key bu
 CHARS_PER_TOKEN = 4
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_MESSAGE_CHARS = 240
+TIMEOUT_FINISH = "timeout"  # finish_reason of a streamed reply cut at the request timeout
 
 
 @dataclass(frozen=True)
@@ -315,11 +320,51 @@ class LLMClient:
             **self.request_options(model),
             **extra,
         )
+        progress = StreamProgress()
+        deadline = started + float(self.config.request_timeout_s)
+        # the deadline holds even when no chunk comes: llama-cpp-python sends its headers at
+        # once and then a keep-alive comment every 15 s, so no read ever times out
+        expired = threading.Event()
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire_stream, (expired, stream.response))
+        timer.daemon = True
         with self._streams.track(stream.response):
+            timer.start()
             try:
-                return read_stream(stream, started + float(self.config.request_timeout_s), started)
+                return read_stream(stream, deadline, started, progress)
+            except BaseException as exc:
+                if isinstance(exc, StreamTimeout) or expired.is_set():
+                    return self._cut_at_timeout(messages, model, progress, started)
+                self._bill_cut_short(messages, model, progress)
+                raise
             finally:
+                timer.cancel()
                 stream.close()  # a reply cut short closes its connection: the server stops generating
+
+    def _cut_at_timeout(self, messages: list[dict], model: str, progress: StreamProgress, started: float) -> RawReply:
+        """A stream still open at the request timeout. With text, the server is generating,
+        only slowly: the reply so far is the reply, cut at the time limit as it would be at
+        max_tokens (asked again, it would be cut the same way). Without, StreamTimeout."""
+        if not progress.content_chunks:
+            self._bill_cut_short(messages, model, progress)
+            raise StreamTimeout
+        log.info("%s: reply cut at the %gs request timeout after %d tokens", self.base_url,
+                 self.config.request_timeout_s, progress.content_chunks)
+        return progress.reply(started, TIMEOUT_FINISH)
+
+    def _bill_cut_short(self, messages: list[dict], model: str, progress: StreamProgress) -> None:
+        """Count the tokens of a stream that broke off (timeout, Ctrl-C, lost connection) once
+        the server had begun answering: it evaluated the prompt and generated what was
+        streamed, and bills both. Estimated unless a usage chunk came: the completion as the
+        content chunks received, the prompt as characters / 4."""
+        if not progress.chunks:
+            return
+        estimated = progress.prompt_tokens is None or progress.completion_tokens is None
+        prompt = estimate_tokens(messages) if estimated else int(progress.prompt_tokens or 0)
+        completion = progress.content_chunks if estimated else int(progress.completion_tokens or 0)
+        price_prompt, price_completion = self._prices.get(model, (0.0, 0.0))
+        self.usage.record_cut_short(model, prompt, completion, (prompt * price_prompt + completion * price_completion) / 1e6, estimated)
+        log.info("a stream from %s broke off after %d tokens; counted (%s)", self.base_url, completion,
+                 "estimated" if estimated else "server usage")
 
     def stream_options(self, model: str) -> dict[str, Any]:
         """`stream_options.include_usage`, until the model refuses the field (older servers)."""

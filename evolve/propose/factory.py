@@ -20,7 +20,8 @@ def make_proposer(config: RunConfig, task: Task, stored_usage: dict | None = Non
     if config.replay:
         from evolve.propose.replay import ReplayProposer
 
-        return ReplayProposer(Path(config.replay), parallel_requests=max(1, config.model.concurrency)), None
+        return ReplayProposer(Path(config.replay), parallel_requests=max(1, config.model.concurrency),
+                              prompts_dir=Path(config.prompts_dir) if config.prompts_dir else None), None
     choice = config.proposer
     if choice == "auto":
         has_endpoint = config.model.resolved_api_key() or config.model.resolved_base_url()

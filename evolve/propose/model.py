@@ -150,4 +150,6 @@ def splice_failure(error: SpliceError, finish_reason: str | None) -> str:
     text = error.reason
     if finish_reason == "length":
         text += " (the reply was cut off at the token limit)"
+    elif finish_reason == "timeout":
+        text += " (the reply was cut off at the request timeout: a slow server needs a longer --request-timeout or a smaller --max-tokens)"
     return text

@@ -4,10 +4,16 @@ Every LLM proposal stores its raw reply and its request's seed. Run again with t
 task, settings and random seed, the loop makes the same requests, and this proposer
 answers each with the reply recorded for its seed, so the run is reproduced exactly
 (and can be re-scored, e.g. after a scorer change) at no token cost.
+
+Faithful means the reply is read as it was first read: in the prompt style it answered
+(a compact prompt asked for the whole block, so its reply is spliced as a full rewrite
+whatever the request's edit mode), with its finish reason (a reply cut at the token limit
+says so in its failure message), and stored with the prompt it answered.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from evolve.store.rundir import open_read_only
 from evolve.propose.client import Completion
 from evolve.propose.base import ProposalRequest
 from evolve.propose.model import LLMProposer
+from evolve.propose.prompts import render_messages
 
 
 class RecordedReplies:
@@ -27,9 +34,15 @@ class RecordedReplies:
     def from_run(cls, run_dir: Path) -> "RecordedReplies":
         with open_read_only(run_dir) as archive:
             records = archive.programs(order="id")
-        replies = {int(r.extra["request_seed"]): {"text": r.extra["reply"], "model": r.model or ""}
+        replies = {int(r.extra["request_seed"]): recorded_reply(r.extra, r.model)
                    for r in records if r.proposer == "llm" and "reply" in r.extra and "request_seed" in r.extra}
         return cls(replies)
+
+    def get(self, seed: int) -> dict:
+        recorded = self.replies.get(seed)
+        if recorded is None:
+            raise LookupError(f"no recorded reply for request seed {seed}")
+        return recorded
 
     def choose_model(self, rng=None) -> str:
         return "replay"
@@ -38,15 +51,31 @@ class RecordedReplies:
         """Nothing to release."""
 
 
+def recorded_reply(extra: dict, model: str | None) -> dict:
+    """What a replay needs of a stored LLM proposal. Runs stored before prompt styles were
+    recorded used the full prompt."""
+    return {"text": extra["reply"], "model": model or "", "prompt_style": extra.get("prompt_style") or "full",
+            "finish_reason": extra.get("finish_reason", "stop"), "prompt": extra.get("prompt")}
+
+
 class ReplayProposer(LLMProposer):
     """The LLM proposer's splicing and bookkeeping, fed with recorded replies."""
 
-    def __init__(self, run_dir: Path, parallel_requests: int = 1):
-        super().__init__(RecordedReplies.from_run(run_dir), parallel_requests=parallel_requests)
+    def __init__(self, run_dir: Path, parallel_requests: int = 1, prompts_dir: Path | None = None):
+        super().__init__(RecordedReplies.from_run(run_dir), prompts_dir, parallel_requests=parallel_requests)
+
+    def fitting_reply(self, request: ProposalRequest, model: str) -> tuple[Completion, list[dict], str, ProposalRequest]:
+        """The recorded reply with the prompt it answered, its style, and the request as that
+        style shaped it (a compact prompt: a full rewrite of the parent alone)."""
+        recorded = self.client.get(request.seed)
+        style = recorded["prompt_style"]
+        if style == "compact":
+            request = dataclasses.replace(request, inspirations=(), failures=(), edit_mode="full")
+        messages = recorded["prompt"] or render_messages(request, self.prompts_dir, style)
+        return self.reply(request, model, messages), messages, style, request
 
     def reply(self, request: ProposalRequest, model: str, messages: list[dict] | None = None) -> Completion:
-        recorded = self.client.replies.get(request.seed)
-        if recorded is None:
-            raise LookupError(f"no recorded reply for request seed {request.seed}")
+        recorded = self.client.get(request.seed)
         started = time.perf_counter()
-        return Completion(recorded["text"], recorded["model"], 0, 0, time.perf_counter() - started, "stop")  # nothing spent
+        # nothing spent: no tokens
+        return Completion(recorded["text"], recorded["model"], 0, 0, time.perf_counter() - started, recorded["finish_reason"])
