@@ -176,6 +176,9 @@ def write(rows: list[dict], datas: list[dict], args) -> None:
         cells = [" / ".join(f"{r['pseudo'][t][lv]:.2f}" for lv in LEVELS) for t in tasks]
         lines.append(f"| {r['scale']}{' *' if r['scale'] in GROWS else ''} | {r['folds']} | " + " | ".join(cells) + f" | {r['within']}/{len(tasks)} | {r['pseudo_error']:.3f} | {r['nested_error']:.3f} |")
     sizes = ", ".join(f"{short[d['task']]} {sum(h.actual.size for h in d['target'])} ({d['folds']} deep folds, {d['seconds']:.0f} s)" for d in datas)
+    reach = ", ".join(f"{short[d['task']]} {max(float(h.fitted.reach.max()) for h in d['held'] if h.fold < d['rule_folds']):.2f}" for d in datas)
+    lines += ["", f"Largest reach among the calibration rows of the task's folds (0: the inner folds fit on one value of the"
+              f" order column, so the growth term is not judged there): {reach}."]
     lines += ["", f"Pseudo-test points (deep folds, seconds to refit at one-minute load ~{np.mean([d['load'] for d in datas]):.0f} on 2 cores): {sizes}."]
     RESULTS.write_text("\n".join(lines) + "\n")
 

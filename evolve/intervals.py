@@ -46,7 +46,8 @@ The method, and why:
   error grows about linearly with reach, at the rate validation showed; a law that
   extrapolates worse beyond train than inside it, more than validation showed, is not
   covered); rows within a group are exchangeable for the bootstrap; a resample the law
-  fails on is left out. With fewer scores than the level needs (⌈(m+1)·level⌉ > m), the
+  fails on is left out; reach is 0 along a feature the fit rows hold constant (no span
+  to measure in), so a point that differs only there gets no growth. With fewer scores than the level needs (⌈(m+1)·level⌉ > m), the
   largest is used and the interval's level is not guaranteed; with no validation rows at
   all, errors are assumed normal with scale d.
 """
