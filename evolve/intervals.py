@@ -81,7 +81,7 @@ class Fitted:
     noise: np.ndarray  # (targets,) the fit's residual scale on its own rows
     n_fit: int  # rows the fit had
     reach: np.ndarray | None = None  # (n,) how far each point lies beyond the fit rows (extrapolation_reach)
-    noise_relative: np.ndarray | None = None  # (targets,) residual scale of (y − ŷ)/ŷ; NaN for a target not positive
+    noise_relative: np.ndarray | None = None  # (targets,) residual scale of (y − ŷ)/ŷ, NaN if not positive; a candidate bench/interval_proxy.py measures, not used by scale()
 
     def scale(self) -> np.ndarray:
         """d(x) = sqrt(spread² + s²) · (1 + reach): the interval's half-width in multiplier units."""
