@@ -2,9 +2,11 @@
 
 For each task: an offline 150-iteration run (`evolve run TASK --iterations 150 --seed 0
 --proposer offline`), its best law by validation, then the fraction of test points inside
-its 90% interval (bootstrap refits + split-conformal calibration on the validation folds,
-see evolve.intervals). Selection and the intervals never read test; test is read here only
-to measure the coverage, after the method was fixed.
+its 90% interval (bootstrap refits and residual noise, widened with the distance beyond the
+fit rows, calibrated by split conformal on rolling-origin folds of train; see
+evolve.intervals). Selection and the intervals never read test; test is read here only
+to measure the coverage, after the method was fixed on train-only evidence
+(bench/interval_proxy.py, bench/results/interval_proxy.md).
 
 Runs are the expensive part and are reused: with `--runs DIR`, a task whose run directory
 DIR/<task> holds an archive is opened as it is, else it is run there first. So iterating on
@@ -13,8 +15,8 @@ the interval method re-does only the refits.
     python bench/intervals.py --runs /work/notes/runs150 [--tasks a,b] [--level 0.9] [--resamples 30]
 
 writes bench/results/intervals.md (after each task, so a partial run is readable). The
-"nested" column is train-only evidence for the method: on tasks with two rolling-origin
-validation folds, the multiplier calibrated on fold 2 alone (fit on the smallest rows)
+"nested" column is train-only evidence for the method: on tasks with two or more
+calibration folds, the multiplier calibrated on folds 2+ alone (fit on the smallest rows)
 and the fraction of fold 1's held-out rows (the largest train rows) it covers.
 """
 
@@ -33,12 +35,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import evolve  # noqa: E402
-from evolve.intervals import calibration_scores, conformal_multiplier  # noqa: E402
+from evolve.intervals import calibration_scores, conformal_multiplier, extrapolation_reach  # noqa: E402
 from evolve.tasks import shipped_task_names  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "intervals.md"
 ROWS = ROOT / "bench" / "results" / "intervals.json"  # every task measured so far, so tasks can be measured as their runs finish
 TARGET = (0.80, 0.97)
+METHOD = "sqrt(spread² + s²)·(1 + reach), task folds"  # evolve.intervals' scale; stored rows of another are dropped
 
 
 def open_or_run(task: str, runs: Path, iterations: int):
@@ -55,13 +58,13 @@ def open_or_run(task: str, runs: Path, iterations: int):
 
 
 def nested_check(law, resamples: int, level: float) -> str:
-    """Train only: calibrate on validation fold 2, coverage of fold 1's held-out rows."""
+    """Train only: calibrate on folds 2+, coverage of fold 1's held-out rows."""
     held = law._calibration(resamples)
     folds = {h.fold for h in held}
     if len(folds) < 2:
         return "one fold"
     n_targets = len(law.task.targets)
-    multiplier, _ = conformal_multiplier(calibration_scores([h for h in held if h.fold == 1], n_targets), level)
+    multiplier, _ = conformal_multiplier(calibration_scores([h for h in held if h.fold >= 1], n_targets), level)
     first = calibration_scores([h for h in held if h.fold == 0], n_targets)
     return f"{np.mean(first <= multiplier[None, :]):.1%} of {first.size}"
 
@@ -84,28 +87,55 @@ def measure(task: str, runs: Path, iterations: int, level: float, resamples: int
         "task": task, "program": law.id, "val_r2": law.record.r2, "test_r2": test_r2, "points": int(y.size),
         "coverage": float(inside.mean()), "width": float(width), "scores": len(scores),
         "multiplier": "/".join(f"{m:.2f}" for m in multiplier) + ("" if enough else " (max)"),
+        "folds": len({h.fold for h in law._calibration(resamples)}), "reach": float(np.median(law_reach(law, X, groups))),
         "nested": nested_check(law, resamples, level), "seconds": time.perf_counter() - started,
     }  # fmt: skip
+
+
+def law_reach(law, X: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """How far each test point lies beyond its group's train rows (in spans of them)."""
+    reach = np.zeros(len(X))
+    for g in set(groups.tolist()):
+        reach[groups == g] = extrapolation_reach(law.task.train.X[law.task.train.groups == g], X[groups == g])
+    return reach
 
 
 READING = """
 ## How to read this (and what was not done)
 
-- The method was fixed before these numbers and not changed after them. One change happened after one test number:
-  the first version used d = sqrt(spread² + s²) and gave data_constrained 100% (the only task measured with it); it was
-  replaced by d = sqrt(spread² + s²/n) on an argument made without test (calibration fits have fewer rows than the
-  final law; only terms that shrink with rows transfer) and a train-only check (calibrate on validation fold 2, cover
-  fold 1: the 'nested' column). All eight tasks above were then measured once with that version.
-- Split conformal guarantees coverage only for points exchangeable with the calibration rows. Test here extrapolates
-  further than validation, and where the law extrapolates much worse on test than on validation (moe: val R² 0.91,
-  test R² 0.62) no calibration on train can know it: coverage falls (39%). The interval is then honest about what
-  train can tell, not about test. Too few validation rows (parallel: 12 scores for a 90% quantile) make the
-  multiplier noisy.
-- Where the law does better on test than on validation (data_constrained: val R² 0.87, test R² 0.98) the calibrated
-  interval is wider than test needed (100%).
-- Not tried (no time, and each would have to be chosen on train-only evidence, not on this table): calibration folds
-  that extrapolate as far as test does (more rolling-origin folds for the intervals only), scores that grow with the
-  distance beyond the fit rows, relative (log-space) scores for positive targets.
+- The method was chosen on train-only evidence before this table existed and was not changed after it:
+  `python bench/interval_proxy.py --runs /work/notes/runs150 --resamples 30` (bench/results/interval_proxy.md) cuts a
+  pseudo-test from each task's train the way test is cut and compares 12 candidates (scale × calibration folds) on
+  all eight tasks; the decision rule, written down before measuring (in that script's docstring), took the candidate
+  that widens with reach and has the smallest pseudo-test plus nested error. This table is the one test run of it.
+- Against the previous method (bootstrap spread floored by s/√n, same runs, laws and folds; its table is in git
+  history) the test coverage moved: easy_question 96.9 → 90.6%, vocab 70.0 → 78.3%, lr_bsz 98.3 → 76.9%, moe 39.3 →
+  35.7%, domain_mixture 88.3 → 86.7%; data_constrained (100%), parallel (58.3%) and sft (90.5%) stayed. Still 3 of 8
+  within 80–97% (the target is 6): the target is not met. Mean |coverage − 90%| 0.162 → 0.156.
+- Where it fails, as far as train can tell why:
+  - moe (35.7%): the law extrapolates much worse on test than on validation (val R² 0.91, test R² 0.62). Validation
+    fits on the two smallest model sizes and predicts three larger ones (reach up to ~5 spans); test is 0.4 spans
+    beyond train. The linear growth in reach, calibrated where reach was large, gives a small multiplier (0.27) and a
+    narrow interval at small reach. The pseudo-test (train's largest size) was covered 100% by every candidate: nothing
+    on train shows what test shows here.
+  - parallel (58.3%): 12 calibration scores; test (parallel_size 8) is one doubling beyond train, validation one
+    doubling beyond its fit; the multiplier is the largest score of 12. Pseudo-test: 100% for every candidate.
+  - lr_bsz (76.9%): test extends the product data_size × params, and its points lie inside the box of train's features
+    one by one (reach 0), so the interval does not widen there. Reach as a box distance does not see an extrapolation
+    along a product of features (the pseudo-test, cut the same way, also had reach 0 and 83% coverage).
+  - vocab (78.3%): just under; the pseudo-test had 96%.
+  - data_constrained (100%): the law does better on test than on validation (val R² 0.87, test R² 0.98).
+- The proxy is small and optimistic: pseudo-tests of 12 to 195 points, and the law was picked by validation on all of
+  train, pseudo-test rows included. Its table shows why no candidate could reach the target through it: the two worst
+  test tasks (moe, parallel) are fully covered on the pseudo-test by every candidate. On those two the proxy could not
+  judge the growth term either (found after the test run, reading the proxy's cached reaches): with the pseudo-test
+  cut off, their inner validation folds fit on a single model size / parallel size, and reach skips a feature the fit
+  rows hold constant, so calibration reach was 0 there. On the real folds it is not (moe up to 5.2, parallel 1.0).
+  Reach is likewise 0 for a point that differs from its group's rows only in a feature those rows never vary.
+- Not tried (each would need train-only evidence first): a reach that sees products of scale features (distance beyond
+  the fit rows along the task's validation column, or in the convex hull of log features); a growth rate fitted from
+  the calibration errors against reach instead of assumed linear; calibration at reach matched to the asked point
+  (weighted conformal).
 """
 
 
@@ -117,15 +147,16 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         f"`python bench/intervals.py --runs {args.runs} --level {args.level} --resamples {args.resamples}`",
         f"(runs: `evolve run TASK --iterations {args.iterations} --seed 0 --proposer offline --run-dir {args.runs}/TASK`).",
         f"Law: the run's best by validation. Coverage: fraction of test points (all targets) inside its {args.level:.0%} interval",
-        "(`Law.interval`: the spread of 30 bootstrap refits, floored by the fit's residual standard error s/√n, times a",
-        "multiplier calibrated by split conformal on the validation folds; test is read only to measure this). Target: 80–97%.",
+        f"(`Law.interval`: d = sqrt(spread² + s²)·(1 + reach) from {args.resamples} bootstrap refits, the fit's residual scale s and",
+        "the point's distance beyond the fit rows, times a multiplier calibrated by split conformal on rolling-origin folds",
+        "of train; test is read only to measure this). Target: 80–97%. 'reach': median over test points, in spans of the train rows.",
         "",
-        "| task | program | val R² | test R² | test points | coverage | median width / abs(y) | validation scores | multiplier | nested (train only) | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | program | val R² | test R² | test points | reach | coverage | median width / abs(y) | folds | calibration scores | multiplier | nested (train only) | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['program']} | {r['val_r2']:.4f} | {r['test_r2']:.4f} | {r['points']} | {r['coverage']:.1%} | "
-                     f"{r['width']:.3f} | {r['scores']} | {r['multiplier']} | {r['nested']} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['task']} | {r['program']} | {r['val_r2']:.4f} | {r['test_r2']:.4f} | {r['points']} | {r['reach']:.2f} | {r['coverage']:.1%} | "
+                     f"{r['width']:.3f} | {r['folds']} | {r['scores']} | {r['multiplier']} | {r['nested']} | {r['seconds']:.0f} |")
     loads = ", ".join(r["load"].split(" / ")[0] for r in rows)
     lines += ["", f"{ok} of {len(rows)} tasks within 80–97%. One-minute load average when each task finished: {loads} (2 cores shared by five engineers)."]
     RESULTS.write_text("\n".join(lines) + "\n" + READING)
@@ -139,7 +170,8 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=30)
     parser.add_argument("--runs", default="bench/runs150", help="one run directory per task under it (reused when present)")
     args = parser.parse_args()
-    settings = {"runs": str(args.runs), "iterations": args.iterations, "level": args.level, "resamples": args.resamples}
+    settings = {"runs": str(args.runs), "iterations": args.iterations, "level": args.level, "resamples": args.resamples,
+                "method": METHOD}  # rows of another method are not mixed in
     stored = json.loads(ROWS.read_text()) if ROWS.exists() else {}
     rows = stored.get("rows", {}) if stored.get("settings") == settings else {}
     for task in args.tasks.split(","):

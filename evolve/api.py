@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
-from evolve.intervals import calibration_scores, conformal_multiplier, fit_many, held_out_fits
+from evolve.intervals import calibration_folds, calibration_scores, conformal_multiplier, fit_many, held_out_fits
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
@@ -205,23 +205,25 @@ class Law:
         """A prediction interval at `level` for rows X of `group` (a group name, or one name
         per row): (low, high), each shaped as `predict` returns.
 
-        Method (evolve.intervals has the details): around the prediction of the law fitted
-        on all the group's train rows, a half-width q·d(x). d(x) = sqrt(spread² + s²/n): the
-        spread of `resamples` bootstrap refits (rows drawn with replacement) at x, which
-        grows as x leaves the data, floored by the standard error s/√n of the fit's level
-        (s: residual standard deviation over n − p degrees of freedom, n rows). q is
-        calibrated on train alone by split conformal over the task's validation folds:
-        each fold fits on the smaller rows and predicts the held-out rows that extend the
-        scale, d is computed there the same way, and q is the ⌈(m+1)·level⌉-th smallest of
-        the m scores |y − ŷ|/d (per target, pooled over groups and folds). Test rows are
-        never read.
-        Assumptions: new points are exchangeable with the held-out validation rows in units
-        of d (they may go further out; d then widens with the bootstrap spread, but an
-        extrapolation far beyond what validation tried is not covered by the calibration);
-        rows within a group are exchangeable for the bootstrap; refits the law fails on are
-        left out. With too few validation rows for the level the largest score is used;
-        with none, errors are assumed normal. The calibration is kept on this Law object, so
-        later calls cost only the group's own refits."""
+        Method (evolve.intervals has the details, and how it was chosen): around the
+        prediction of the law fitted on all the group's train rows, a half-width q·d(x) with
+        d(x) = sqrt(spread² + s²)·(1 + reach): the spread of `resamples` bootstrap refits (rows
+        drawn with replacement) at x, the fit's residual standard deviation s (n − p degrees
+        of freedom), and reach = how far x lies beyond the group's train rows in spans of
+        them (0 inside; along every feature, in log space for positive ones), so the
+        interval widens as x leaves the data even for a law the bootstrap cannot move. q is
+        calibrated on train alone by split conformal over the task's rolling-origin
+        validation folds: each fold fits on the smaller rows and predicts the held-out rows
+        that extend the scale, d is computed there the same way, and q is the
+        ⌈(m+1)·level⌉-th smallest of the m scores |y − ŷ|/d (per target, pooled over groups
+        and folds). Test rows are never read.
+        Assumptions: held-out errors in units of d are exchangeable with the new points'
+        (the error grows about linearly with reach, at the rate validation showed; a law
+        that extrapolates worse beyond train than inside it is not covered); rows within a
+        group are exchangeable for the bootstrap; refits the law fails on are left out.
+        With too few calibration rows for the level the largest score is used; with none,
+        errors are assumed normal. The calibration is kept on this Law object, so later
+        calls cost only the group's own refits."""
         if not 0 < level < 1:
             raise LawError("level must be between 0 and 1")
         X = self._as_matrix(X)
@@ -245,7 +247,7 @@ class Law:
 
     def _calibration(self, resamples: int) -> list:
         if resamples not in self._scores:
-            self._scores[resamples] = held_out_fits(self.task.validation_folds(), self._batch, resamples,
+            self._scores[resamples] = held_out_fits(calibration_folds(self.task, self.record.n_params or 0), self._batch, resamples,
                                                     len(self.task.targets), self.scorer_config.workers)
         return self._scores[resamples]
 
