@@ -251,3 +251,13 @@ def test_a_generic_seed_better_on_validation_within_the_margin_does_not_displace
     user = [seeded(1, 0.9, 3), seeded(2, 0.97, 2)] + tried  # two seeds of the user's: the better one stands
     laws[1] = lambda x, y: truth(x)
     assert choose(user, task, fake_run(task, laws)).record.id == 2
+
+
+def test_without_the_reference_a_run_still_protects_a_seed():
+    from evolve.selection import protected
+
+    power, log_linear, evolved = generic(1, 0.5, 3, "power_law_with_offset"), generic(2, 0.9, 2, "log_linear"), record(3, 0.95, 4)
+    rows = np.zeros(3)
+    assert [c[0].id for c in protected([(power, rows, rows), (log_linear, rows, rows), (evolved, rows, rows)])] == [1]
+    assert [c[0].id for c in protected([(log_linear, rows, rows), (evolved, rows, rows)])] == [2]  # the power law failed to fit
+    assert protected([(evolved, rows, rows)]) == []
