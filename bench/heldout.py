@@ -8,6 +8,7 @@ restructuring; each run folder is kept (--runs) with its wall time.
 
     python bench/heldout.py [--iterations 150,600] [--only NAME] [--seed 0] [--no-seed] [--runs DIR]
     python bench/heldout.py --reselect [--iterations ...] [--no-seed] [--runs DIR]
+    python bench/heldout.py --iterations 600 --resume-from DIR150 [--runs DIR]  # continue the 150 runs
 
 --reselect does not search again: it re-runs evolve.selection.choose (the current code) on the
 stored archives (the search does not depend on the selection, which runs once at the end), so
@@ -112,15 +113,36 @@ def search(task: Path, n: int, args, plaw: Path) -> dict:
                     "--proposer", "offline", "--run-dir", str(run), "--quiet"]
     if not args.no_seed:
         cmd += ["--seed-law", str(plaw)]
+    earlier = shorter_run(Path(args.resume_from), task.name, n, args) if args.resume_from else None
+    before = 0.0
+    if earlier is not None:  # continue a shorter run of the same task and seed: its first iterations are shared
+        shutil.copytree(earlier[1], run)
+        before = json.loads((earlier[1] / "wall.json").read_text())["seconds"]
+        cmd = EVOLVE + ["run", "--resume", str(run), "--iterations", str(n), "--quiet"]
     t0 = time.time()
     res = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
+    wall = time.time() - t0 + before
     best = run / "best.py"
     if res.returncode != 0 or not best.exists():
         print(res.stdout[-800:], res.stderr[-800:], file=sys.stderr)
         return {"test_r2": None, "seconds": wall, "reason": "failed"}
     (run / "wall.json").write_text(json.dumps({"seconds": wall}))
-    return {"test_r2": test_r2(best, task), "seconds": wall, "reason": selection_reason(run)}
+    outcome = {"test_r2": test_r2(best, task), "seconds": wall, "reason": selection_reason(run)}
+    if earlier is not None:
+        outcome["resumed_from"] = earlier[0]  # seconds = that run's wall time + the resume's
+    return outcome
+
+
+def shorter_run(folder: Path, name: str, n: int, args) -> tuple[int, Path] | None:
+    """The longest finished run of this task, seed and seeding in `folder` with fewer than n
+    iterations (its wall.json written), to resume to n; None when there is none."""
+    tag = "noseed" if args.no_seed else "seeded"
+    found = []
+    for run in folder.glob(f"{name}-*-s{args.seed}-{tag}"):
+        count = run.name[len(name) + 1:].split("-")[0]
+        if count.isdigit() and int(count) < n and (run / "wall.json").exists() and (run / "best.py").exists():
+            found.append((int(count), run))
+    return max(found) if found else None
 
 
 def selection_reason(run: Path) -> str:
@@ -167,6 +189,8 @@ def main():
     ap.add_argument("--no-seed", action="store_true", help="run the search with no seed law (the run seeds itself)")
     ap.add_argument("--runs", default=str(RUNS), help="folder for the run folders (kept)")
     ap.add_argument("--reselect", action="store_true", help="re-run the current selection on stored runs; no search")
+    ap.add_argument("--resume-from", help="folder of shorter runs (same task, seed and seeding): each run resumes the "
+                    "longest of them (evolve run --resume) instead of starting over; its time counts the shorter run's")
     args = ap.parse_args()
     iters = [int(i) for i in args.iterations.split(",") if i]
     Path(args.runs).mkdir(parents=True, exist_ok=True)

@@ -213,3 +213,51 @@ def test_selection_folds_add_evidence_only_where_train_allows(tmp_path):
     assert all(len(fit) >= train_rows / 2 for fit, _ in folds)  # every fold fits on half of train or more
     assert all(set(map(float, held.X[:, 0])) <= set(map(float, task.train.X[:, 0])) for _, held in folds)  # train only
     assert len(selection_folds(task, max_params=40)) == 1  # a fold the laws cannot be fitted on is not added
+
+
+def generic(ident, r2, n_params, name):
+    import dataclasses
+
+    from evolve.propose.seeds import GENERIC_NOTE
+
+    return dataclasses.replace(seeded(ident, r2, n_params), explanation=f"seed law {name} {GENERIC_NOTE}")
+
+
+def test_of_the_generic_seeds_only_the_power_law_is_the_protected_reference():
+    import dataclasses
+
+    from evolve.propose.seeds import is_reference_seed
+
+    assert is_reference_seed(generic(1, 0.5, 3, "power_law_with_offset"))
+    assert not is_reference_seed(generic(2, 0.9, 2, "log_linear"))
+    assert is_reference_seed(dataclasses.replace(seeded(3, 0.5, 3), explanation="seed law log_linear.py"))  # a user's seed is a prior
+    assert not is_reference_seed(dataclasses.replace(generic(1, 0.5, 3, "power_law_with_offset"), proposer="offline"))
+
+
+def test_a_generic_seed_better_on_validation_within_the_margin_does_not_displace_the_power_law(tmp_path):
+    """With no seed law of its own, a run protects the generic power law with offset: the
+    log-linear generic law, a little better on the validation rows (by less than the margin
+    many tried laws call for), is a candidate like any other and does not stand in its place;
+    far better, it is returned."""
+    task = make_task(tmp_path, param_cap=10)
+    laws = {1: lambda x, y: truth(x), 2: lambda x, y: truth(x) + (y - truth(x)) * np.where(np.cos(9 * np.log(x)) > 0, 0.8, 0.2)}
+    laws.update({i: distinct_noise(i) for i in range(3, 300)})
+    tried = [record(i, 0.1, 4) for i in range(3, 300)]
+    records = [generic(1, 0.9, 3, "power_law_with_offset"), generic(2, 0.97, 2, "log_linear")] + tried
+    choice = choose(records, task, fake_run(task, laws))
+    assert choice.record.id == 1 and "stands" in choice.reason
+    laws[1] = lambda x, y: truth(x) + 0.05  # the power law off by a bias: the far better generic law wins
+    assert choose(records, task, fake_run(task, laws)).record.id == 2
+    user = [seeded(1, 0.9, 3), seeded(2, 0.97, 2)] + tried  # two seeds of the user's: the better one stands
+    laws[1] = lambda x, y: truth(x)
+    assert choose(user, task, fake_run(task, laws)).record.id == 2
+
+
+def test_without_the_reference_a_run_still_protects_a_seed():
+    from evolve.selection import protected
+
+    power, log_linear, evolved = generic(1, 0.5, 3, "power_law_with_offset"), generic(2, 0.9, 2, "log_linear"), record(3, 0.95, 4)
+    rows = np.zeros(3)
+    assert [c[0].id for c in protected([(power, rows, rows), (log_linear, rows, rows), (evolved, rows, rows)])] == [1]
+    assert [c[0].id for c in protected([(log_linear, rows, rows), (evolved, rows, rows)])] == [2]  # the power law failed to fit
+    assert protected([(evolved, rows, rows)]) == []
