@@ -679,3 +679,39 @@ def llm_reply(request: dict) -> str:
     block = GOOD_PROGRAM.split("# EVOLVE-BLOCK-START\n")[1].split("# EVOLVE-BLOCK-END")[0]
     start = f"{0.2 + 0.01 * (next(_REPLIES) % 20):.3f}"
     return "A shared power law in N * P**k.\n\n```python\n" + block.replace("0.3, 0.3]", f"{start}, 0.3]") + "```\n"
+
+# processes as seen from outside the sandbox (/proc), for the attack tests that count them
+
+
+def proc_status(pid: str) -> dict:
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def pids_named(marker: str) -> list[int]:
+    """Live processes whose comm is `marker` (the attacks name their processes)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == marker[:15]:
+                    if proc_status(entry).get("State", "Z")[0] != "Z":
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def private_mb(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    kb = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith(("Private_Dirty:", "Private_Clean:")))
+    return kb / 1024

@@ -33,6 +33,7 @@ from evolve.scoring import pool
 from evolve.scoring.cgroups import CGROUP_PIDS_MAX
 from evolve.scoring.scorer import Scorer
 from evolve.tasks import load_task
+from tests.attacks import pids_named, private_mb, proc_status, processes_of_uids
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux only"),
@@ -52,44 +53,15 @@ def program(name: str, **subs) -> str:
 
 
 def status_field(pid: int, key: str) -> str:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == key:
-                return value.strip()
-    except OSError:
-        pass
-    return ""
+    return proc_status(str(pid)).get(key, "")
 
 
 def live(pid: int) -> bool:
     return status_field(pid, "State")[:1] not in ("", "Z")
 
 
-def pids_named(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == marker[:15] and live(int(entry)):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
 def pids_of_uid(uid: int) -> list[int]:
-    return [int(e) for e in os.listdir("/proc") if e.isdigit() and live(int(e))
-            and status_field(int(e), "Uid").split()[:1] == [str(uid)]]
-
-
-def private_mb(pid: int) -> float:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0.0
-    kb = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith(("Private_Dirty:", "Private_Clean:")))
-    return kb / 1024
+    return [pid for pid in processes_of_uids({uid}) if live(pid)]
 
 
 class Sampler:

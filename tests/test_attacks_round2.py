@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.attacks import pids_named, private_mb, proc_status
+
 try:  # the package is moving to subpackages
     from evolve.scoring.scorer import Scorer  # type: ignore[import-not-found]
 except ImportError:
@@ -112,31 +114,6 @@ def reported(evaluation: dict) -> dict | None:
     """What the candidate reported about itself in its exception message, if anything."""
     match = re.search(r"REPORT(\{.*\})", evaluation.get("message", ""))
     return json.loads(match.group(1)) if match else None
-
-
-def proc_status(pid: str) -> dict:
-    fields = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    except OSError:
-        pass
-    return fields
-
-
-def pids_named(marker: str) -> list[int]:
-    """Live processes whose comm is `marker` (the attacks name their processes)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == marker[:15]:
-                    if proc_status(entry).get("State", "Z")[0] != "Z":
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def kill_named(marker: str) -> None:
@@ -276,15 +253,6 @@ def test_03_no_process_of_the_candidate_outlives_evolve_eval(tmp_path, marker):
 
 
 # --------------------------------------------------------------------------- 4. memory
-
-
-def private_mb(pid: int) -> float:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0.0
-    kb = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith(("Private_Dirty:", "Private_Clean:")))
-    return kb / 1024
 
 
 def test_04_memory_is_bounded_per_candidate_not_per_process(tmp_path, marker, two_fold_task, monkeypatch):
