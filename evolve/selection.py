@@ -67,6 +67,9 @@ How each choice was made (principles and train-only evidence; test figures only 
   offset is the field's prior (and the held-out benchmark's baseline). The problem showed in
   the held-out test table (self-seeded runs below the plain power law, the log-linear law
   standing as "the seed"); the change is this principle, with no number fitted to any test figure.
+- The noise floor of a gap (`FIT_PRECISION`, gap_and_noise) is numerical: a law and its copy with
+  a term fitted to nothing differ by solver rounding, and without the floor the rounding
+  read as 1.3 standard errors (found reading a held-out run's within-noise list, train side).
 Every number here comes from train rows (the validation folds); test is never read.
 """
 
@@ -91,6 +94,7 @@ TOP_FINALISTS = 12  # best distinct laws by validation R² re-scored at the end
 MAX_FINALISTS = 30  # with the seeds and the best law of each parameter count
 MIN_FOLDS_FOR_SPREAD = 3  # folds needed before their spread is read as noise
 SE_MULTIPLIER = 1.0  # the classic one-standard-error rule
+FIT_PRECISION = 1e-6  # relative: NMSE gaps below this are solver rounding (100x scipy least_squares' ftol 1e-8)
 CANCEL_SCALE = 1000.0  # a coefficient this many times the target's scale is huge
 CANCEL_SUM = 0.05  # ... and of opposite signs cancel when their sum is this small beside them
 MAX_SELECTION_FOLDS = 4  # rolling-origin folds selection may re-fit on (more when rows allow)
@@ -232,12 +236,18 @@ def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None =
 def gap_and_noise(a: tuple, b: tuple) -> tuple[float, float]:
     """How much worse law a's validation NMSE is than law b's, and the standard error of
     that gap: of the paired per-row differences, or of the fold gaps when that is larger
-    (with three folds or more)."""
+    (with three folds or more), and never below the fit's numerical precision
+    (`FIT_PRECISION` of the larger NMSE): two fits of the same law (a term the fit sets to
+    nothing, a reparametrisation) differ by solver rounding, 1e-9 of their error with a
+    paired spread smaller still, and a gap of 1.3 such "standard errors" is not evidence
+    (it kept a 3-parameter law out of the one-standard-error set of its own 5-parameter
+    copy on a held-out run, so a worse 3-parameter law was returned)."""
     diff = a[1] - b[1]
     row_se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
     gaps = a[2] - b[2]  # a spread of two fold gaps has one degree of freedom: not an estimate
     fold_se = float(np.std(gaps, ddof=1) / np.sqrt(len(gaps))) if len(gaps) >= MIN_FOLDS_FOR_SPREAD else 0.0
-    return float(np.mean(diff)), max(row_se, fold_se)
+    precision = FIT_PRECISION * max(float(np.mean(a[1])), float(np.mean(b[1])), 0.0)
+    return float(np.mean(diff)), max(row_se, fold_se, precision)
 
 
 def best_of(candidates: list[tuple]) -> tuple:

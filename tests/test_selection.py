@@ -8,7 +8,7 @@ from evolve.propose.grammar import default_param_cap, task_context
 from evolve.records import ProgramRecord
 from evolve.scoring.in_sandbox import RunReport
 from evolve.scoring.scorer import Evaluation
-from evolve.selection import cancelling, choose, one_se_choice, ordered_top
+from evolve.selection import cancelling, choose, gap_and_noise, one_se_choice, ordered_top
 from evolve.status import Status
 from evolve.tasks import create_task_folder, load_task
 
@@ -103,6 +103,21 @@ def test_one_se_choice_on_errors():
     chosen, _ = one_se_choice([(a, base, np.array([base.mean()])), (b, base + 2.0, np.array([base.mean() + 2.0]))])
     assert chosen.id == 1
 
+
+
+def test_a_copy_that_differs_by_solver_rounding_is_within_noise():
+    # A 5-parameter law whose extra term the fit set to nothing and its 3-parameter form: errors
+    # equal but for rounding (1e-9 relative, paired spread smaller still). The rounding is no
+    # evidence, so the fewer-parameter copy is within one standard error and is returned.
+    rng = np.random.default_rng(2)
+    base = rng.exponential(1.0, 40)
+    copy = base + 1e-9 * base.mean() * (1 + 0.1 * rng.random(40))
+    full, short, other = record(1, 0.9, 5), record(2, 0.9, 3), record(3, 0.89, 3)
+    worse = base + 0.01 + rng.normal(0, 0.02, 40)
+    chosen, within = one_se_choice([(full, base, np.array([base.mean()])), (short, copy, np.array([copy.mean()])),
+                                    (other, worse, np.array([worse.mean()]))])
+    assert chosen.id == 2 and {1, 2} <= set(within)
+    assert gap_and_noise((short, copy, np.array([copy.mean()])), (full, base, np.array([base.mean()])))[1] >= 1e-6 * base.mean()
 
 def test_default_cap_for_uncapped_tasks_comes_from_rows_per_group(tmp_path):
     task = make_task(tmp_path, param_cap=None, rows=60)
