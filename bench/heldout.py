@@ -9,6 +9,7 @@ restructuring; each run folder is kept (--runs) with its wall time.
     python bench/heldout.py [--iterations 150,600] [--only NAME] [--seed 0] [--no-seed] [--runs DIR]
     python bench/heldout.py --reselect [--iterations ...] [--no-seed] [--runs DIR]
     python bench/heldout.py --iterations 600 --resume-from DIR150 [--runs DIR]  # continue the 150 runs
+    python bench/heldout.py --reach   # how far validation and test extrapolate along the scale column
 
 --reselect does not search again: it re-runs evolve.selection.choose (the current code) on the
 stored archives (the search does not depend on the selection, which runs once at the end), so
@@ -154,6 +155,33 @@ def selection_reason(run: Path) -> str:
         return str((archive.get_meta("selection") or {}).get("reason", ""))
 
 
+def reach(task_dir: Path) -> dict:
+    """How far each selection fold and the test split extrapolate along the validation column:
+    log10(largest held-out value / largest value fitted on), the median over groups (dex). The
+    test figure reads test's FEATURE columns only (never a label): it measures whether
+    validation asks the question test asks, and feeds nothing back into a rule."""
+    sys.path.insert(0, str(ROOT.parent))
+    import numpy as np
+
+    from evolve.selection import selection_folds
+    from evolve.tasks import column_values, load_task
+
+    task = load_task(task_dir)
+    column = task.validation.column
+    if not column:
+        return {"column": "", "folds": [], "test": None}
+
+    def dex(fit, held, group):
+        f = column_values(fit.X[fit.groups == group], task.features, column)
+        h = column_values(held.X[held.groups == group], task.features, column)
+        return float(np.log10(h.max() / f.max())) if len(f) and len(h) else float("nan")
+
+    groups = task.train.group_names()
+    folds = [float(np.nanmedian([dex(fit, held, g) for g in groups])) for fit, held in selection_folds(task)]
+    test = float(np.nanmedian([dex(task.train, task.test, g) for g in groups]))
+    return {"column": column, "folds": folds, "test": test}
+
+
 def fmt(x, digits=4):
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -191,7 +219,14 @@ def main():
     ap.add_argument("--reselect", action="store_true", help="re-run the current selection on stored runs; no search")
     ap.add_argument("--resume-from", help="folder of shorter runs (same task, seed and seeding): each run resumes the "
                     "longest of them (evolve run --resume) instead of starting over; its time counts the shorter run's")
+    ap.add_argument("--reach", action="store_true", help="print how far validation and test extrapolate (dex); no search")
     args = ap.parse_args()
+    if args.reach:
+        for task in sorted(p for p in TASKS.iterdir() if (p / "task.toml").exists()):
+            r = reach(task)
+            folds = ", ".join(f"{x:.2f}" for x in r["folds"])
+            print(f"{task.name:22s} {r['column'] or '(random cut)':14s} selection folds {folds or '-':18s} test {fmt(r['test'], 2)}")
+        return
     iters = [int(i) for i in args.iterations.split(",") if i]
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     tasks = sorted(p for p in TASKS.iterdir() if (p / "task.toml").exists())
