@@ -80,7 +80,7 @@ def test_auto_validation_reads_train_only(user_task, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["--features", "params,loss", "--targets", "loss"], "both a feature and a target"),
     (["--features", "params", "--targets", "loss", "--test-largest", "params", "abc"], "must be a number"),
-    (["--features", "params", "--targets", "loss", "--test-largest", "flops", "0.2"], "no column flops"),
+    (["--features", "params", "--targets", "loss", "--test-largest", "flops", "0.2"], "no column (for --test-largest) 'flops'"),
     (["--features", "params", "--targets", "loss", "--validation", "0.3:x"], "fold count"),
 ])
 def test_tasks_new_refuses_with_one_line(tmp_path, args, fragment):

@@ -11,7 +11,7 @@ import numpy as np
 
 from evolve.api import LawError, open_run
 from evolve.cli.display import console, print_table
-from evolve.tasks import TaskError, read_rows
+from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, read_rows
 
 
 def pick_law(run: Path, program_id: int | None):
@@ -19,22 +19,33 @@ def pick_law(run: Path, program_id: int | None):
     return opened, (opened.law(program_id) if program_id is not None else opened.best)
 
 
-@click.command("predict", help="Predict new points with a run's law (the best by validation unless --id).")
+def rows_to_predict(csv_path: Path, task, group: str | None):
+    """The rows of a CSV to predict and each row's group: --group, else the CSV's 'group'
+    column, else the group column of the CSV the task was made from, else the task's one group."""
+    header = read_csv_records(csv_path)[0]
+    column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None) if group is None else None
+    rows = read_rows(csv_path, task.features, (), column)
+    if group is not None:
+        return rows, np.array([group] * len(rows), dtype=object)
+    if column is None:
+        if len(task.train.group_names()) != 1:
+            named = f"a '{GROUP_COLUMN}' column" + (f" or a '{task.source_group_column}' column" if task.source_group_column else "")
+            raise TaskError(f"{csv_path}: no group column ({named}); name the group with --group (groups: {', '.join(task.train.group_names()[:8])})")
+        return rows, np.array(task.train.group_names() * len(rows), dtype=object)
+    return rows, rows.groups
+
+
+@click.command("predict", help="Predict new points with a run's law (the one it returned, its best.py, unless --id).")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="rows with the task's feature columns (and a group column unless --group)")
-@click.option("--id", "program_id", type=int, help="the program to use (default: the best by validation)")
-@click.option("--group", help="the group every row belongs to (default: the CSV's 'group' column)")
+@click.option("--id", "program_id", type=int, help="the program to use (default: the law the run returned, its best.py)")
+@click.option("--group", help="the group every row belongs to (default: the CSV's 'group' column, or the group column of the CSV the task was made from)")
 @click.option("--interval", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="also a prediction interval at this level (e.g. 0.9)")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="write the CSV here (default: standard output)")
 def predict_command(run: Path, csv_path: Path, program_id: int | None, group: str | None, interval: float | None, output: Path | None) -> int:
     opened, law = pick_law(run, program_id)
     task = opened.task
-    rows = read_rows(csv_path, task.features, (), "group" if group is None else "\x00none")
-    groups = rows.groups if group is None else np.array([group] * len(rows), dtype=object)
-    if group is None and set(groups.tolist()) == {"all_data"} and "all_data" not in task.train.group_names():
-        if len(task.train.group_names()) != 1:
-            raise TaskError(f"{csv_path}: no 'group' column; name the group with --group (groups: {', '.join(task.train.group_names()[:8])})")
-        groups = np.array(task.train.group_names() * len(rows), dtype=object)
+    rows, groups = rows_to_predict(csv_path, task, group)
     fitted = law.fit()
     columns = [*task.features, "group", *[f"predicted_{t}" for t in task.targets]]
     if interval:
@@ -69,7 +80,7 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--compute", required=True, type=float, multiple=True, help="training compute in FLOPs (repeat for several)")
 @click.option("--group", help="the group (default: every group)")
-@click.option("--id", "program_id", type=int, help="the program to use (default: the best by validation)")
+@click.option("--id", "program_id", type=int, help="the program to use (default: the law the run returned, its best.py)")
 def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, program_id: int | None) -> int:
     opened, law = pick_law(run, program_id)
     fitted = law.fit()
