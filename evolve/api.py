@@ -304,7 +304,8 @@ class Law:
     def sympy(self, group: str):
         """The law as a sympy expression in the task's feature names with the group's fitted
         constants in, every digit kept (a list for several targets); checked against the
-        program's own predictions on the group's rows, else a LawError."""
+        program's own predictions on the group's rows, else a LawError. A name that is not a
+        Python identifier becomes one (evolve.symbolic.symbol_names: 'N params' → N_params)."""
         expressions = list(self.formula(group).expressions)
         return expressions[0] if len(expressions) == 1 else expressions
 
@@ -327,13 +328,13 @@ class Law:
         path.write_text(standalone_program(self.record, self.task, self.params or None, run_name=self.run_name, formula=formula))
         return path
 
-    def optimal(self, compute: float, group: str, points: int = 241) -> dict[str, float]:
+    def optimal(self, compute: float, group: str, points: int = 241, size: str | None = None, data: str | None = None) -> dict[str, float]:
         """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve
         with the lowest predicted loss (first target). Applies to laws whose task has a
-        model-size and a data feature (by name: params/N/model_size, tokens/D/data);
-        other features are held at their values in the group's largest train run (by N·D),
+        model-size and a data feature (by name: params/N/model_size, tokens/D/data, or
+        named by `size` and `data`, e.g. size="Model Size", data="Training Tokens"); other features are held at their values in the group's largest train run (by N·D),
         as in the report's iso-loss plot."""
-        n_index, d_index = size_and_data_features(self.task.features)
+        n_index, d_index = size_and_data_features(self.task.features, size, data)
         if not compute > 0:
             raise LawError("compute must be positive")
         X_fit = self._group_rows(group)[0]
@@ -355,10 +356,15 @@ SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params
 DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "train_tokens", "dataset_size", "samples_seen", "seen_examples")
 
 
-def size_and_data_features(features: tuple[str, ...]) -> tuple[int, int]:
+def size_and_data_features(features: tuple[str, ...], size: str | None = None, data: str | None = None) -> tuple[int, int]:
+    """The columns of model size N and data D: as named, else found by their usual names."""
+    for name in (size, data):
+        if name is not None and name not in features:
+            raise LawError(f"no feature {name!r} (features are {', '.join(features)})")
     lowered = [f.lower() for f in features]
-    n = next((i for i, f in enumerate(lowered) if f in SIZE_NAMES), None)
-    d = next((i for i, f in enumerate(lowered) if f in DATA_NAMES), None)
-    if n is None or d is None:
-        raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); it does not apply to this task")
+    n = features.index(size) if size is not None else next((i for i, f in enumerate(lowered) if f in SIZE_NAMES), None)
+    d = features.index(data) if data is not None else next((i for i, f in enumerate(lowered) if f in DATA_NAMES), None)
+    if n is None or d is None or n == d:
+        raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); "
+                       "name them with size= and data= (--size and --data), or it does not apply to this task")
     return n, d

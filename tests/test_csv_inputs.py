@@ -148,9 +148,9 @@ def test_predict_reads_the_group_column_of_the_csv_the_task_was_made_from(tmp_pa
 
 def test_the_run_prints_the_checked_formula_best_py_carries(tmp_path):
     best = tmp_path / "best.py"
-    best.write_text(f"# Law exported from run r, program 3\n{FORMULA_HEADER} 'a' with its fitted constants (checked):\n"
-                    "#     loss = 1.5 + 30/size**0.3\n\n# EVOLVE-BLOCK-START\n# The law of group is not read from code\n")
-    assert formula_lines(best) == ["law of group 'a' with its fitted constants (checked):", "     loss = 1.5 + 30/size**0.3"]
+    best.write_text(f"# Law exported from run r, program 3\n{FORMULA_HEADER} 'a' with its fitted constants (checked against the\n"
+                    "# group's rows):\n#     loss = 1.5 + 30/size**0.3\n\n# EVOLVE-BLOCK-START\n# The law of group is not read from code\n")
+    assert formula_lines(best) == ["law of group 'a' with its fitted constants (checked against the group's rows):", "     loss = 1.5 + 30/size**0.3"]
     best.write_text("# Law exported from run r, program 3\n\n# EVOLVE-BLOCK-START\n")
     assert formula_lines(best) == []
 
@@ -165,3 +165,15 @@ def test_output_to_a_pipe_keeps_long_lines_whole(capsys):
     print_code(out, "x = [" + ", ".join(map(str, range(60))) + "]\ny = 2", line_numbers=True)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == sentence and lines[1].startswith("1 x = [0, 1") and lines[1].endswith("59]") and lines[2] == "2 y = 2"
+
+
+def test_the_size_and_data_features_can_be_named_when_their_names_are_not_the_usual_ones():
+    from evolve.api import LawError, size_and_data_features
+
+    features = ("unique tokens", "Model Size", "Training Tokens")
+    assert size_and_data_features(features, "Model Size", "Training Tokens") == (1, 2)
+    assert size_and_data_features(("params", "tokens")) == (0, 1)
+    with pytest.raises(LawError, match="--size and --data"):
+        size_and_data_features(features)
+    with pytest.raises(LawError, match="no feature 'N'"):
+        size_and_data_features(features, "N", "Training Tokens")

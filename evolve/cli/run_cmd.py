@@ -147,9 +147,12 @@ def formula_lines(best_program: Path) -> list[str]:
     start = next((i for i, line in enumerate(header) if line.startswith(FORMULA_HEADER)), None)
     if start is None:
         return []
-    lines = ["law of group" + header[start][len(FORMULA_HEADER):]]
+    title, laws = "law of group" + header[start][len(FORMULA_HEADER):], []
     for line in header[start + 1:]:
         if not line.startswith("#"):
             break
-        lines.append(line[1:].rstrip())
-    return lines
+        if line.startswith("#     "):  # one law per target, indented
+            laws.append(line[1:].rstrip())
+        elif not laws:  # the title's own continuation line
+            title += " " + line[1:].strip()
+    return [title, *laws]

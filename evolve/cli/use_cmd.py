@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from evolve.api import LawError, open_run
+from evolve.api import LawError, open_run, size_and_data_features
 from evolve.cli.display import console, print_table
 from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, read_rows
 
@@ -81,14 +81,18 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
 @click.option("--compute", required=True, type=float, multiple=True, help="training compute in FLOPs (repeat for several)")
 @click.option("--group", help="the group (default: every group)")
 @click.option("--id", "program_id", type=int, help="the program to use (default: the law the run returned, its best.py)")
-def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, program_id: int | None) -> int:
+@click.option("--size", "size_feature", metavar="FEATURE", help="the model-size feature N (default: found by name: params, N, model_size, ...)")
+@click.option("--data", "data_feature", metavar="FEATURE", help="the data feature D (default: found by name: tokens, D, data, ...)")
+def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, program_id: int | None,
+                     size_feature: str | None, data_feature: str | None) -> int:
     opened, law = pick_law(run, program_id)
+    size_and_data_features(opened.task.features, size_feature, data_feature)  # before any fit: a task it does not apply to is one line
     fitted = law.fit()
     groups = [group] if group else opened.task.train.group_names()
     rows = []
     for name in groups:
         for c in compute:
-            best = fitted.optimal(c, name)
+            best = fitted.optimal(c, name, size=size_feature, data=data_feature)
             rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "yes" if best["at_search_edge"] else ""])
     print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D)", ["group", "compute", "N", "D", "predicted loss", "at the search edge"], rows, console())
     return 0
