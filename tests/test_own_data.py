@@ -130,6 +130,14 @@ def test_resume_keeps_the_run_s_own_iterations_and_refuses_fixed_flags(user_task
     assert again.returncode == 0 and "2 iterations" in again.stdout  # not extended to the default 50
     refused = evolve("run", "--resume", run, "--islands", "3", "--quiet")
     assert refused.returncode == 2 and "--islands" in refused.stderr
+    from evolve.store.rundir import resume_run, run_overview
+
+    _, archive, _ = resume_run(run, iterations=5)  # --resume RUN --iterations 5: the run's plan is 5 from now on
+    archive.close()
+    assert run_overview(run, run / "archive.db")["planned_iterations"] == 5
+    _, archive, _ = resume_run(run)
+    archive.close()
+    assert run_overview(run, run / "archive.db")["planned_iterations"] == 5
 
 
 def test_tables_keep_whole_names_when_piped():

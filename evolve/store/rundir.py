@@ -155,6 +155,7 @@ def resume_run(resume_dir: Path, iterations: int | None = None) -> tuple[RunConf
     resumed = config_from_stored(stored)
     if iterations is not None and iterations != resumed.iterations:
         resumed = dataclasses.replace(resumed, iterations=iterations)
+        archive.set_meta("config", {**stored, "iterations": iterations})  # the run's plan now: `evolve runs` shows it, a later resume keeps it
     try:
         task = load_task(resumed.task)
     except BaseException:
