@@ -165,6 +165,11 @@ def test_output_to_a_pipe_keeps_long_lines_whole(capsys):
     print_code(out, "x = [" + ", ".join(map(str, range(60))) + "]\ny = 2", line_numbers=True)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == sentence and lines[1].startswith("1 x = [0, 1") and lines[1].endswith("59]") and lines[2] == "2 y = 2"
+    from evolve.cli.progress import RunProgress
+
+    progress = RunProgress()  # the seed lines of `evolve run` go to stderr the same way
+    progress.console.print(sentence)
+    assert capsys.readouterr().err.splitlines() == [sentence]
 
 
 def test_the_size_and_data_features_can_be_named_when_their_names_are_not_the_usual_ones():
