@@ -81,14 +81,14 @@ def empty_cells_hint(records: list[dict], columns: tuple[str, ...], offer: str) 
     return f" ({count} of {len(records)} rows have an empty cell in the columns read{'; ' + offer if offer else ''})"
 
 
-def read_csv_records(path: Path) -> tuple[list[str], list[dict]]:
+def read_csv_records(path: Path, header_only: bool = False) -> tuple[list[str], list[dict]]:
     """The header and the rows of a comma-separated file (a UTF-8 byte-order mark, as
     spreadsheets write it, is dropped), refusing an empty file and repeated column names."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = list(reader.fieldnames or [])
-            records = list(reader)
+            records = [] if header_only else list(reader)
     except FileNotFoundError:
         raise TaskError(f"missing data file {path}") from None
     except IsADirectoryError:
@@ -122,7 +122,7 @@ def parse_number(text: str | None, path: Path, row_number: int, column: str) -> 
 
 
 def read_header(path: Path) -> list[str]:
-    return read_csv_records(path)[0]
+    return read_csv_records(path, header_only=True)[0]
 
 
 def write_rows(path: Path, rows: Rows, features: list[str], targets: list[str]) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from evolve.api import LawError, open_run, size_and_data_features
 from evolve.cli.display import console, print_table
-from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, read_rows
+from evolve.tasks import GROUP_COLUMN, TaskError, read_header, read_rows
 
 
 def pick_law(run: Path, program_id: int | None):
@@ -22,7 +22,7 @@ def pick_law(run: Path, program_id: int | None):
 def rows_to_predict(csv_path: Path, task, group: str | None):
     """The rows of a CSV to predict and each row's group: --group, else the CSV's 'group'
     column, else the group column of the CSV the task was made from, else the task's one group."""
-    header = read_csv_records(csv_path)[0]
+    header = read_header(csv_path)
     column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None) if group is None else None
     rows = read_rows(csv_path, task.features, (), column)
     if group is not None:
