@@ -182,3 +182,19 @@ def test_the_size_and_data_features_can_be_named_when_their_names_are_not_the_us
         size_and_data_features(features)
     with pytest.raises(LawError, match="no feature 'N'"):
         size_and_data_features(features, "N", "Training Tokens")
+
+
+def test_a_wrong_run_setting_is_named_alone(tmp_path, capsys):
+    assert main(["run", "sft_scaling_law", "--iterations", "-5", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "iterations must be >= 0, not -5" in err and "islands" not in err and not (tmp_path / "r").exists()
+
+
+def test_predict_refuses_an_output_it_cannot_write_before_fitting(tmp_path):
+    from evolve.cli.use_cmd import check_writable
+
+    with pytest.raises(TaskError, match="it is a folder"):
+        check_writable(tmp_path)
+    with pytest.raises(TaskError, match="no writable folder"):
+        check_writable(tmp_path / "missing" / "out.csv")
+    check_writable(tmp_path / "out.csv")

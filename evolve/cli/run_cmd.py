@@ -52,10 +52,15 @@ def build_config(task: str | None, config_file: Path | None, models: tuple[str, 
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, models=tuple(parse_model_flag(m) for m in models)))
     if not config.task:
         raise ConfigError("name a task: evolve run TASK (see `evolve tasks`)")
-    if config.iterations < 0 or config.archive.islands < 1:
-        raise ConfigError("iterations must be >= 0 and islands >= 1")
-    if config.scorer.workers < 1 or config.model.concurrency < 0 or config.scorer.timeout_s <= 0:
-        raise ConfigError("workers must be >= 1, concurrency >= 0 (0: automatic) and the timeout above 0")
+    wrong = [text for bad, text in (
+        (config.iterations < 0, f"iterations must be >= 0, not {config.iterations}"),
+        (config.archive.islands < 1, f"islands must be >= 1, not {config.archive.islands}"),
+        (config.scorer.workers < 1, f"workers must be >= 1, not {config.scorer.workers}"),
+        (config.model.concurrency < 0, f"concurrency must be >= 0 (0: automatic), not {config.model.concurrency}"),
+        (config.scorer.timeout_s <= 0, f"the timeout must be above 0, not {config.scorer.timeout_s}"),
+    ) if bad]
+    if wrong:
+        raise ConfigError("; ".join(wrong))  # the setting that is wrong, not a list of every rule
     return config
 
 

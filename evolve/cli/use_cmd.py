@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def rows_to_predict(csv_path: Path, task, group: str | None):
     return rows, rows.groups
 
 
+def check_writable(output: Path) -> None:
+    folder = output.parent if str(output.parent) else Path(".")
+    if output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise TaskError(f"cannot write {output}: " + ("it is a folder" if output.is_dir() else f"no writable folder {folder}"))
+
+
 @click.command("predict", help="Predict new points with a run's law (the one it returned, its best.py, unless --id).")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="rows with the task's feature columns (and a group column unless --group)")
@@ -46,6 +53,8 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
     opened, law = pick_law(run, program_id)
     task = opened.task
     rows, groups = rows_to_predict(csv_path, task, group)
+    if output is not None:
+        check_writable(output)  # before the fits, which take seconds to minutes
     fitted = law.fit()
     columns = [*task.features, "group", *[f"predicted_{t}" for t in task.targets]]
     if interval:
@@ -64,7 +73,10 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
             for block in extra:
                 values += block[i].tolist()
             out_rows[index] = values
-    handle = open(output, "w", newline="") if output else sys.stdout
+    try:
+        handle = open(output, "w", newline="") if output else sys.stdout
+    except OSError as exc:
+        raise TaskError(f"cannot write {output}: {exc.strerror or exc}") from None
     try:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -78,7 +90,7 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
 
 @click.command("optimize", help="The compute-optimal model size and data under C ≈ 6·N·D for a run's law.")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--compute", required=True, type=float, multiple=True, help="training compute in FLOPs (repeat for several)")
+@click.option("--compute", required=True, type=click.FloatRange(min=0, min_open=True), multiple=True, help="training compute in FLOPs (repeat for several)")
 @click.option("--group", help="the group (default: every group)")
 @click.option("--id", "program_id", type=int, help="the program to use (default: the law the run returned, its best.py)")
 @click.option("--size", "size_feature", metavar="FEATURE", help="the model-size feature N (default: found by name: params, N, model_size, ...)")
