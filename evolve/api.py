@@ -29,7 +29,7 @@ from evolve.records import ProgramRecord
 from evolve.scoring.in_sandbox import GroupJob, RunReport
 from evolve.warm_scorer import close_scorers, shared_scorer  # noqa: F401 - part of the API
 from evolve.status import Status
-from evolve.store.rundir import open_read_only, run_task
+from evolve.store.rundir import open_read_only, returned_law, run_task
 from evolve.tasks import Task
 
 BOOTSTRAP_RESAMPLES = 30
@@ -59,7 +59,8 @@ def open_run(path: str | Path) -> "Run":
         task = run_task(archive)
         records = archive.programs(order="id")
         scorer_settings = (archive.get_meta("config") or {}).get("scorer", {})
-    return Run(Path(path), task, records, scorer_settings)
+        returned = returned_law(archive) if archive.get_meta("selection") else None
+    return Run(Path(path), task, records, scorer_settings, returned.id if returned is not None else None)
 
 
 @dataclasses.dataclass
@@ -68,6 +69,7 @@ class Run:
     task: Task
     records: list[ProgramRecord]
     scorer_settings: dict
+    returned_id: int | None = None  # the law the run returned (best.py), when it chose one
 
     def programs(self, formulas: bool = False):
         """Every program as a pandas DataFrame (failures included), in id order.
@@ -98,18 +100,33 @@ class Run:
 
     @property
     def best(self) -> "Law":
-        """The best program by validation R² (test is never used to choose)."""
+        """The law the run returned, the one in its best.py: chosen from train alone by
+        evolve.selection when the run ended (validation with a margin for luck, fewer
+        parameters within noise, cancelling coefficients refused; test is never read). A
+        run still going, or stopped before choosing, gives `best_by_validation`."""
+        if self.returned_id is not None:
+            return self.law(self.returned_id)
+        return self.best_by_validation
+
+    @property
+    def best_by_validation(self) -> "Law":
+        """The program with the highest validation R², with no margin for luck."""
         ok = [r for r in self.records if r.ok]
         if not ok:
             raise LawError(f"{self.path}: no program scored")
         return self.law(max(ok, key=lambda r: (r.r2, -(r.id or 0))).id)
+
+    def __repr__(self) -> str:
+        scored = sum(r.ok for r in self.records)
+        return f"<evolve.Run {str(self.path)!r}: task {self.task.name}, {len(self.records)} programs ({scored} scored), law {self.returned_id}>"
 
     def law(self, program_id: int) -> "Law":
         found = [r for r in self.records if r.id == program_id]
         if not found:
             raise LawError(f"no program {program_id} in {self.path}")
         return Law(found[0], self.task, ScorerConfig(workers=2, timeout_s=float(self.scorer_settings.get("timeout_s", 60.0)),
-                                                     memory_mb=int(self.scorer_settings.get("memory_mb", 4096))))
+                                                     memory_mb=int(self.scorer_settings.get("memory_mb", 4096))),
+                   run_name=self.path.resolve().name)
 
 
 @dataclasses.dataclass
@@ -121,8 +138,14 @@ class Law:
     scorer_config: ScorerConfig = ScorerConfig(workers=1)
     trusted: bool = False
     params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    run_name: str = ""  # the run's folder name, for an exported file's header
     _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # interval calibration by resamples
     _formulas: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # shown formula by group
+
+    def __repr__(self) -> str:
+        fitted = f", fitted on {len(self.params)} group(s)" if self.params else ""
+        where = f" of run {self.run_name!r}" if self.run_name else ""
+        return f"<evolve.Law program {self.record.id}{where}: {self.record.n_params} parameters per group, validation R² {self.record.r2:.4f}{fitted}>"
 
     @property
     def code(self) -> str:
@@ -281,7 +304,8 @@ class Law:
     def sympy(self, group: str):
         """The law as a sympy expression in the task's feature names with the group's fitted
         constants in, every digit kept (a list for several targets); checked against the
-        program's own predictions on the group's rows, else a LawError."""
+        program's own predictions on the group's rows, else a LawError. A name that is not a
+        Python identifier becomes one (evolve.symbolic.symbol_names: 'N params' → N_params)."""
         expressions = list(self.formula(group).expressions)
         return expressions[0] if len(expressions) == 1 else expressions
 
@@ -301,16 +325,16 @@ class Law:
             formula = self.formula(sorted(self.params)[0] if self.params else self.groups[0])
         except LawError:
             formula = None  # the file stands without it
-        path.write_text(standalone_program(self.record, self.task, self.params or None, formula=formula))
+        path.write_text(standalone_program(self.record, self.task, self.params or None, run_name=self.run_name, formula=formula))
         return path
 
-    def optimal(self, compute: float, group: str, points: int = 241) -> dict[str, float]:
+    def optimal(self, compute: float, group: str, points: int = 241, size: str | None = None, data: str | None = None) -> dict[str, float]:
         """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve
         with the lowest predicted loss (first target). Applies to laws whose task has a
-        model-size and a data feature (by name: params/N/model_size, tokens/D/data);
-        other features are held at their values in the group's largest train run (by N·D),
+        model-size and a data feature (by name: params/N/model_size, tokens/D/data, or
+        named by `size` and `data`, e.g. size="Model Size", data="Training Tokens"); other features are held at their values in the group's largest train run (by N·D),
         as in the report's iso-loss plot."""
-        n_index, d_index = size_and_data_features(self.task.features)
+        n_index, d_index = size_and_data_features(self.task.features, size, data)
         if not compute > 0:
             raise LawError("compute must be positive")
         X_fit = self._group_rows(group)[0]
@@ -332,10 +356,15 @@ SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params
 DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "train_tokens", "dataset_size", "samples_seen", "seen_examples")
 
 
-def size_and_data_features(features: tuple[str, ...]) -> tuple[int, int]:
+def size_and_data_features(features: tuple[str, ...], size: str | None = None, data: str | None = None) -> tuple[int, int]:
+    """The columns of model size N and data D: as named, else found by their usual names."""
+    for name in (size, data):
+        if name is not None and name not in features:
+            raise LawError(f"no feature {name!r} (features are {', '.join(features)})")
     lowered = [f.lower() for f in features]
-    n = next((i for i, f in enumerate(lowered) if f in SIZE_NAMES), None)
-    d = next((i for i, f in enumerate(lowered) if f in DATA_NAMES), None)
-    if n is None or d is None:
-        raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); it does not apply to this task")
+    n = features.index(size) if size is not None else next((i for i, f in enumerate(lowered) if f in SIZE_NAMES), None)
+    d = features.index(data) if data is not None else next((i for i, f in enumerate(lowered) if f in DATA_NAMES), None)
+    if n is None or d is None or n == d:
+        raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); "
+                       "name them with size= and data= (--size and --data), or it does not apply to this task")
     return n, d

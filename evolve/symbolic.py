@@ -17,7 +17,9 @@ from __future__ import annotations
 import ast
 import builtins
 import io
+import keyword
 import math
+import re
 import types
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -262,7 +264,21 @@ def traced_builtins(replacements: dict[str, types.ModuleType]) -> dict:
 
 def feature_symbols(features: tuple[str, ...]) -> list:
     sympy = _sympy()
-    return [sympy.Symbol(name, positive=True) for name in features]
+    return [sympy.Symbol(name, positive=True) for name in symbol_names(features)]
+
+
+def symbol_names(features: tuple[str, ...]) -> list[str]:
+    """Identifier names for the features' symbols (formula text is parsed back, so 'N params'
+    must be one name: N_params; 'D [tokens]' → D_tokens), distinct, never a p0..pk."""
+    names: list[str] = []
+    for name in features:
+        candidate = name if name.isidentifier() and not keyword.iskeyword(name) else re.sub(r"\W+", "_", name).strip("_") or "x"
+        if not candidate.isidentifier() or keyword.iskeyword(candidate) or re.fullmatch(r"p\d+", candidate):
+            candidate = f"x_{candidate}"
+        while candidate in names:
+            candidate += "_"
+        names.append(candidate)
+    return names
 
 
 def param_symbols(n: int) -> list:

@@ -7,7 +7,6 @@ user's own data is a task like the SLDBench ones.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -16,14 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from evolve.config import TOMLDecodeError, load_toml
+from evolve.table import GROUP_COLUMN, Rows, TaskError, read_csv_records, read_header, read_rows, write_rows  # noqa: F401 - part of evolve.tasks
 
 SPLITS = ("validation", "test", "train")
-GROUP_COLUMN = "group"
 VALIDATION_SEED = 20250721
-
-
-class TaskError(ValueError):
-    """A task that cannot be found or whose files are malformed; its message is one line."""
 
 
 def data_root(name: str) -> Path:
@@ -33,25 +28,6 @@ def data_root(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise TaskError(f"cannot find the shipped '{name}' folder next to {here}")
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Rows of one split: features (n, f), targets (n, t) and each row's group name."""
-
-    X: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def select(self, mask: np.ndarray) -> "Rows":
-        return Rows(self.X[mask], self.y[mask], self.groups[mask])
-
-    def group_names(self) -> list[str]:
-        """Groups in the order the official evaluator visits them: sorted by name."""
-        return sorted(set(self.groups.tolist()))
 
 
 @dataclass(frozen=True)
@@ -85,6 +61,7 @@ class Task:
     validation: ValidationRule
     train: Rows
     test: Rows
+    source_group_column: str | None = None  # the group column of the CSV the task was made from ([source] in task.toml)
 
     def fit_and_score_rows(self, split: str) -> tuple[Rows, Rows]:
         """The rows a program is fitted on and the rows it is scored on, for a split.
@@ -307,7 +284,15 @@ def make_task(config: dict, folder: Path, features: tuple[str, ...], targets: tu
         validation=rule,
         train=train,
         test=read_rows(folder / "test.csv", features, targets),
+        source_group_column=source_group_column(config, folder),
     )
+
+
+def source_group_column(config: dict, folder: Path) -> str | None:
+    source = config.get("source", {})
+    if not isinstance(source, dict) or not isinstance(source.get("group_column", ""), str):
+        raise TaskError(f"{folder / 'task.toml'}: [source] must be a table with a text group_column")
+    return source.get("group_column") or None
 
 
 def read_task_config(path: Path) -> dict:
@@ -324,45 +309,6 @@ def read_task_config(path: Path) -> dict:
     return config
 
 
-def read_rows(path: Path, features: tuple[str, ...], targets: tuple[str, ...], group_column: str = GROUP_COLUMN) -> Rows:
-    """Read a CSV into arrays, refusing missing columns, non-numbers, NaN and empty groups."""
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            records = list(reader)
-    except FileNotFoundError:
-        raise TaskError(f"missing data file {path}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TaskError(f"cannot read {path}: {exc}") from None
-    missing = [c for c in (*features, *targets) if c not in header]
-    if missing:
-        raise TaskError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(header)})")
-    if not records:
-        raise TaskError(f"{path}: no data rows")
-    columns = (*features, *targets)
-    values = np.empty((len(records), len(columns)))
-    groups = []
-    for row_number, record in enumerate(records, start=2):  # line 1 is the header
-        group = record.get(group_column) if group_column in header else "all_data"
-        if group is None or not str(group).strip():
-            raise TaskError(f"{path}: line {row_number}: empty group in column '{group_column}'")
-        groups.append(str(group))
-        for j, column in enumerate(columns):
-            values[row_number - 2, j] = parse_number(record.get(column), path, row_number, column)
-    return Rows(values[:, : len(features)], values[:, len(features):], np.array(groups, dtype=object))
-
-
-def parse_number(text: str | None, path: Path, row_number: int, column: str) -> float:
-    try:
-        value = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise TaskError(f"{path}: line {row_number}: column '{column}' is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise TaskError(f"{path}: line {row_number}: column '{column}' is {text!r}; values must be finite")
-    return value
-
-
 def create_task_folder(
     folder: Path,
     csv_path: Path,
@@ -374,6 +320,7 @@ def create_task_folder(
     description: str = "",
     param_cap: int | None = None,
     validation: tuple[float, int] | None = None,
+    drop_missing: bool = False,
 ) -> Task:
     """Write a task folder from one CSV: per group, the rows with the largest `test_column`
     values (a `test_fraction` of them) become test.csv, the rest train.csv.
@@ -381,11 +328,15 @@ def create_task_folder(
     `test_column` is any numeric column of the CSV, or a product of columns
     ('params*tokens': compute, up to the constant 6). `validation` is (fraction, folds) of
     the largest train rows by the same order, or None for the automatic rule chosen from
-    train alone (`auto_validation_rule`). The CSV is checked first (columns, numbers,
+    train alone (`auto_validation_rule`). `drop_missing` leaves out rows with an empty cell
+    in a column used (else such a row is refused). The CSV is checked first (columns, numbers,
     NaN, empty groups, every group with train, validation and test rows), so a refused
     file leaves nothing half-written.
     """
-    test_column = (test_column or features[0]).replace(" ", "")
+    test_column = "*".join(column_names(test_column or features[0]))
+    repeated = sorted({n for n in (*features, *targets) if [*features, *targets].count(n) > 1} - (set(features) & set(targets)))
+    if repeated:
+        raise TaskError(f"{', '.join(repeated)} named twice in --features/--targets")
     both = sorted(set(features) & set(targets))
     if both:
         raise TaskError(f"{', '.join(both)} cannot be both a feature and a target")
@@ -394,24 +345,27 @@ def create_task_folder(
     if param_cap is not None and param_cap < 1:
         raise TaskError("the parameter cap must be at least 1")
     header = read_header(Path(csv_path))
+    for role, names in (("feature column", features), ("target column", targets), ("column (for --test-largest)", column_names(test_column))):
+        unknown = [n for n in names if n not in header]
+        if unknown:
+            raise TaskError(f"{csv_path}: no {role} {', '.join(map(repr, unknown))} (has {', '.join(map(repr, header))})")
     if group_column and group_column not in header:
         raise TaskError(f"{csv_path}: missing group column '{group_column}'")
+    if group_column in (*features, *targets):
+        raise TaskError(f"{group_column} cannot be both the group column and a feature or target")
     scale_names = column_names(test_column)
-    unknown = [n for n in scale_names if n not in header]
-    if unknown:
-        raise TaskError(f"--test-largest: no column {', '.join(unknown)} in {csv_path} (has {', '.join(header)})")
-    rows = read_rows(Path(csv_path), tuple(features), tuple(targets), group_column or "")
-    scale = read_rows(Path(csv_path), tuple(scale_names), (), group_column or "").X.prod(axis=1)
+    extra = tuple(n for n in scale_names if n not in features)
+    every = read_rows(Path(csv_path), (*features, *extra), tuple(targets), group_column or None, drop_missing=drop_missing,
+                      empty_hint="--drop-missing leaves them out")
+    rows = Rows(every.X[:, : len(features)], every.y, every.groups)
+    scale = every.X[:, [(*features, *extra).index(n) for n in scale_names]].prod(axis=1)
     test_mask = largest_mask(rows.groups, scale, test_fraction)
     train = rows.select(~test_mask)
     check_every_group_splits(rows, test_mask, train, tuple(features), validation, test_column, test_fraction)
     if (folder / "task.toml").exists():
         raise TaskError(f"{folder} already holds a task")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_rows(folder / "train.csv", train, features, targets)
-    write_rows(folder / "test.csv", rows.select(test_mask), features, targets)
     text = description or f"User data from {Path(csv_path).name}: features {', '.join(features)}; targets {', '.join(targets)}."
-    (folder / "task.toml").write_text(
+    config = (
         f"name = {json.dumps(folder.name)}\n"
         f"features = {json.dumps(features)}\n"
         f"targets = {json.dumps(targets)}\n"
@@ -419,8 +373,33 @@ def create_task_folder(
         + f"description = {json.dumps(text)}\n\n"
         f"[test]  # how test.csv was cut: per group, the rows with the largest values\ncolumn = {json.dumps(test_column)}\nfraction = {test_fraction}\n\n"
         + validation_toml(validation, test_column)
+        + source_toml(Path(csv_path), group_column)
     )
+    write_task_files(folder, {"train.csv": train, "test.csv": rows.select(test_mask)}, features, targets, config)
     return load_task(folder)
+
+
+def source_toml(csv_path: Path, group_column: str | None) -> str:
+    """Where the rows came from: `evolve predict` reads the same group column in new CSVs."""
+    group = f"group_column = {json.dumps(group_column)}\n" if group_column else ""
+    return f"\n[source]  # the CSV this task was made from\ncsv = {json.dumps(csv_path.name)}\n{group}"
+
+
+def write_task_files(folder: Path, splits: dict[str, Rows], features: list[str], targets: list[str], config: str) -> None:
+    """Write the CSVs and task.toml; on a failed write, nothing this call created is left."""
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, rows in splits.items():
+            write_rows(folder / name, rows, features, targets)
+        (folder / "task.toml").write_text(config)
+    except OSError as exc:
+        if folder.is_dir():
+            for name in (*splits, "task.toml"):
+                (folder / name).unlink(missing_ok=True)
+            if created:
+                folder.rmdir()
+        raise TaskError(f"cannot write the task folder {folder}: {exc.strerror or exc}") from None
 
 
 def validation_toml(validation: tuple[float, int] | None, test_column: str) -> str:
@@ -447,21 +426,3 @@ def check_every_group_splits(rows: Rows, test_mask: np.ndarray, train: Rows, fea
     for group in train.group_names():
         if rule.column and not held_out[train.groups == group].any():
             raise TaskError(f"group '{group}' keeps too few train rows ({int(np.sum(train.groups == group))}) for a validation split: each group needs 5 or more rows")
-
-
-def read_header(path: Path) -> list[str]:
-    try:
-        with open(path, newline="") as handle:
-            return next(csv.reader(handle), [])
-    except FileNotFoundError:
-        raise TaskError(f"missing data file {path}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TaskError(f"cannot read {path}: {exc}") from None
-
-
-def write_rows(path: Path, rows: Rows, features: list[str], targets: list[str]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([GROUP_COLUMN, *features, *targets])
-        for group, x, y in zip(rows.groups, rows.X, rows.y):
-            writer.writerow([group, *map(repr, map(float, x)), *map(repr, map(float, y))])

@@ -38,9 +38,12 @@ def test_programs_frame_and_best(sft_run):
     frame = sft_run.programs()
     assert {"id", "iteration", "island", "proposer", "status", "n_params", "val_r2", "test_r2", "formula"} <= set(frame.columns)
     assert len(frame) == len(sft_run.records)
-    best = sft_run.best
-    assert best.record.r2 == frame["val_r2"].max()
+    best = sft_run.best  # the law the run returned: the program of its best.py
+    assert sft_run.returned_id is not None and best.record.id == sft_run.returned_id
+    assert f"program {best.record.id}, task" in (sft_run.path / "best.py").read_text().splitlines()[0]
+    assert sft_run.best_by_validation.record.r2 == frame["val_r2"].max()
     assert evolve.open_run(sft_run.path).best.record.id == best.record.id
+    assert repr(sft_run).startswith("<evolve.Run ") and len(repr(sft_run)) < 300  # not the task's rows
 
 
 def test_fit_predict_interval_and_formula_on_several_groups(sft_run):

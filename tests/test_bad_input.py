@@ -75,7 +75,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 GOOD_CSV = "group,x,y\n" + "".join(f"g{g},{x},{1 + 1 / x}\n" for g in (1, 2) for x in range(1, 9))
 
 BAD_CSVS = {
-    "missing_column": ("group,x,z\n" + "g,1,2\n" * 6, "missing column"),
+    "missing_column": ("group,x,z\n" + "g,1,2\n" * 6, "no target column 'y'"),
     "text_in_numeric": (GOOD_CSV.replace("g1,3,", "g1,three,"), "not a number"),
     "nan": (GOOD_CSV.replace("g2,4,", "g2,nan,"), "finite"),
     "empty_group": (GOOD_CSV.replace("g1,5,", ",5,"), "empty group"),

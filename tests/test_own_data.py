@@ -80,7 +80,7 @@ def test_auto_validation_reads_train_only(user_task, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["--features", "params,loss", "--targets", "loss"], "both a feature and a target"),
     (["--features", "params", "--targets", "loss", "--test-largest", "params", "abc"], "must be a number"),
-    (["--features", "params", "--targets", "loss", "--test-largest", "flops", "0.2"], "no column flops"),
+    (["--features", "params", "--targets", "loss", "--test-largest", "flops", "0.2"], "no column (for --test-largest) 'flops'"),
     (["--features", "params", "--targets", "loss", "--validation", "0.3:x"], "fold count"),
 ])
 def test_tasks_new_refuses_with_one_line(tmp_path, args, fragment):
@@ -130,6 +130,14 @@ def test_resume_keeps_the_run_s_own_iterations_and_refuses_fixed_flags(user_task
     assert again.returncode == 0 and "2 iterations" in again.stdout  # not extended to the default 50
     refused = evolve("run", "--resume", run, "--islands", "3", "--quiet")
     assert refused.returncode == 2 and "--islands" in refused.stderr
+    from evolve.store.rundir import resume_run, run_overview
+
+    _, archive, _ = resume_run(run, iterations=5)  # --resume RUN --iterations 5: the run's plan is 5 from now on
+    archive.close()
+    assert run_overview(run, run / "archive.db")["planned_iterations"] == 5
+    _, archive, _ = resume_run(run)
+    archive.close()
+    assert run_overview(run, run / "archive.db")["planned_iterations"] == 5
 
 
 def test_tables_keep_whole_names_when_piped():

@@ -72,7 +72,7 @@ def test_tasks_new_writes_a_loadable_task(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("n,other\n1,2\n", "missing column\\(s\\) loss"),
+        ("n,other\n1,2\n", "no target column 'loss' \\(has 'n', 'other'\\)"),
         ("n,loss\n1,2\nx,3\n", "line 3: column 'n' is not a number: 'x'"),
         ("n,loss\n1,2\n2,nan\n", "line 3: column 'loss' is 'nan'"),
         ("n,loss\n", "no data rows"),

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.syntax import Syntax
 
-from evolve.cli.display import format_params, format_r2, format_tokens, print_table, r2_or_none, safe_text
+from evolve.cli.display import console as display_console, format_params, format_r2, format_tokens, print_code, print_table, r2_or_none, safe_text
 from evolve.records import ProgramRecord
 from evolve.text import format_timestamp, one_line, shorten, strict_json
 from evolve.store.rundir import DATABASE_NAME, database_path, find_runs, open_read_only, relative_name, run_name, run_overview, run_task
@@ -84,11 +84,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for o in overviews:
         name = relative_name(Path(o["run"]), Path(args.dir))
         if "error" in o:
-            rows.append([name, "—", "—", f"unreadable: {o['error']}", "—", "—", "—", "—"])
+            rows.append([name, "—", "—", f"unreadable: {o['error']}", "—", "—", "—", "—", "—", "—"])
             continue
         iterations = f"{o['iterations']}/{o['planned_iterations']}" if o["planned_iterations"] is not None else o["iterations"]
-        rows.append([name, o["task"], format_timestamp(o["started_at"]), o["status"], iterations, format_r2(o["best_validation_r2"]), format_r2(o["best_test_r2"]), format_tokens(o["prompt_tokens"], o["completion_tokens"])])
-    print_table(f"Runs under {args.dir}", ["run", "task", "started", "status", "iterations", "best val R²", "its test R²", "tokens"], rows)
+        rows.append([name, o["task"], format_timestamp(o["started_at"]), o["status"], iterations, o["law_id"] if o["law_id"] is not None else "—",
+                     format_r2(o["law_validation_r2"]), format_r2(o["law_test_r2"]), format_r2(o["best_validation_r2"]), format_tokens(o["prompt_tokens"], o["completion_tokens"])])
+    print_table(f"Runs under {args.dir} (law: the one the run returned, its best.py)", ["run", "task", "started", "status", "iterations", "law", "its val R²", "its test R²", "best val R²", "tokens"], rows)
     return 0
 
 
@@ -135,7 +136,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None) -> None:
     from evolve.report.export import params_source
 
-    console = Console()
+    console = display_console()
     v = record.validation
     console.print(f"[bold]program {record.id}[/bold]: island {record.island}, iteration {record.iteration}, parent {record.parent_id if record.parent_id is not None else '— (seed)'}, {record.proposer}{' (' + record.model + ')' if record.model else ''}", highlight=False)
     status = "[green]ok[/green]" if v.ok else f"[red]{v.status}[/red]"
@@ -159,7 +160,7 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None
     if evaluation.params:
         rows = [[group, format_params(values)] for group, values in sorted(evaluation.params.items())]
         print_table(f"fitted parameters per group (from the {source})", ["group", "parameters"], rows, console)
-    console.print(Syntax(safe_text(record.code, limit=0) or "# (no code: the proposal failed)", "python", line_numbers=True, word_wrap=True))
+    print_code(console, safe_text(record.code, limit=0) or "# (no code: the proposal failed)", line_numbers=True)
     show_exchange(record, console)
 
 

@@ -6,15 +6,31 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.syntax import Syntax
 from rich.table import Table
 
 from evolve.text import format_params, format_r2, safe_text
 
-__all__ = ["console", "print_table", "format_r2", "format_params", "safe_text", "show_evaluation", "r2_or_none", "format_tokens"]
+__all__ = ["console", "print_code", "print_table", "format_r2", "format_params", "safe_text", "show_evaluation", "r2_or_none", "format_tokens"]
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    """A terminal folds long lines at its width; a pipe or a file gets every line whole
+    (rich would otherwise fold at 80 columns, splitting sentences, numbers and code)."""
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:
+        out.soft_wrap = True
+    return out
+
+
+def print_code(out: Console, source: str, line_numbers: bool = False) -> None:
+    """Program text (already made safe): highlighted on a terminal, else plain whole lines."""
+    if out.is_terminal:
+        out.print(Syntax(source, "python", theme="ansi_dark", line_numbers=line_numbers, word_wrap=True))
+        return
+    lines = source.splitlines()
+    width = len(str(len(lines)))
+    out.file.write("".join((f"{i:>{width}} {line}\n" if line_numbers else line + "\n") for i, line in enumerate(lines, start=1)))
 
 
 def print_table(title: str, columns: list[str], rows: list[list], out: Console | None = None) -> None:

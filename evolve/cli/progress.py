@@ -18,7 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from evolve.cli.display import safe_text
+from evolve.cli.display import console as stderr_console, safe_text
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Evaluation
 
@@ -33,7 +33,7 @@ class RunProgress:
     """Seeds as they are scored, then a progress bar with best R², evaluations/s, failures, tokens."""
 
     def __init__(self, console: Console | None = None, enabled: bool = True):
-        self.console = console or Console(stderr=True)
+        self.console = console or stderr_console(stderr=True)
         self.enabled = enabled
         self.bar: Progress | None = None
         self.task_id = None

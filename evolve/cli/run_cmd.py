@@ -6,14 +6,14 @@ import dataclasses
 from pathlib import Path
 
 import click
-from rich.syntax import Syntax
 
-from evolve.cli.display import console, format_r2, print_table, safe_text
+from evolve.cli.display import console, format_r2, print_code, print_table, safe_text
 from evolve.cli.options import add_setting_options, flag_of, given_settings
 from evolve.cli.progress import RunProgress
 from evolve.config import ConfigError, ModelSpec, RunConfig, load_config_file, run_config_from_dict
 from evolve.loop import run_evolution
 from evolve.program import function_source
+from evolve.report.export import FORMULA_HEADER
 from evolve.store.rundir import BEST_PROGRAM_NAME, open_read_only
 
 RESUMABLE = {"iterations"}  # the only setting a resume may change: how far the run goes
@@ -52,10 +52,15 @@ def build_config(task: str | None, config_file: Path | None, models: tuple[str, 
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, models=tuple(parse_model_flag(m) for m in models)))
     if not config.task:
         raise ConfigError("name a task: evolve run TASK (see `evolve tasks`)")
-    if config.iterations < 0 or config.archive.islands < 1:
-        raise ConfigError("iterations must be >= 0 and islands >= 1")
-    if config.scorer.workers < 1 or config.model.concurrency < 0 or config.scorer.timeout_s <= 0:
-        raise ConfigError("workers must be >= 1, concurrency >= 0 (0: automatic) and the timeout above 0")
+    wrong = [text for bad, text in (
+        (config.iterations < 0, f"iterations must be >= 0, not {config.iterations}"),
+        (config.archive.islands < 1, f"islands must be >= 1, not {config.archive.islands}"),
+        (config.scorer.workers < 1, f"workers must be >= 1, not {config.scorer.workers}"),
+        (config.model.concurrency < 0, f"concurrency must be >= 0 (0: automatic), not {config.model.concurrency}"),
+        (config.scorer.timeout_s <= 0, f"the timeout must be above 0, not {config.scorer.timeout_s}"),
+    ) if bad]
+    if wrong:
+        raise ConfigError("; ".join(wrong))  # the setting that is wrong, not a list of every rule
     return config
 
 
@@ -126,7 +131,33 @@ def show_best_law(summary, out) -> None:
     reason = chosen_because(summary.run_dir)
     if reason:
         out.print(f"  chosen from train alone: {safe_text(reason, keep_newlines=False)}", markup=False)
-    source = function_source(best.code, "scaling_law_func") or function_source(best.code, "law")
-    if source:
-        out.print(Syntax(safe_text(source, limit=20_000), "python", theme="ansi_dark", word_wrap=True))
+    shown = formula_lines(summary.run_dir / BEST_PROGRAM_NAME)
+    if shown:
+        out.print("\n".join(safe_text(line, keep_newlines=False) for line in shown), markup=False)
+    else:
+        source = function_source(best.code, "scaling_law_func") or function_source(best.code, "law")
+        if source:
+            out.print("formula: could not be recovered from the code; its prediction function:", markup=False)
+            print_code(out, safe_text(source, limit=20_000))
     out.print(f"written to {summary.run_dir / BEST_PROGRAM_NAME}")
+
+
+def formula_lines(best_program: Path) -> list[str]:
+    """The checked formula that best.py's header carries (as `archive show` prints it), or
+    none when it could not be recovered: the law itself, not a multi-target dispatcher."""
+    try:
+        header = best_program.read_text().split("# EVOLVE-BLOCK-START", 1)[0].splitlines()
+    except OSError:
+        return []
+    start = next((i for i, line in enumerate(header) if line.startswith(FORMULA_HEADER)), None)
+    if start is None:
+        return []
+    title, laws = "law of group" + header[start][len(FORMULA_HEADER):], []
+    for line in header[start + 1:]:
+        if not line.startswith("#"):
+            break
+        if line.startswith("#     "):  # one law per target, indented
+            laws.append(line[1:].rstrip())
+        elif not laws:  # the title's own continuation line
+            title += " " + line[1:].strip()
+    return [title, *laws]

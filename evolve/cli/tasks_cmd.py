@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from evolve.cli.display import print_table
-from evolve.tasks import TaskError, create_task_folder, load_task, shipped_task_names
+from evolve.tasks import TaskError, create_task_folder, load_task, read_csv_records, shipped_task_names
 
 
 def validation_cell(summary: dict) -> str:
@@ -64,16 +64,21 @@ def parse_fraction(text: str, flag: str) -> float:
 @click.option("--validation", "validation_rule", metavar="auto|FRACTION[:FOLDS]", default="auto", show_default=True,
               help="how laws are validated: auto (chosen from train alone at run time) or a held-out fraction of the largest rows and a fold count")
 @click.option("--description", help="one paragraph on the experiment, shown to the model")
+@click.option("--drop-missing", is_flag=True, help="leave out rows with an empty cell in a column used (default: refuse them)")
 def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str, group_column: str | None,
-                      test_largest: tuple[str, str] | None, param_cap: int | None, validation_rule: str, description: str | None) -> int:
+                      test_largest: tuple[str, str] | None, param_cap: int | None, validation_rule: str, description: str | None,
+                      drop_missing: bool) -> int:
     column, fraction = (test_largest[0], parse_fraction(test_largest[1], "--test-largest")) if test_largest else (None, 0.2)
     task = create_task_folder(
         folder, csv_path, split_names(features), split_names(targets),
         group_column=group_column, test_column=column, test_fraction=fraction,
         description=description or "", param_cap=param_cap, validation=parse_validation(validation_rule),
+        drop_missing=drop_missing,
     )
     s = task.summary()
-    click.echo(f"wrote task {task.path}: {s['groups']} group(s), {s['train_rows']} train, {s['validation_rows']} validation, {s['test_rows']} test rows")
+    dropped = len(read_csv_records(csv_path)[1]) - len(task.train) - len(task.test) if drop_missing else 0
+    note = f"; {dropped} row(s) with an empty cell left out" if dropped else ""
+    click.echo(f"wrote task {task.path}: {s['groups']} group(s), {s['train_rows']} train, {s['validation_rows']} validation, {s['test_rows']} test rows{note}")
     return 0
 
 

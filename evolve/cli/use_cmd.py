@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
 import click
 import numpy as np
 
-from evolve.api import LawError, open_run
+from evolve.api import LawError, open_run, size_and_data_features
 from evolve.cli.display import console, print_table
-from evolve.tasks import TaskError, read_rows
+from evolve.tasks import GROUP_COLUMN, TaskError, read_header, read_rows
 
 
 def pick_law(run: Path, program_id: int | None):
@@ -19,22 +20,41 @@ def pick_law(run: Path, program_id: int | None):
     return opened, (opened.law(program_id) if program_id is not None else opened.best)
 
 
-@click.command("predict", help="Predict new points with a run's law (the best by validation unless --id).")
+def rows_to_predict(csv_path: Path, task, group: str | None):
+    """The rows of a CSV to predict and each row's group: --group, else the CSV's 'group'
+    column, else the group column of the CSV the task was made from, else the task's one group."""
+    header = read_header(csv_path)
+    column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None) if group is None else None
+    rows = read_rows(csv_path, task.features, (), column)
+    if group is not None:
+        return rows, np.array([group] * len(rows), dtype=object)
+    if column is None:
+        if len(task.train.group_names()) != 1:
+            named = f"a '{GROUP_COLUMN}' column" + (f" or a '{task.source_group_column}' column" if task.source_group_column else "")
+            raise TaskError(f"{csv_path}: no group column ({named}); name the group with --group (groups: {', '.join(task.train.group_names()[:8])})")
+        return rows, np.array(task.train.group_names() * len(rows), dtype=object)
+    return rows, rows.groups
+
+
+def check_writable(output: Path) -> None:
+    folder = output.parent if str(output.parent) else Path(".")
+    if output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise TaskError(f"cannot write {output}: " + ("it is a folder" if output.is_dir() else f"no writable folder {folder}"))
+
+
+@click.command("predict", help="Predict new points with a run's law (the one it returned, its best.py, unless --id).")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="rows with the task's feature columns (and a group column unless --group)")
-@click.option("--id", "program_id", type=int, help="the program to use (default: the best by validation)")
-@click.option("--group", help="the group every row belongs to (default: the CSV's 'group' column)")
+@click.option("--id", "program_id", type=int, help="the program to use (default: the law the run returned, its best.py)")
+@click.option("--group", help="the group every row belongs to (default: the CSV's 'group' column, or the group column of the CSV the task was made from)")
 @click.option("--interval", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="also a prediction interval at this level (e.g. 0.9)")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="write the CSV here (default: standard output)")
 def predict_command(run: Path, csv_path: Path, program_id: int | None, group: str | None, interval: float | None, output: Path | None) -> int:
     opened, law = pick_law(run, program_id)
     task = opened.task
-    rows = read_rows(csv_path, task.features, (), "group" if group is None else "\x00none")
-    groups = rows.groups if group is None else np.array([group] * len(rows), dtype=object)
-    if group is None and set(groups.tolist()) == {"all_data"} and "all_data" not in task.train.group_names():
-        if len(task.train.group_names()) != 1:
-            raise TaskError(f"{csv_path}: no 'group' column; name the group with --group (groups: {', '.join(task.train.group_names()[:8])})")
-        groups = np.array(task.train.group_names() * len(rows), dtype=object)
+    rows, groups = rows_to_predict(csv_path, task, group)
+    if output is not None:
+        check_writable(output)  # before the fits, which take seconds to minutes
     fitted = law.fit()
     columns = [*task.features, "group", *[f"predicted_{t}" for t in task.targets]]
     if interval:
@@ -53,7 +73,10 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
             for block in extra:
                 values += block[i].tolist()
             out_rows[index] = values
-    handle = open(output, "w", newline="") if output else sys.stdout
+    try:
+        handle = open(output, "w", newline="") if output else sys.stdout
+    except OSError as exc:
+        raise TaskError(f"cannot write {output}: {exc.strerror or exc}") from None
     try:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -67,17 +90,21 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
 
 @click.command("optimize", help="The compute-optimal model size and data under C ≈ 6·N·D for a run's law.")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--compute", required=True, type=float, multiple=True, help="training compute in FLOPs (repeat for several)")
+@click.option("--compute", required=True, type=click.FloatRange(min=0, min_open=True), multiple=True, help="training compute in FLOPs (repeat for several)")
 @click.option("--group", help="the group (default: every group)")
-@click.option("--id", "program_id", type=int, help="the program to use (default: the best by validation)")
-def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, program_id: int | None) -> int:
+@click.option("--id", "program_id", type=int, help="the program to use (default: the law the run returned, its best.py)")
+@click.option("--size", "size_feature", metavar="FEATURE", help="the model-size feature N (default: found by name: params, N, model_size, ...)")
+@click.option("--data", "data_feature", metavar="FEATURE", help="the data feature D (default: found by name: tokens, D, data, ...)")
+def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, program_id: int | None,
+                     size_feature: str | None, data_feature: str | None) -> int:
     opened, law = pick_law(run, program_id)
+    size_and_data_features(opened.task.features, size_feature, data_feature)  # before any fit: a task it does not apply to is one line
     fitted = law.fit()
     groups = [group] if group else opened.task.train.group_names()
     rows = []
     for name in groups:
         for c in compute:
-            best = fitted.optimal(c, name)
+            best = fitted.optimal(c, name, size=size_feature, data=data_feature)
             rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "yes" if best["at_search_edge"] else ""])
     print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D)", ["group", "compute", "N", "D", "predicted loss", "at the search edge"], rows, console())
     return 0

@@ -47,7 +47,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import openai
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -139,6 +138,8 @@ class LLMClient:
         self.context_size: int | None = None  # the model's context in tokens, when the server says it
         self._told_no_usage = False
         self._api_key = _api_key(config)
+        import openai  # here, not at module level: it takes seconds to import, and every `evolve` command loads this module
+
         self._client = openai.OpenAI(
             base_url=config.resolved_base_url(),
             api_key=self._api_key,
@@ -247,6 +248,8 @@ class LLMClient:
         A refused sampling field is dropped or renamed and the request sent again at once:
         that is a different request, not a retry, so it uses no retry or backoff.
         """
+        import openai  # already loaded by the constructor
+
         while True:  # each adaptation removes a field, so this ends after at most two
             try:
                 return self._send(messages, model, seed)
@@ -256,6 +259,8 @@ class LLMClient:
                 log.info("model %s refused a sampling field; now sending %s", model, ", ".join(sorted(self.request_options(model))))
 
     def _send(self, messages: list[dict], model: str, seed: int | None = None) -> RawReply:
+        import openai  # already loaded by the constructor
+
         extra = {} if seed is None else {"seed": int(seed) % 2**31}
         self._take_slot()
         try:

@@ -23,6 +23,7 @@ from evolve.tasks import Task
 from evolve.text import csv_cell, format_r2, one_line
 
 APIS = ("fit", "law")
+FORMULA_HEADER = "# The law of group"  # where a file's header gives the checked formula (`evolve run` prints it from best.py)
 
 
 def params_source(record: ProgramRecord) -> tuple[str, Evaluation]:
@@ -121,7 +122,7 @@ def standalone_program(record: ProgramRecord, task: Task, params: dict | None = 
     report.formula.ShownFormula) adds the law as shown by `archive show` and the report."""
     text = export_program(record, task, run_name or "(run)", "fit")
     if formula is not None:
-        lines = [f"# The law of group {formula.group!r} with its fitted constants (checked against this program on the",
+        lines = [f"{FORMULA_HEADER} {formula.group!r} with its fitted constants (checked against this program on the",
                  "# group's rows; numbers rounded for reading; other groups have their own constants):"]
         lines += [f"#     {one_line(line)}" for line in formula.lines(task.targets)]
         head, _, rest = text.partition("\n\n")

@@ -65,13 +65,13 @@ class Report:
 
 
 def gather(run: Path, run_code: bool) -> Report:
-    from evolve.store.rundir import open_read_only as open_run, run_task, tokens_of
+    from evolve.store.rundir import open_read_only as open_run, returned_law, run_task, tokens_of
 
     with open_run(run) as archive:
         task = run_task(archive)
         records = archive.programs(order="id")
         ranked = archive.programs(failed=False, order="r2")
-        best = ranked[0] if ranked else None
+        best = returned_law(archive)  # the law the run returned (best.py), as `evolve run` printed it
         grids = {i: archive.grid(i) for i in range(archive.config.islands)}
         chain = archive.lineage(best.id) if best else []
         meta = {key: archive.get_meta(key) for key in ("config", "task", "started_at", "finished_at", "status", "iteration")}

@@ -16,6 +16,8 @@ import ast
 import numpy as np
 from scipy import special
 
+from evolve.symbolic import symbol_names
+
 MAX_CHARS = 20_000
 MAX_NODES = 4_000
 
@@ -94,7 +96,7 @@ def walk(node: ast.AST, names: dict[str, np.ndarray]):
 def formula_values(expressions: list[str], features: tuple[str, ...], rows: np.ndarray, params: list[float]) -> np.ndarray:
     """(rows, targets) values of the expressions, features by name and p0..pk for parameters."""
     names = {f"p{i}": float(value) for i, value in enumerate(params)}
-    for j, name in enumerate(features):  # evolve.symbolic names each feature's symbol after its column
+    for j, name in enumerate(symbol_names(features)):  # the names evolve.symbolic gives the features' symbols
         names[name] = rows[:, j]
     columns = [np.broadcast_to(evaluate(text, names), (len(rows),)) for text in expressions]
     return np.stack(columns, axis=1)

@@ -54,6 +54,18 @@ def run_task(archive: Archive) -> Task:
     return load_task(name)
 
 
+def returned_law(archive: Archive) -> ProgramRecord | None:
+    """The law the run returned (best.py): the program `evolve.selection` chose from train
+    alone when the run ended, else (a run still going, or stopped before choosing) the best
+    by validation R²."""
+    chosen = (archive.get_meta("selection") or {}).get("id")
+    try:
+        record = archive.get(chosen) if isinstance(chosen, int) else None
+    except ArchiveError:
+        record = None
+    return record if record is not None and record.ok else archive.best()
+
+
 def run_name(archive: Archive) -> str:
     return archive.path.resolve().parent.name
 
@@ -66,6 +78,7 @@ def run_overview(directory: Path, database: Path) -> dict:
         return {"run": str(directory), "error": str(exc)}
     with archive:
         best = archive.best()
+        law = returned_law(archive)
         usage = archive.get_meta("usage") or tokens_of(archive.programs(order="id"))
         config = archive.get_meta("config") or {}
         return {
@@ -79,11 +92,18 @@ def run_overview(directory: Path, database: Path) -> dict:
             "programs": archive.count(),
             "best_id": best.id if best else None,
             "best_validation_r2": best.r2 if best else None,
-            "best_test_r2": best.test.metrics.r2 if best and best.test is not None and best.test.ok else None,
+            "best_test_r2": test_r2(best),
+            "law_id": law.id if law else None,
+            "law_validation_r2": law.r2 if law else None,
+            "law_test_r2": test_r2(law),
             "prompt_tokens": usage.get("prompt_tokens", 0),
             "completion_tokens": usage.get("completion_tokens", 0),
             "cost_usd": usage.get("cost_usd"),
         }
+
+
+def test_r2(record: ProgramRecord | None) -> float | None:
+    return record.test.metrics.r2 if record is not None and record.test is not None and record.test.ok else None
 
 
 def tokens_of(records: list[ProgramRecord]) -> dict:
@@ -135,6 +155,7 @@ def resume_run(resume_dir: Path, iterations: int | None = None) -> tuple[RunConf
     resumed = config_from_stored(stored)
     if iterations is not None and iterations != resumed.iterations:
         resumed = dataclasses.replace(resumed, iterations=iterations)
+        archive.set_meta("config", {**stored, "iterations": iterations})  # the run's plan now: `evolve runs` shows it, a later resume keeps it
     try:
         task = load_task(resumed.task)
     except BaseException:

@@ -1,0 +1,200 @@
+"""CSVs as researchers have them, made into tasks: a pandas index column, a spreadsheet's
+byte-order mark, column names with spaces and units, empty cells, another separator, and
+folders that cannot be written. Each is either read right or refused with one line and a
+non-zero exit, leaving nothing behind. All in-process and on tiny files: seconds."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evolve.cli.main import main
+from evolve.cli.run_cmd import formula_lines
+from evolve.cli.use_cmd import rows_to_predict
+from evolve.report.export import FORMULA_HEADER
+from evolve.scoring.formula_check import formula_values
+from evolve.symbolic import symbol_names, trace_expressions
+from evolve.tasks import TaskError, load_task
+
+
+def write(path: Path, header: list[str], rows: list[list], prefix: str = "") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        handle.write(prefix)
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def grid(groups=("a", "b"), sizes=(1e7, 3e7, 1e8, 3e8, 1e9, 3e9, 1e10, 3e10)) -> list[list]:
+    """(group, size, loss) rows: values computed, this tests reading, not discovery."""
+    return [[g, n, 1.5 + k * 0.1 + 30 / n**0.3] for k, g in enumerate(groups) for n in sizes]
+
+
+def new_task(tmp_path: Path, *args: str, capsys) -> tuple[int, str, str]:
+    code = main(["tasks", "new", str(tmp_path / "t"), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def refused(code: int, err: str, tmp_path: Path, fragment: str) -> bool:
+    lines = err.strip().splitlines()
+    return code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err and not (tmp_path / "t").exists()
+
+
+def test_an_unnamed_index_column_is_not_taken_for_the_group(tmp_path, capsys):
+    # pandas' to_csv writes its index as a first column with an empty name
+    rows = [[i, n, loss] for i, (_, n, loss) in enumerate(grid(groups=("a",)))]
+    path = write(tmp_path / "d.csv", ["", "size", "loss"], rows)
+    code, out, err = new_task(tmp_path, "--csv", str(path), "--features", "size", "--targets", "loss", capsys=capsys)
+    assert code == 0, err
+    assert load_task(tmp_path / "t").train.group_names() == ["all_data"] and "1 group(s)" in out
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path, capsys):
+    path = write(tmp_path / "d.csv", ["size", "loss"], [r[1:] for r in grid(groups=("a",))], prefix="\ufeff")
+    code, _, err = new_task(tmp_path, "--csv", str(path), "--features", "size", "--targets", "loss", capsys=capsys)
+    assert code == 0, err
+    assert load_task(tmp_path / "t").features == ("size",)
+
+
+def test_names_with_spaces_and_units_work_in_features_and_in_a_product_split(tmp_path, capsys):
+    rows = [[g, n, 20 * n, loss] for g, n, loss in grid()]
+    path = write(tmp_path / "d.csv", ["model family", "N (params)", "D [tokens]", "val loss (nats)"], rows)
+    code, _, err = new_task(tmp_path, "--csv", str(path), "--features", "N (params),D [tokens]", "--targets", "val loss (nats)",
+                            "--group-column", "model family", "--test-largest", "N (params) * D [tokens]", "0.25", capsys=capsys)
+    assert code == 0, err
+    task = load_task(tmp_path / "t")
+    assert task.features == ("N (params)", "D [tokens]") and task.source_group_column == "model family"
+    assert task.test.X[:, 0].min() > task.train.X[:, 0].max()  # the largest N·D per group are test
+    assert 'column = "N (params)*D [tokens]"' in (tmp_path / "t" / "task.toml").read_text()
+
+
+def test_formulas_trace_and_check_with_feature_names_that_are_not_identifiers():
+    features = ("N (params)", "D [tokens]", "p0", "class")
+    assert symbol_names(features) == ["N_params", "D_tokens", "x_p0", "x_class"]
+    code = "import numpy as np\ndef scaling_law_func(X, p):\n    return p[0] + p[1] * X[:, 0] ** -p[2] + np.log(X[:, 1]) * X[:, 2] / X[:, 3]\n"
+    expressions = [str(e) for e in trace_expressions(code, features, 1, 3)]
+    rows = np.array([[1e8, 2e9, 3.0, 4.0], [1e9, 5e10, 1.5, 2.0]])
+    params = [1.2, 40.0, 0.3]
+    expected = params[0] + params[1] * rows[:, 0] ** -params[2] + np.log(rows[:, 1]) * rows[:, 2] / rows[:, 3]
+    assert np.allclose(formula_values(expressions, features, rows, params)[:, 0], expected)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("", "is empty: the first line must name the columns"),
+    ("size,size,loss\n1,2,3\n", "'size' appear more than once"),
+    ("size;loss\n1;2\n", "looks ';'-separated"),
+])
+def test_malformed_files_are_refused_with_one_line(tmp_path, capsys, content, fragment):
+    path = tmp_path / "d.csv"
+    path.write_text(content)
+    code, _, err = new_task(tmp_path, "--csv", str(path), "--features", "size", "--targets", "loss", capsys=capsys)
+    assert refused(code, err, tmp_path, fragment), err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--features", "sise", "--targets", "loss"], "no feature column 'sise'"),
+    (["--features", "size", "--targets", "los"], "no target column 'los'"),
+    (["--features", "size,size", "--targets", "loss"], "size named twice"),
+    (["--features", "size", "--targets", "loss", "--group-column", "loss"], "both the group column and a feature or target"),
+])
+def test_wrong_column_names_name_the_option_they_came_from(tmp_path, capsys, args, fragment):
+    path = write(tmp_path / "d.csv", ["group", "size", "loss"], grid())
+    code, _, err = new_task(tmp_path, "--csv", str(path), *args, capsys=capsys)
+    assert refused(code, err, tmp_path, fragment), err
+
+
+def test_empty_cells_are_refused_with_a_count_or_left_out_on_request(tmp_path, capsys):
+    rows = grid(groups=("a",)) + grid(groups=("a",), sizes=(1e11, 3e11))
+    rows[-1][2] = ""  # a run whose loss was never logged
+    rows[-2][2] = " "
+    path = write(tmp_path / "d.csv", ["group", "size", "loss"], rows)
+    code, _, err = new_task(tmp_path, "--csv", str(path), "--features", "size", "--targets", "loss", capsys=capsys)
+    assert refused(code, err, tmp_path, "2 of 10 rows have an empty cell"), err
+    assert "--drop-missing" in err
+    code, out, err = new_task(tmp_path, "--csv", str(path), "--features", "size", "--targets", "loss", "--drop-missing", capsys=capsys)
+    assert code == 0 and "2 row(s) with an empty cell left out" in out, err
+    task = load_task(tmp_path / "t")
+    assert len(task.train) + len(task.test) == 8
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    path = write(tmp_path / "d.csv", ["size", "loss"], [r[1:] for r in grid(groups=("a",))])
+    for target in (path, path / "under_a_file"):
+        code = main(["tasks", "new", str(target), "--csv", str(path), "--features", "size", "--targets", "loss"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+    code = main(["tasks", "new", str(tmp_path / "t"), "--csv", str(tmp_path), "--features", "size", "--targets", "loss"])
+    assert code == 2 and "is a folder, not a CSV file" in capsys.readouterr().err
+
+
+def test_predict_reads_the_group_column_of_the_csv_the_task_was_made_from(tmp_path, capsys):
+    source = write(tmp_path / "d.csv", ["model", "size", "loss"], grid())
+    assert main(["tasks", "new", str(tmp_path / "t"), "--csv", str(source), "--features", "size", "--targets", "loss", "--group-column", "model"]) == 0
+    task = load_task(tmp_path / "t")
+    rows, groups = rows_to_predict(source, task, None)  # the user's own CSV, with its own 'model' column
+    assert groups.tolist() == [r[0] for r in grid()] and len(rows) == len(groups)
+    _, forced = rows_to_predict(source, task, "b")
+    assert set(forced.tolist()) == {"b"}
+    bare = write(tmp_path / "new.csv", ["size"], [[1e12]])
+    with pytest.raises(TaskError, match="no group column .*'model' column.*--group"):
+        rows_to_predict(bare, task, None)
+
+
+def test_the_run_prints_the_checked_formula_best_py_carries(tmp_path):
+    best = tmp_path / "best.py"
+    best.write_text(f"# Law exported from run r, program 3\n{FORMULA_HEADER} 'a' with its fitted constants (checked against the\n"
+                    "# group's rows):\n#     loss = 1.5 + 30/size**0.3\n\n# EVOLVE-BLOCK-START\n# The law of group is not read from code\n")
+    assert formula_lines(best) == ["law of group 'a' with its fitted constants (checked against the group's rows):", "     loss = 1.5 + 30/size**0.3"]
+    best.write_text("# Law exported from run r, program 3\n\n# EVOLVE-BLOCK-START\n")
+    assert formula_lines(best) == []
+
+
+def test_output_to_a_pipe_keeps_long_lines_whole(capsys):
+    from evolve.cli.display import console, print_code
+
+    out = console()
+    assert not out.is_terminal
+    sentence = " ".join(f"word{i}" for i in range(60))
+    out.print(sentence)
+    print_code(out, "x = [" + ", ".join(map(str, range(60))) + "]\ny = 2", line_numbers=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == sentence and lines[1].startswith("1 x = [0, 1") and lines[1].endswith("59]") and lines[2] == "2 y = 2"
+    from evolve.cli.progress import RunProgress
+
+    progress = RunProgress()  # the seed lines of `evolve run` go to stderr the same way
+    progress.console.print(sentence)
+    assert capsys.readouterr().err.splitlines() == [sentence]
+
+
+def test_the_size_and_data_features_can_be_named_when_their_names_are_not_the_usual_ones():
+    from evolve.api import LawError, size_and_data_features
+
+    features = ("unique tokens", "Model Size", "Training Tokens")
+    assert size_and_data_features(features, "Model Size", "Training Tokens") == (1, 2)
+    assert size_and_data_features(("params", "tokens")) == (0, 1)
+    with pytest.raises(LawError, match="--size and --data"):
+        size_and_data_features(features)
+    with pytest.raises(LawError, match="no feature 'N'"):
+        size_and_data_features(features, "N", "Training Tokens")
+
+
+def test_a_wrong_run_setting_is_named_alone(tmp_path, capsys):
+    assert main(["run", "sft_scaling_law", "--iterations", "-5", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "iterations must be >= 0, not -5" in err and "islands" not in err and not (tmp_path / "r").exists()
+
+
+def test_predict_refuses_an_output_it_cannot_write_before_fitting(tmp_path):
+    from evolve.cli.use_cmd import check_writable
+
+    with pytest.raises(TaskError, match="it is a folder"):
+        check_writable(tmp_path)
+    with pytest.raises(TaskError, match="no writable folder"):
+        check_writable(tmp_path / "missing" / "out.csv")
+    check_writable(tmp_path / "out.csv")
