@@ -7,8 +7,10 @@ counted by kind. Prints one table (markdown) and, with --json, the raw figures.
     python bench/end_of_run.py                       # sft, 20 iterations, 2 workers (~2-4 min on 2 busy cores)
     python bench/end_of_run.py --task sft_scaling_law --iterations 40 --workers 2
 
-Wall times depend on the machine's load: the script prints `uptime` before and after. The
-counts (pool starts, fits) do not.
+Wall times depend on the machine's load: the script prints the load before and after. The
+counts (pool starts, fits) and the CPU seconds of the whole process tree (this process, the
+pools' workers and every child they forked) do not, or much less. `--checkout` measures
+another checkout the same way (an A/B against main).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import collections
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -80,6 +83,7 @@ def counted(owner, name: str, label) -> None:
 
 
 def instrument() -> None:
+    cpu_mark(loop.Evolution, "run_batches", "search start", "search end")
     timed(loop.Evolution, "add_seeds", "seeding")
     timed(loop.Evolution, "run_batches", "search")
     ending = end or loop  # before this change the loop held them itself
@@ -112,6 +116,45 @@ def instrument() -> None:
     counted(scorer.Scorer, "score", lambda self, text, task, split="validation": f"evaluations ({split})")
 
 
+CPU: dict[str, float] = {}  # CPU seconds of this process and every descendant, at phase boundaries
+
+
+def tree_cpu() -> float:
+    """CPU seconds used so far by this process and all its descendants (live ones from /proc,
+    reaped ones through their parents' children times): load-independent, unlike wall time."""
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)], stats[int(entry.name)] = int(fields[1]), fields
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid, fields in stats.items():
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != os.getpid():
+            ancestor = parents.get(ancestor)
+        if ancestor == os.getpid():
+            total += sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+    return total
+
+
+def cpu_mark(owner, name: str, before: str, after: str) -> None:
+    """Record tree_cpu() when owner.name starts and ends."""
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        CPU[before] = tree_cpu()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            CPU[after] = tree_cpu()
+
+    setattr(owner, name, wrapper)
+
+
 def uptime() -> str:
     with contextlib.suppress(OSError):
         return Path("/proc/loadavg").read_text().split(" ")[0]
@@ -128,10 +171,12 @@ def main() -> None:
         started = time.perf_counter()
         summary = loop.run_evolution(config)
         total = time.perf_counter() - started
+        CPU["run end"] = tree_cpu()
         has_formula = "with its fitted constants (checked" in (summary.run_dir / "best.py").read_text() if summary.best else False
     figures = {"task": args.task, "iterations": args.iterations, "workers": args.workers, "total_s": total,
                "load_before": load_before, "load_after": uptime(), "best.py has a checked formula": has_formula,
-               "seconds": dict(SECONDS), "counts": dict(COUNTS)}
+               "seconds": dict(SECONDS), "counts": dict(COUNTS), "cpu_marks": dict(CPU),
+               "search_cpu_s": CPU["search end"] - CPU["search start"], "end_cpu_s": CPU["run end"] - CPU["search end"]}
     end = total - SECONDS["search"] - SECONDS["seeding"]
     print(f"{args.task}, {args.iterations} iterations, {args.workers} workers; load {load_before} -> {figures['load_after']}")
     print("| phase | seconds |\n|---|---|")
@@ -139,6 +184,8 @@ def main() -> None:
     for label, seconds in SECONDS.items():
         print(f"| {label} | {seconds:.1f} |")
     print(f"| end of run (whole run - seeding - search) | {end:.1f} |")
+    print(f"| CPU seconds, search (all processes) | {figures['search_cpu_s']:.1f} |")
+    print(f"| CPU seconds, end of run (all processes) | {figures['end_cpu_s']:.1f} |")
     print("| count | n |\n|---|---|")
     for label, n in sorted(COUNTS.items()):
         print(f"| {label} | {n} |")
