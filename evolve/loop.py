@@ -19,20 +19,19 @@ from pathlib import Path
 from evolve.store.database import Archive
 from evolve.config import RunConfig
 from evolve.propose.client import BudgetExceeded
-from evolve.propose.errors import Cancelled
 from evolve.metrics import failed_metrics
 from evolve.program import code_key
 from evolve.propose.base import Proposal, ProposalRequest, Proposer
 from evolve.records import ProgramRecord
 from evolve.scoring.factory import open_scorer
+from evolve.scoring.memo import FitMemo
 from evolve.scoring.scorer import Evaluation, Scorer
-from evolve.selection import choose, ordered_top
 from evolve.status import Status
 from evolve.text import one_line
 from evolve.propose.seeds import load_seed_program, seed_law_paths, seed_programs
 from evolve.propose.factory import make_proposer
 from evolve.run_state import pending_to_json, rng_from_json, rng_state_to_json, usage_with
-from evolve.report.best import write_best_program
+from evolve.run_end import end_of_run
 from evolve.store.rundir import create_run, discard_failed_start, resume_run
 from evolve.tasks import Task, load_task
 
@@ -171,13 +170,15 @@ class Evolution:
         )
         if proposal.code:
             self.cache[code_key(proposal.code)] = evaluation
-        self.arrived.pop(id(request), None)
         state = {"iteration": iteration, "rng_state": rng_state_to_json(self.rng)}
+        saved = self.saved_usage
         if self.usage is not None:
-            if self.saved_usage is None:
-                self.saved_usage = self.usage.to_dict()
-            state["usage"] = self.saved_usage = usage_with(self.saved_usage, proposal, self.usage.to_dict())
-        return self.archive.add(record, run_state=state)
+            saved = usage_with(self.saved_usage or self.usage.to_dict(), proposal, self.usage.to_dict())
+            state["usage"] = saved
+        stored = self.archive.add(record, run_state=state)  # a Ctrl-C before this commits keeps the reply in `arrived`
+        self.saved_usage = saved
+        self.arrived.pop(id(request), None)
+        return stored
 
     def run_batches(self, executor: ThreadPoolExecutor, start: int, end: int, usage) -> str:
         """Children start+1..end in batches; returns why the run stopped.
@@ -189,38 +190,50 @@ class Evolution:
         stored = start
         lost: list[ProposalRequest] = []
         while stored < end:
-            count = min(self.batch_size, end - stored)
-            again, lost = lost[:count], lost[count:]
-            requests = again + self.requests(stored + 1 + len(again), count - len(again))
-            futures = [executor.submit(self.propose_and_score, r) for r in requests]
+            requests: list[ProposalRequest] = []
+            futures: list[Future] = []
             handled: set[int] = set()
-            budget_error = None
-            before = stored
-            try:
-                for offset, (request, future) in enumerate(zip(requests, futures)):
-                    try:
-                        proposal, evaluation = future.result()
-                    except BudgetExceeded as exc:  # the batch's other children are still stored
-                        budget_error = exc
-                        handled.add(offset)
-                        continue
-                    handled.add(offset)
-                    if proposal.status == Status.UNAVAILABLE:
-                        lost.append(request)
-                        self.outage_message = proposal.message
-                        continue
-                    stored += 1
-                    self.progress.child(self.store(stored, request, proposal, evaluation))
+            try:  # a Ctrl-C anywhere in a batch (even between two of them) cancels what is in flight
+                before = stored
+                count = min(self.batch_size, end - stored)
+                again, lost = lost[:count], lost[count:]
+                requests = again + self.requests(stored + 1 + len(again), count - len(again))
+                for request in requests:
+                    futures.append(executor.submit(self.propose_and_score, request))
+                stored, budget_error = self.collect(requests, futures, handled, stored, lost)
+                self.save_state(stored, usage)
+                if budget_error is not None:
+                    return f"budget reached: {budget_error}"
+                self.note_outage(answered=stored > before, lost=bool(lost))
+                if self.config.archive.migration_interval and stored > before and stored % self.config.archive.migration_interval < stored - before:
+                    self.archive.migrate(stored)
             except KeyboardInterrupt:
-                self.stop_now([(r, f) for i, (r, f) in enumerate(zip(requests, futures)) if i not in handled], stored)
+                self.stop_now([(r, f) for i, (r, f) in enumerate(zip(requests, futures)) if i not in handled], self.archive.max_iteration())
                 raise
-            self.save_state(stored, usage)
-            if budget_error is not None:
-                return f"budget reached: {budget_error}"
-            self.note_outage(answered=stored > before, lost=bool(lost))
-            if self.config.archive.migration_interval and stored > before and stored % self.config.archive.migration_interval < stored - before:
-                self.archive.migrate(stored)
         return "finished"
+
+    def collect(self, requests: list[ProposalRequest], futures: list[Future], handled: set[int], stored: int,
+                lost: list[ProposalRequest]) -> tuple[int, BudgetExceeded | None]:
+        """Store a batch's children in iteration order (`handled` records the ones dealt with,
+        for stop_now); a request lost to an outage goes to `lost`. The new last iteration."""
+        budget_error = None
+        for offset, (request, future) in enumerate(zip(requests, futures)):
+            try:
+                proposal, evaluation = future.result()
+            except BudgetExceeded as exc:  # the batch's other children are still stored
+                budget_error = exc
+                handled.add(offset)
+                continue
+            if proposal.status == Status.UNAVAILABLE:
+                handled.add(offset)
+                lost.append(request)
+                self.outage_message = proposal.message
+                continue
+            record = self.store(stored + 1, request, proposal, evaluation)
+            handled.add(offset)
+            stored += 1
+            self.progress.child(record)
+        return stored, budget_error
 
     def note_outage(self, answered: bool, lost: bool) -> None:
         """Pause before asking again while the endpoint is down; stop (resumably) once it
@@ -256,6 +269,8 @@ class Evolution:
             wait(futures, timeout=INTERRUPT_GRACE_S)
         for request, future in unhandled:
             if not future.done() or future.cancelled() or future.exception() is not None:
+                continue
+            if id(request) not in self.arrived:  # stored already (or lost to an outage)
                 continue
             proposal, evaluation = future.result()
             if proposal.status != Status.UNAVAILABLE:
@@ -305,27 +320,6 @@ class Evolution:
         if usage is not None:
             live = usage.to_dict()
             self.archive.set_meta("usage", usage_with(self.saved_usage or live, None, live))
-
-    def score_top_on_test(self) -> list[ProgramRecord]:
-        """Choose the law the run returns, then re-score it and the next best distinct
-        programs on test: for reporting only, after selection is over.
-
-        The choice (`evolve.selection.choose`) reads train alone: the finalists are re-fitted
-        on the validation folds, laws whose coefficients cancel are refused, and among the
-        laws within one standard error of the best validation error the fewest-parameter
-        one is returned first (it becomes best.py). Test is scored only after the choice."""
-        records = self.archive.programs(failed=False, order="r2")
-        choice = choose(records, self.task, self.scorer.run)
-        if choice is not None:
-            self.archive.set_meta("selection", choice.to_dict())
-        top = ordered_top(records, choice, self.config.top_k_test)
-        futures = [(r, self.scorer.submit(r.code, self.task, "test")) for r in top]
-        scored = []
-        for record, future in futures:
-            evaluation = future.result()
-            self.archive.set_test(record.id, evaluation)
-            scored.append(dataclasses.replace(record, test=evaluation))
-        return scored
 
 
 def last_line(message: str) -> str:
@@ -421,10 +415,14 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
     stopped = "finished"
     try:
         scorer = open_scorer(config.scorer)
-    except BaseException:  # no scorer (e.g. no Ray node can score): a fresh run leaves nothing behind
+    except BaseException as exc:  # no scorer (e.g. no Ray node can score): a fresh run leaves nothing behind
+        if isinstance(exc, KeyboardInterrupt) and archive.get_meta("seeded", False):
+            archive.set_meta("status", "interrupted")  # a resumed run stays resumable, and says so
+            exc.run_dir = run_dir
         discard_failed_start(archive)
         proposer.close()
         raise
+    scorer.memo = FitMemo()
     try:
         with scorer:
             evolution = Evolution(config, archive, task, proposer, scorer, rng, progress)
@@ -449,7 +447,10 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
                 raise
             executor.shutdown(wait=True)
             progress.stop()
-            top = evolution.score_top_on_test()
+            top = end_of_run(archive, task, scorer, config.top_k_test, run_dir)  # inside this block: a Ctrl-C there is "interrupted" too
+        summary = summarize(archive, run_dir, task, stopped, time.perf_counter() - started, top, usage)
+        archive.set_meta("finished_at", time.time())
+        archive.set_meta("status", "finished")  # the last step: any stop before it leaves the run resumable
     except RunError as exc:
         if not archive.closed:
             progress.stop()
@@ -465,12 +466,6 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
         raise
     finally:
         proposer.close()
-    best = top[0] if top else None
-    if best is not None:
-        write_best_program(run_dir, best, task)
-    archive.set_meta("status", "finished")
-    archive.set_meta("finished_at", time.time())
-    summary = summarize(archive, run_dir, task, stopped, time.perf_counter() - started, top, usage)
     archive.close()
     return summary
 

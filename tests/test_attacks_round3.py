@@ -112,38 +112,39 @@ def test_an_honest_law_still_scores_the_same_in_both_modes(scorer, task):
     assert got.status == Status.OK and got.metrics == expected.metrics and got.n_params == expected.n_params
 
 
-def formula_job(code: str, task, evaluation, fit_rows: bool):
-    """The formula job of a scored program for its first group, with or without its fit rows."""
-    from evolve.scoring.formula_jobs import with_fit_rows
-    from evolve.symbolic import FormulaJob
+def formula_case(code: str, task, evaluation):
+    """The formula case of a program scored on "train" (fitted on all train rows), first group."""
+    from evolve.report.formula import FormulaCase
 
     group, params = sorted((g, p) for g, p in evaluation.params.items() if p)[0]
-    rows = task.train.X[task.train.groups == group][:64]
-    job = FormulaJob(code, task.features, len(task.targets), len(params), list(params), rows.tolist())
-    return (with_fit_rows(job, task, "train", group) if fit_rows else job), rows, params
+    return FormulaCase(code, group, list(params), task.train.X[task.train.groups == group], "train")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="formula extraction attacks target the root plan")
 def test_a_program_that_branches_on_the_parameter_type_gets_no_checked_formula(scorer, task):
     """The liar predicts an honest mean when its parameters come as the list its fit
     returned (scoring) and 1234.5 for an array (the trace, or a check given the stored numbers
-    as a flat float64 array). The formula check must call it exactly as scoring does."""
+    as a flat float64 array). The one formula check predicts in the scorer, from what the
+    refit returned, so it calls the program exactly as scoring does."""
+    import numpy as np
+
+    from evolve.report.formula import shown_formulas, trace_job
     from evolve.scoring.formula_jobs import formulas_isolated
 
     code = (PROGRAMS / "shape_liar.py").read_text()
     evaluation = scorer.score(code, task, "train")
     assert evaluation.status == Status.OK, evaluation.message
-    job, rows, params = formula_job(code, task, evaluation, fit_rows=True)
+    case = formula_case(code, task, evaluation)
     namespace = load_namespace(code)  # control: a flat check agrees with the traced lie
-    import numpy as np
-    assert np.all(namespace["scaling_law_func"](rows, np.asarray(params, dtype=float)) == 1234.5)
-    assert not np.any(namespace["scaling_law_func"](rows, list(params)) == 1234.5)
-    flat_job, _, _ = formula_job(code, task, evaluation, fit_rows=False)
-    checked, flat = formulas_isolated([job, flat_job])
-    assert checked is None or not checked.verified, checked
-    assert flat is not None and not flat.verified and "1234.5" in flat.expressions[0], flat  # the trace lies;
-    # without the fit rows nothing is checked
+    flat = np.asarray(case.params, dtype=float)
+    assert np.all(namespace["scaling_law_func"](case.rows, flat) == 1234.5)
+    assert not np.any(namespace["scaling_law_func"](case.rows, list(case.params)) == 1234.5)
+    job = trace_job(case, task)
+    lie = namespace["scaling_law_func"](np.asarray(job.check_rows), flat).reshape(-1, 1)
+    flat_check = formulas_isolated([job], expected=[lie])[0]
+    assert flat_check is not None and flat_check.verified and "1234.5" in flat_check.expressions[0], flat_check  # the trace lies,
+    # and a check against the stored numbers passed flat would show it
+    assert shown_formulas([case], task, scorer=scorer) == [None]
     honest = (PROGRAMS / "mean_baseline.py").read_text()
-    honest_job, _, _ = formula_job(honest, task, scorer.score(honest, task, "train"), fit_rows=True)
-    shown = formulas_isolated([honest_job])[0]
-    assert shown is not None and shown.verified, "an honest law must still get a checked formula"
+    shown = shown_formulas([formula_case(honest, task, scorer.score(honest, task, "train"))], task, scorer=scorer)[0]
+    assert shown is not None, "an honest law must still get a checked formula"

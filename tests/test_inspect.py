@@ -21,7 +21,8 @@ import sympy
 from evolve.store.database import Archive
 from evolve.cli.main import main
 from evolve.config import ArchiveConfig, RunConfig, ScorerConfig, config_to_dict
-from evolve.scoring.formula_jobs import formulas_isolated, job_for, parse_result
+from evolve.scoring.formula_jobs import formulas_isolated, parse_result
+from evolve.report.formula import key, scorer_predictions, spread, stored_case, trace_job
 from evolve.symbolic import Formula, FormulaJob, extract_formula
 from evolve.records import ProgramRecord
 from evolve.scoring.scorer import Scorer
@@ -344,9 +345,11 @@ def test_isolated_formulas_survive_a_hanging_program(real_run):
     with Archive.open(real_run / "archive.db", readonly=True) as archive:
         best = archive.best()
     hanging = dataclasses.replace(best, code=best.code.replace("def scaling_law_func(data_points, params):", "def scaling_law_func(data_points, params):\n    while True:\n        pass"))
-    jobs = [job_for(hanging, task), job_for(best, task)]
-    assert all(jobs)
-    results = formulas_isolated(jobs, seconds_per_program=4.0)
+    cases = [stored_case(hanging, task), stored_case(best, task)]
+    assert all(cases)
+    with Scorer(ScorerConfig(workers=1)) as scorer:  # the check's predictions, made as scoring makes them
+        expected = scorer_predictions(cases[1:], task, scorer)[key(cases[1])][spread(cases[1].rows)]
+    results = formulas_isolated([trace_job(c, task) for c in cases], seconds_per_program=4.0, expected=[None, expected])
     assert results[0] is None and results[1] is not None and results[1].verified
 
 
@@ -462,8 +465,11 @@ def test_formula_predictions_match_the_scorer(real_run):
     task = load_task(TASK)
     with Archive.open(real_run / "archive.db", readonly=True) as archive:
         best = archive.best()
-    formula = formulas_isolated([job_for(best, task)])[0]
-    assert formula is not None
+    case = stored_case(best, task)
+    with Scorer(ScorerConfig(workers=1)) as scorer:
+        expected = scorer_predictions([case], task, scorer)[key(case)]
+    formula = formulas_isolated([trace_job(case, task)], expected=[expected[spread(case.rows)]])[0]
+    assert formula is not None and formula.verified
     with Scorer(ScorerConfig(isolate=False)) as scorer:
         evaluation = scorer.score(best.code, task, "test")
     groups = task.test.group_names()

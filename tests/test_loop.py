@@ -355,3 +355,50 @@ def test_ctrl_c_stops_within_seconds_and_keeps_every_reply_that_arrived(tmp_path
     cut_after = usage.get("cut_short") or {}  # the resumed run keeps the first run's cut-short tokens
     assert cut_after.get("calls", 0) >= cut.get("calls", 0)
     assert usage["prompt_tokens"] + usage["completion_tokens"] == sum(r.prompt_tokens + r.completion_tokens for r in after) + cut_after.get("prompt_tokens", 0) + cut_after.get("completion_tokens", 0)
+
+
+def interrupted_in(phase_owner, name: str, monkeypatch, config: RunConfig) -> tuple[float, str, Path]:
+    """Run `config`, sending SIGINT (as a Ctrl-C does) when the end of the run first calls
+    `phase_owner.name`; (seconds from the signal to the stop, the stored status, run dir)."""
+    original = getattr(phase_owner, name)
+    sent: list[float] = []
+
+    def with_ctrl_c(*args, **kwargs):
+        if not sent:
+            sent.append(time.monotonic())
+            signal.raise_signal(signal.SIGINT)  # the default handler: KeyboardInterrupt here, in the main thread
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(phase_owner, name, with_ctrl_c)
+    try:
+        run_evolution(config)
+    except KeyboardInterrupt as exc:
+        assert Path(exc.run_dir) == Path(config.run_dir)
+    else:
+        raise AssertionError(f"the run ignored a Ctrl-C in {name}")
+    stopped_in = time.monotonic() - sent[0]
+    monkeypatch.setattr(phase_owner, name, original)
+    with Archive.open(Path(config.run_dir) / "archive.db", readonly=True) as archive:
+        return stopped_in, archive.get_meta("status"), Path(config.run_dir)
+
+
+def test_a_ctrl_c_at_any_phase_of_the_end_of_a_run_leaves_it_interrupted_and_resumable(tmp_path, monkeypatch):
+    """The end of a run (selection re-fits, test scoring, best.py and its formula check, the
+    last status write) is inside the block that makes a Ctrl-C "interrupted": never "finished"
+    nor left "running". A resume then finishes it with best.py written."""
+    import evolve.report.formula as formula
+    import evolve.run_end as run_end
+    from evolve.scoring.scorer import Scorer
+
+    phases = [(run_end, "choose"), (Scorer, "submit"), (run_end, "write_best_program"), (formula, "scorer_predictions")]
+    for k, (owner, name) in enumerate(phases):
+        config = base_config(tmp_path, task="parallel_scaling_law", iterations=2, proposer="offline", run_dir=str(tmp_path / f"run{k}"),
+                             scorer=ScorerConfig(workers=1, timeout_s=60, isolate=False))
+        stopped_in, status, run_dir = interrupted_in(owner, name, monkeypatch, config)
+        assert status == "interrupted" and stopped_in < 10, (name, status, stopped_in)
+        assert not (run_dir / "best.py").exists(), name
+    summary = run_evolution(config, resume_dir=run_dir)
+    assert summary.best is not None and (run_dir / "best.py").is_file()
+    with Archive.open(run_dir / "archive.db", readonly=True) as archive:
+        assert archive.get_meta("status") == "finished"
+

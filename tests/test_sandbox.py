@@ -478,6 +478,34 @@ def test_close_leaves_no_process_and_no_folder(secret_in_environment):
     assert run(box, LINEAR).status == "crash"  # a closed sandbox refuses politely
 
 
+def test_a_short_close_kills_a_busy_worker_and_its_caller_gets_a_failure_not_a_closed_descriptor():
+    """Closing on a Ctrl-C (a short grace) does not wait for an evaluation in flight: its worker
+    is killed, and the thread waiting on it reads EOF on pipes still open (closing them under it
+    would let another file take their number) and returns a failure; then they are closed."""
+    box = Sandbox(ScorerConfig(workers=1, timeout_s=30.0))
+    sleeper = probe_program("    import time\n    time.sleep(60)")
+    outcome: list = []
+
+    def evaluate():
+        try:
+            outcome.append(run(box, sleeper))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            outcome.append(exc)
+
+    in_flight = threading.Thread(target=evaluate)
+    in_flight.start()
+    deadline = time.monotonic() + 10
+    while not descendants(box.worker_pids()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker = box.pool.workers[0]
+    started = time.monotonic()
+    box.close(grace_s=0.5)
+    in_flight.join(timeout=10)
+    assert time.monotonic() - started < 8.0
+    assert len(outcome) == 1 and isinstance(outcome[0], RunReport) and outcome[0].status == "crash", outcome
+    assert worker.process.stdout.closed and worker.process.stdin.closed
+
+
 def test_garbage_collection_stops_the_workers():
     box = Sandbox(ScorerConfig(workers=1, timeout_s=2.0))
     workers, scratch = box.worker_pids(), box.pool.scratch_root

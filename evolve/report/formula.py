@@ -1,13 +1,15 @@
 """The one formula a law is shown as: in `archive show`, the report, `best.py` and `Law.sympy`.
 
 What is shown for a program is its law for one group with that group's fitted constants
-in: traced from the code in the sandbox (evolve.scoring.formula_jobs) and checked there
-against the program itself on a spread of the group's rows; then against the scorer's own
-predictions on all of them (the program fitted there as for the stored parameters: a
-program that behaves otherwise when traced is caught); and, here, with the numerical
-guards that never bind on the group's rows dropped (checked to compute the same values on
-every row), and its numbers rounded for reading to the fewest digits that still give the
-full formula's values to 1e-4 (the full-precision expression is what `Law.sympy` returns).
+in: traced from the code in the sandbox (evolve.scoring.formula_jobs), and checked once,
+against the program as scoring calls it: the scorer (the run's own warm pool when a run
+writes best.py) refits it on the rows its stored parameters came from, which must give
+those parameters, and predicts the group's rows from what that fit returned. The traced
+formula must reproduce those predictions on a spread of the rows (a program that behaves
+otherwise when traced is caught), and the shown one, with the numerical guards that never
+bind on the group's rows dropped, on every row; its numbers are rounded for reading to the
+fewest digits that still give the full formula's values to 1e-4 (the full-precision
+expression is what `Law.sympy` returns).
 """
 
 from __future__ import annotations
@@ -48,15 +50,9 @@ class ShownFormula:
                 "latex": list(self.latex), "verified": True}
 
 
-def check_rows(rows: np.ndarray) -> np.ndarray:
-    """Up to CHECK_ROWS rows spread over the group (first, last and between), so a guard or a
-    branch that binds only at the extremes is checked too."""
-    index = np.unique(np.linspace(0, len(rows) - 1, min(CHECK_ROWS, len(rows))).round().astype(int))
-    return rows[index]
-
-
 def stored_case(record, task) -> FormulaCase | None:
-    """The case of a stored program: its first group (by name) with numeric stored parameters."""
+    """The case of a stored program: its first group (by name) with numeric stored parameters,
+    with all of that group's train rows (the formula is checked on every one of them)."""
     from evolve.report.export import params_source
 
     if not record.ok or not record.code.strip():
@@ -69,43 +65,82 @@ def stored_case(record, task) -> FormulaCase | None:
     return None
 
 
-def shown_formulas(cases: list[FormulaCase | None], task, scorer_config=None) -> list[ShownFormula | None]:
-    """The shown formula of each case (None where it cannot be recovered and checked); one
-    sandboxed child traces them all, then each is checked against the scorer's own
-    predictions of the program (a program that behaves otherwise under tracing is caught)."""
-    from evolve.scoring.formula_jobs import formulas_isolated, with_fit_rows
+def shown_formulas(cases: list[FormulaCase | None], task, scorer_config=None, scorer=None) -> list[ShownFormula | None]:
+    """The shown formula of each case (None where it cannot be recovered and checked).
+
+    One check, against the program as scoring calls it: `scorer` (the run's warm pool when a
+    run writes best.py; else the session's shared one for `scorer_config`) refits each program
+    on the rows its stored parameters were fitted on, which must give those parameters, and
+    predicts the group's rows from what the fit returned. One sandboxed child traces every
+    program (evolve.scoring.formula_jobs); the traced formula must reproduce those predictions
+    on a spread of the rows, and the shown one, guards dropped, on all of them."""
+    from evolve.scoring.formula_jobs import formulas_isolated
 
     distinct = {key(c): c for c in cases if c is not None}  # copies of a program (migrants) are traced once
-    real = list(distinct.values())
-    jobs = [with_fit_rows(FormulaJob(c.code, task.features, len(task.targets), len(c.params), c.params,
-                                     check_rows(c.rows).tolist()), task, c.fit_split, c.group) for c in real]
-    traced = dict(zip((key(c) for c in real), formulas_isolated(jobs))) if jobs else {}
+    expected = scorer_predictions(list(distinct.values()), task, scorer or default_scorer(scorer_config))
+    real = [c for k, c in distinct.items() if expected.get(k) is not None]
+    jobs = [trace_job(c, task) for c in real]
+    checks = [expected[key(c)][spread(c.rows)] for c in real]
+    traced = dict(zip((key(c) for c in real), formulas_isolated(jobs, expected=checks))) if jobs else {}
     done = {k: finish(traced.get(k), c, task.features) for k, c in distinct.items()}
     for k, c in distinct.items():
-        if done[k] is not None and not agrees_with_scorer(done[k], c, task, scorer_config):
+        if done[k] is not None and not agrees_on_every_row(done[k], expected[k], task.features, c.rows):
             done[k] = None
     return [None if c is None else done[key(c)] for c in cases]
 
 
-def agrees_with_scorer(shown: ShownFormula, case: FormulaCase, task, scorer_config=None) -> bool:
-    """The full-precision formula against what the sandboxed scorer predicts for the group's
-    rows, the program fitted on them as for the stored parameters (to 1e-4)."""
-    from evolve.warm_scorer import shared_scorer
-    from evolve.config import ScorerConfig
-    from evolve.scoring.in_sandbox import GroupJob
-    from evolve.status import Status
+def trace_job(case: FormulaCase, task) -> FormulaJob:
+    """The formula sandbox's job for a case: its program, and the spread of rows its traced
+    formula is checked on with the group's constants."""
+    return FormulaJob(case.code, task.features, len(task.targets), len(case.params), case.params,
+                      case.rows[spread(case.rows)].tolist())
 
-    fit_rows = task.fit_and_score_rows(case.fit_split)[0] if case.fit_split == "validation" else task.train
-    mask = fit_rows.groups == case.group
-    try:
-        job = GroupJob(case.group, fit_rows.X[mask], fit_rows.y[mask], case.rows)
-        report = shared_scorer(scorer_config or ScorerConfig(workers=2)).run(case.code, [job], task)
-    except Exception:  # noqa: BLE001 - no check, no formula
-        return False
-    if report.status != Status.OK or case.group not in report.predictions:
-        return False
-    expected = np.asarray(report.predictions[case.group], dtype=float).reshape(len(case.rows), -1)
-    return all(same_values(values_on(e, task.features, case.rows), expected[:, k], DISPLAY_RTOL) for k, e in enumerate(shown.expressions))
+
+def default_scorer(scorer_config=None):
+    """The session's shared warm pool (outside a run: `archive show`, the report, the API)."""
+    from evolve.config import ScorerConfig
+    from evolve.warm_scorer import shared_scorer
+
+    return shared_scorer(scorer_config or ScorerConfig(workers=2))
+
+
+def spread(rows: np.ndarray) -> np.ndarray:
+    """Indices of up to CHECK_ROWS rows spread over the group (first, last and between), so a
+    guard or a branch that binds only at the extremes is checked on the traced formula too."""
+    return np.unique(np.linspace(0, len(rows) - 1, min(CHECK_ROWS, len(rows))).round().astype(int))
+
+
+def scorer_predictions(cases: list[FormulaCase], task, scorer) -> dict[tuple, np.ndarray | None]:
+    """Per case, the (rows, targets) predictions the sandboxed scorer makes for the group's
+    rows with the program refitted on the rows its stored parameters were fitted on; None
+    where that fails or the refit does not give the stored parameters (to 1e-6)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def predict(case: FormulaCase) -> np.ndarray | None:
+        from evolve.scoring.in_sandbox import GroupJob
+        from evolve.status import Status
+
+        fit_rows = task.fit_and_score_rows(case.fit_split)[0] if case.fit_split in ("validation", "test", "train") else task.train
+        mask = fit_rows.groups == case.group
+        try:
+            report = scorer.run(case.code, [GroupJob(case.group, fit_rows.X[mask], fit_rows.y[mask], case.rows)], task)
+        except Exception:  # noqa: BLE001 - no check, no formula
+            return None
+        refit = np.asarray(report.params.get(case.group) or [], dtype=float) if report.status == Status.OK else None
+        stored = np.asarray(case.params, dtype=float)
+        if refit is None or case.group not in report.predictions or refit.shape != stored.shape \
+                or not np.allclose(refit, stored, rtol=1e-6, atol=1e-12):
+            return None
+        return np.asarray(report.predictions[case.group], dtype=float).reshape(len(case.rows), -1)
+
+    workers = max(1, min(len(cases), int(getattr(scorer.config, "workers", 1) or 1)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="formula-check") as executor:
+        return dict(zip((key(c) for c in cases), executor.map(predict, cases)))
+
+
+def agrees_on_every_row(shown: ShownFormula, expected: np.ndarray, features: tuple[str, ...], rows: np.ndarray) -> bool:
+    """The full-precision shown formula against the scorer's predictions on every row (to 1e-4)."""
+    return all(same_values(values_on(e, features, rows), expected[:, k], DISPLAY_RTOL) for k, e in enumerate(shown.expressions))
 
 
 def key(case: FormulaCase) -> tuple:
@@ -125,7 +160,7 @@ def finish(formula, case: FormulaCase, features: tuple[str, ...]) -> ShownFormul
     return ShownFormula(case.group, tuple(laws), tuple(str(s) for s in shown), tuple(latex_of(s, features) for s in shown))
 
 
-def formulas_of_records(records: list, task, scorer_config=None) -> dict[int, ShownFormula | None]:
+def formulas_of_records(records: list, task, scorer_config=None, scorer=None) -> dict[int, ShownFormula | None]:
     """Shown formulas of stored programs by id (one trace per distinct program and group)."""
     cases = [stored_case(r, task) for r in records]
-    return {r.id: f for r, f in zip(records, shown_formulas(cases, task, scorer_config))}
+    return {r.id: f for r, f in zip(records, shown_formulas(cases, task, scorer_config, scorer))}

@@ -43,6 +43,7 @@ from evolve.scoring.in_sandbox import GroupJob, RunReport
 STARTUP_TIMEOUT_S = 120.0  # a cold start imports numpy and scipy from disk
 RESPONSE_GRACE_S = 15.0  # beyond timeout_s: the worker's own setup, kill and cleanup bounds
 STOP_GRACE_S = 5.0
+ABORT_GRACE_S = 1.0  # closing on an exception (Ctrl-C): idle workers exit on EOF, busy ones are killed
 HELLO_CAP_BYTES = 65_536
 FORMULA_REPLY_CAP_BYTES = 4 << 20
 THREAD_PINNING = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -114,19 +115,31 @@ class WorkerProcess:
     def receive(self, cap: int, deadline: float) -> bytes:
         return read_message(self.process.stdout.fileno(), cap, deadline)
 
-    def stop(self) -> None:
-        """Ask politely (EOF on its stdin), then kill; always reaps."""
+    def ask_to_stop(self) -> None:
+        """EOF on its stdin: an idle worker exits at once, a busy one after its request."""
         try:
             self.process.stdin.close()
         except OSError:
             pass
+
+    def stop(self, deadline: float | None = None) -> None:
+        """Ask politely, wait until `deadline` (STOP_GRACE_S from now by default), then kill;
+        always reaps."""
+        self.ask_to_stop()
+        deadline = time.monotonic() + STOP_GRACE_S if deadline is None else deadline
         try:
-            self.process.wait(timeout=STOP_GRACE_S)
+            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.kill()
         self.close_pipes()
 
     def kill(self) -> None:
+        self.terminate()
+        self.close_pipes()
+
+    def terminate(self) -> None:
+        """Kill its process group and reap it, leaving the pipes open: a thread still
+        waiting on them sees EOF, never a closed (and perhaps reused) descriptor."""
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -135,7 +148,6 @@ class WorkerProcess:
             self.process.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             pass
-        self.close_pipes()
 
     def close_pipes(self) -> None:
         for pipe in (self.process.stdin, self.process.stdout):
@@ -166,7 +178,8 @@ class WorkerPool:
         self.env = worker_environment(self.scratch_root)
         self.plan = plan
         self.lock = threading.Lock()
-        self.closed = False
+        self.closed = False  # no new evaluation starts
+        self.stopped = False  # shutdown is over: a slot released now has a dead worker
         self.workers: dict[int, WorkerProcess] = {}
         self.free: queue.Queue[int] = queue.Queue()
 
@@ -223,15 +236,54 @@ class WorkerPool:
                 continue
 
     def release(self, slot: int) -> None:
-        self.free.put(slot)
+        with self.lock:
+            if not self.stopped:
+                self.free.put(slot)
+                return
+        self.workers[slot].close_pipes()  # shut down while this thread held it: its pipes are this thread's to close
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop every worker within one shared `grace_s`, not that long per worker.
+
+        Only the pipes of idle workers are closed here (EOF, so they exit, then reaped). A
+        worker still busy is waited for until the grace ends, then its process group is
+        killed; the thread that holds it then reads EOF and closes its pipes itself. Closing a
+        descriptor another thread is reading would let a new file take its number under it."""
         with self.lock:
             self.closed = True
-            workers = list(self.workers.values())
-        for worker in workers:
-            worker.stop()
+            workers = dict(self.workers)
+        deadline = time.monotonic() + grace_s
+        idle = self.take_free()
+        for slot in idle:
+            workers[slot].ask_to_stop()
+        busy = set(workers) - set(idle)
+        while busy and deadline - time.monotonic() > 0:
+            try:
+                slot = self.free.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            busy.discard(slot)
+            idle.append(slot)
+            workers[slot].ask_to_stop()
+        for slot in idle:
+            workers[slot].stop(deadline)
+        with self.lock:
+            self.stopped = True
+            late = self.take_free()  # released since the grace ended: idle, so their pipes are ours
+        for slot in late:
+            workers[slot].stop(deadline)
+        for slot in busy - set(late):
+            workers[slot].terminate()
         self.remove_scratch()
+
+    def take_free(self) -> list[int]:
+        """Every slot in the free queue now (no thread holds them)."""
+        slots = []
+        while True:
+            try:
+                slots.append(self.free.get_nowait())
+            except queue.Empty:
+                return slots
 
     def remove_scratch(self) -> None:
         shutil.rmtree(self.scratch_root, ignore_errors=True)
@@ -355,9 +407,11 @@ class Sandbox:
         """Process ids of the live workers, by slot (tests and diagnostics)."""
         return [self.pool.workers[slot].pid for slot in sorted(self.pool.workers)]
 
-    def close(self) -> None:
-        """Stop every worker (and so every child), reap them, remove the scratch folders."""
-        self._finalizer()
+    def close(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop every worker (and so every child), reap them, remove the scratch folders.
+        A worker still busy after `grace_s` is killed (a Ctrl-C passes a short one)."""
+        if self._finalizer.detach() is not None:  # once, whoever closes first (this or the finalizer)
+            self.pool.shutdown(grace_s)
 
     def __enter__(self) -> Sandbox:
         return self

@@ -281,12 +281,15 @@ class RayExecutor:
         except NoLiveNodes:
             pass
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Close each node's pool politely, then end its actor; `abort` (a Ctrl-C) ends them
+        at once, so no one waits for evaluations still running there."""
         for actor in list(self.actors.values()):
-            try:
-                self.ray.get(actor.close.remote(), timeout=30)
-            except Exception:
-                pass
+            if not abort:
+                try:
+                    self.ray.get(actor.close.remote(), timeout=30)
+                except Exception:
+                    pass
             self._kill(actor)
         self.actors.clear()
         if self.owns_ray:

@@ -143,6 +143,7 @@ class Scorer:
         self.config = config
         self.sandbox = None
         self.remote = remote
+        self.memo = None  # a FitMemo (evolve.scoring.memo): the run's successful fits, for its selection
         if remote is None and config.isolate:
             from evolve.scoring.pool import Sandbox
 
@@ -159,8 +160,10 @@ class Scorer:
         for fit_rows, score_rows in task.folds(split):
             jobs, truth = group_jobs(fit_rows, score_rows)
             remaining = float(self.config.timeout_s) - (time.perf_counter() - started)  # one deadline across the folds
-            evaluation = evaluation_from_report(task, split, self.run(program_text, jobs, task, remaining), truth,
-                                                time.perf_counter() - started)
+            report = self.run(program_text, jobs, task, remaining)
+            if self.memo is not None:
+                self.memo.put(program_text, jobs, report)
+            evaluation = evaluation_from_report(task, split, report, truth, time.perf_counter() - started)
             if not evaluation.ok:
                 return dataclasses.replace(evaluation, node=self.config_node())
             evaluations.append(evaluation)
@@ -180,19 +183,31 @@ class Scorer:
             return run_jobs(program_text, jobs, task.features, task.targets)
         return self.sandbox.run(program_text, jobs, task.features, task.targets, timeout_s)
 
+    def run_remembered(self, program_text: str, jobs: list[GroupJob], task: Task, timeout_s: float | None = None) -> RunReport:
+        """`run`, answered from the memo when this scorer already made the same fit (see memo.py)."""
+        found = self.memo.get(program_text, jobs) if self.memo is not None else None
+        return found if found is not None else self.run(program_text, jobs, task, timeout_s)
+
     def submit(self, program_text: str, task: Task, split: str = "validation") -> Future:
         """Score in the background; the future's result is an Evaluation."""
         return self.executor.submit(self.score, program_text, task, split)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Stop the pool. `abort` (leaving on an exception, a Ctrl-C above all) kills busy
+        workers at once instead of letting their evaluations finish, so what is still
+        running or queued returns a failure at once and nobody waits for it."""
+        if abort and self.sandbox is not None:
+            from evolve.scoring.pool import ABORT_GRACE_S
+
+            self.sandbox.close(ABORT_GRACE_S)
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self.sandbox is not None:
             self.sandbox.close()
         if self.remote is not None:
-            self.remote.close()
+            self.remote.close(abort=abort)
 
     def __enter__(self) -> "Scorer":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(abort=exc_type is not None)

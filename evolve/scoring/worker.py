@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from evolve.status import Status
 from evolve.scoring.cgroups import CandidateGroup, Cgroups, CgroupError, detect, host_pid
 from evolve.scoring.pidns import serve_in_own_namespace
 from evolve.scoring.outcome import Outcome, classify, collect
 from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_child, run_probe
-from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, with_params
+from evolve.scoring.in_sandbox import RunReport, checked_fit, with_params
 from evolve.scoring.warm import preload, preload_formulas
 from evolve.scoring.isolation import (
     allocate_uid,
@@ -217,24 +216,14 @@ class Worker:
         return bool(replied) and replied[0]
 
     def answer_formula(self, request: dict) -> bool:
-        """A formula job: the program's own predictions on the check rows, made as scoring
-        makes them (check_predictions), then the traced formula from another child; all
-        within one deadline. The parent checks one against the other (formula_check), so a
-        program that behaves differently under tracing gets no checked formula, whatever its
-        extraction child says. A job without fit rows gets no predictions: unchecked."""
+        """A formula job: the traced formula from a fresh child, within the job's deadline.
+        The parent checks it against the scorer's own predictions of the program
+        (evolve.report.formula), so a program that behaves differently under tracing gets
+        no checked formula, whatever this child says."""
         job = request["job"]
         deadline = time.monotonic() + max(0.0, min(self.limits.timeout_s, float(request["timeout_s"])))
         n = int(job["n_targets"])
-        predictions = None
-        if job.get("check_rows") and job.get("check_params") is not None and job.get("fit_rows"):
-            report = self.check_predictions(job, deadline)
-            if report is None:
-                return False
-            if report.status != Status.OK:
-                return self.reply_json({"ok": False, "why": f"prediction: {report.status}"})
-            predictions = next(iter(report.predictions.values())).tolist()  # the one group's
-        traced = {key: value for key, value in job.items() if key not in ("fit_rows", "fit_targets")}
-        outcome = self.run_phase({"job": traced}, "extract", FORMULA_FRAME_CAP, deadline)
+        outcome = self.run_phase({"job": job}, "extract", FORMULA_FRAME_CAP, deadline)
         if outcome is None:
             return False
         if outcome.timed_out or outcome.too_large or outcome.oom_killed or not outcome.data:
@@ -246,35 +235,7 @@ class Worker:
         if not (isinstance(found, dict) and set(found) == {"expressions", "latex"}
                 and all(is_texts(found[key], n) for key in ("expressions", "latex"))):
             return self.reply_json({"ok": False, "why": "extraction: no formula"})
-        return self.reply_json({"ok": True, "expressions": found["expressions"], "latex": found["latex"],
-                                "predictions": predictions})
-
-    def check_predictions(self, job: dict, deadline: float) -> RunReport | None:
-        """The program's predictions on the check rows exactly as scoring makes them: a fit
-        child on the rows the stored parameters were fitted on, then a prediction child given
-        what that fit returned (same structure, types and dtypes), so a program cannot tell
-        the check from scoring; the refit must give the stored parameters. None once the
-        parent is gone."""
-        rows = np.asarray(job["check_rows"], dtype=float)
-        targets = tuple(f"y{i}" for i in range(int(job["n_targets"])))
-        fit_x = np.asarray(job["fit_rows"], dtype=float).reshape(-1, rows.shape[1])
-        fit_y = np.asarray(job["fit_targets"], dtype=float).reshape(len(fit_x), len(targets))
-        group = str(job.get("group") or "check")  # the real name: a fit taking `group` sees what scoring gave it
-        check = GroupJob(group, fit_x, fit_y, rows)
-        request = {"program": job["code"], "jobs": [check], "features": tuple(job["features"]), "targets": targets}
-        fit_outcome = self.run_phase(request, "fit", FIT_FRAME_CAP, deadline)
-        if fit_outcome is None:
-            return None
-        failure, api, trees, params, _ = self.read_fit(fit_outcome, request)
-        if failure is not None:
-            return failure
-        stored = np.asarray(job["check_params"], dtype=float)
-        refit = np.asarray(params.get(group) or [], dtype=float)
-        if api != "fit" or refit.shape != stored.shape or not np.allclose(refit, stored, rtol=1e-6, atol=1e-12):
-            return RunReport(Status.CRASH, "the refit does not give the stored parameters")
-        expected = Expectation.from_jobs([check], len(targets))
-        outcome = self.run_phase(dict(request, api=api, trees=trees), "predict", expected.frame_cap(), deadline)
-        return None if outcome is None else classify(outcome, expected, self.limits)
+        return self.reply_json({"ok": True, "expressions": found["expressions"], "latex": found["latex"]})
 
     def reply_json(self, message: dict) -> bool:
         try:

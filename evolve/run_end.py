@@ -1,0 +1,49 @@
+"""The end of a run: choose the law it returns, score the top laws on test, write best.py.
+
+All of it runs in the run's own warm pool, before the pool closes: the selection's re-fits
+(the fits the search already made are taken from the scorer's memo, evolve.scoring.memo),
+the test scoring, and the one check of best.py's formula. The loop calls it inside the block
+that turns a Ctrl-C into an "interrupted" run, so a stop here stays resumable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from evolve.records import ProgramRecord
+from evolve.report.best import write_best_program
+from evolve.scoring.scorer import Scorer
+from evolve.selection import choose, ordered_top
+from evolve.store.database import Archive
+from evolve.tasks import Task
+
+
+def end_of_run(archive: Archive, task: Task, scorer: Scorer, top_k: int, run_dir: Path) -> list[ProgramRecord]:
+    """The top laws, chosen law first, each with its test evaluation; best.py written."""
+    top = score_top_on_test(archive, task, scorer, top_k)
+    if top:
+        write_best_program(run_dir, top[0], task, scorer)
+    return top
+
+
+def score_top_on_test(archive: Archive, task: Task, scorer: Scorer, top_k: int) -> list[ProgramRecord]:
+    """Choose the law the run returns, then re-score it and the next best distinct
+    programs on test: for reporting only, after selection is over.
+
+    The choice (`evolve.selection.choose`) reads train alone: the finalists are re-fitted
+    on the validation folds, laws whose coefficients cancel are refused, and among the
+    laws within one standard error of the best validation error the fewest-parameter
+    one is returned first (it becomes best.py). Test is scored only after the choice."""
+    records = archive.programs(failed=False, order="r2")
+    choice = choose(records, task, scorer.run_remembered)  # the search's own fits are not made again
+    if choice is not None:
+        archive.set_meta("selection", choice.to_dict())
+    top = ordered_top(records, choice, top_k)
+    futures = [(r, scorer.submit(r.code, task, "test")) for r in top]
+    scored = []
+    for record, future in futures:
+        evaluation = future.result()
+        archive.set_test(record.id, evaluation)
+        scored.append(dataclasses.replace(record, test=evaluation))
+    return scored
