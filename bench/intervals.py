@@ -3,8 +3,8 @@
 For each task: an offline 150-iteration run (`evolve run TASK --iterations 150 --seed 0
 --proposer offline`), its best law by validation, then the fraction of test points inside
 its 90% interval (bootstrap refits and residual noise, widened with the distance beyond the
-fit rows, calibrated by split conformal on rolling-origin folds of train; see
-evolve.intervals). Selection and the intervals never read test; test is read here only
+fit rows and floored by the interval calibrated without the widening, calibrated by split
+conformal on rolling-origin folds of train; see evolve.intervals). Selection and the intervals never read test; test is read here only
 to measure the coverage, after the method was fixed on train-only evidence
 (bench/interval_proxy.py, bench/results/interval_proxy.md).
 
@@ -35,13 +35,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import evolve  # noqa: E402
-from evolve.intervals import calibration_scores, conformal_multiplier, extrapolation_reach  # noqa: E402
+from evolve.intervals import calibrate, extrapolation_reach  # noqa: E402
 from evolve.tasks import shipped_task_names  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "intervals.md"
 ROWS = ROOT / "bench" / "results" / "intervals.json"  # every task measured so far, so tasks can be measured as their runs finish
 TARGET = (0.80, 0.97)
-METHOD = "sqrt(spread² + s²)·(1 + reach), task folds"  # evolve.intervals' scale; stored rows of another are dropped
+METHOD = "max(q1·sqrt(spread² + s²)·(1 + reach), q0·sqrt(spread² + s²)), task folds"  # evolve.intervals' scale; stored rows of another are dropped
 
 
 def open_or_run(task: str, runs: Path, iterations: int):
@@ -64,9 +64,10 @@ def nested_check(law, resamples: int, level: float) -> str:
     if len(folds) < 2:
         return "one fold"
     n_targets = len(law.task.targets)
-    multiplier, _ = conformal_multiplier(calibration_scores([h for h in held if h.fold >= 1], n_targets), level)
-    first = calibration_scores([h for h in held if h.fold == 0], n_targets)
-    return f"{np.mean(first <= multiplier[None, :]):.1%} of {first.size}"
+    multipliers = calibrate([h for h in held if h.fold >= 1], n_targets, level)
+    first = [h for h in held if h.fold == 0]
+    inside = np.concatenate([np.abs(h.actual - h.fitted.center) <= multipliers.half_width(h.fitted) for h in first])
+    return f"{np.mean(inside):.1%} of {inside.size}"
 
 
 def measure(task: str, runs: Path, iterations: int, level: float, resamples: int) -> dict:
@@ -80,16 +81,30 @@ def measure(task: str, runs: Path, iterations: int, level: float, resamples: int
     low, high = np.asarray(low).reshape(y.shape), np.asarray(high).reshape(y.shape)
     inside = (y >= low) & (y <= high)
     scores = law.calibration_scores(resamples)
-    multiplier, enough = conformal_multiplier(scores, level)
+    multipliers = calibrate(law._calibration(resamples), len(law.task.targets), level)
+    reach = law_reach(law, X, groups)
+    unfloored = without_floor(y, low, high, reach, multipliers)
     width = np.median((high - low) / np.maximum(np.abs(y), 1e-12))
     test_r2 = law.record.test.metrics.r2 if law.record.test is not None and law.record.test.ok else float("nan")
     return {
         "task": task, "program": law.id, "val_r2": law.record.r2, "test_r2": test_r2, "points": int(y.size),
-        "coverage": float(inside.mean()), "width": float(width), "scores": len(scores),
-        "multiplier": "/".join(f"{m:.2f}" for m in multiplier) + ("" if enough else " (max)"),
-        "folds": len({h.fold for h in law._calibration(resamples)}), "reach": float(np.median(law_reach(law, X, groups))),
+        "coverage": float(inside.mean()), "without_floor": float(unfloored.mean()), "width": float(width), "scores": len(scores),
+        "multiplier": "/".join(f"{m:.2f}" for m in multipliers.grown) + ("" if multipliers.enough else " (max)"),
+        "floor": "/".join(f"{m:.2f}" for m in multipliers.flat),
+        "folds": len({h.fold for h in law._calibration(resamples)}), "reach": float(np.median(reach)),
+        "floor_binds": float(np.mean((1 + reach)[:, None] <= (multipliers.flat / multipliers.grown)[None, :])),  # q₀·d ≥ q₁·d·(1 + reach)
         "nested": nested_check(law, resamples, level), "seconds": time.perf_counter() - started,
     }  # fmt: skip
+
+
+def without_floor(y: np.ndarray, low: np.ndarray, high: np.ndarray, reach: np.ndarray, multipliers) -> np.ndarray:
+    """Which test points the interval without its floor (q₁·d·(1 + reach) alone, round 3's
+    method) would hold, from the same fits: where the floor binds, the half-width q₀·d
+    becomes q₁·d·(1 + reach), a factor q₁·(1 + reach)/q₀ of it."""
+    center, half = (low + high) / 2, (high - low) / 2
+    growth = multipliers.grown[None, :] * (1 + reach)[:, None]
+    factor = np.where(multipliers.flat[None, :] >= growth, growth / multipliers.flat[None, :], 1.0)
+    return np.abs(y - center) <= half * factor
 
 
 def law_reach(law, X: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -147,16 +162,19 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         f"`python bench/intervals.py --runs {args.runs} --level {args.level} --resamples {args.resamples}`",
         f"(runs: `evolve run TASK --iterations {args.iterations} --seed 0 --proposer offline --run-dir {args.runs}/TASK`).",
         f"Law: the run's best by validation. Coverage: fraction of test points (all targets) inside its {args.level:.0%} interval",
-        f"(`Law.interval`: d = sqrt(spread² + s²)·(1 + reach) from {args.resamples} bootstrap refits, the fit's residual scale s and",
-        "the point's distance beyond the fit rows, times a multiplier calibrated by split conformal on rolling-origin folds",
-        "of train; test is read only to measure this). Target: 80–97%. 'reach': median over test points, in spans of the train rows.",
+        f"(`Law.interval`: half-width max(q₁·d·(1 + reach), q₀·d), d = sqrt(spread² + s²) from {args.resamples} bootstrap refits and the",
+        "fit's residual scale s, reach the point's distance beyond the fit rows, q₁ and q₀ calibrated by split conformal on",
+        "rolling-origin folds of train; test is read only to measure this). Target: 80–97%. 'reach': median over test points,",
+        "in spans of the train rows. 'q₁' / 'q₀ floor': the multipliers (per target); 'floor binds': share of test points",
+        "whose half-width is the floor q₀·d; 'without the floor': coverage of q₁·d·(1 + reach) alone (round 3's method) from",
+        "the same fits, for attribution only.",
         "",
-        "| task | program | val R² | test R² | test points | reach | coverage | median width / abs(y) | folds | calibration scores | multiplier | nested (train only) | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | program | val R² | test R² | test points | reach | coverage | without the floor | median width / abs(y) | folds | calibration scores | q₁ | q₀ floor | floor binds | nested (train only) | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['program']} | {r['val_r2']:.4f} | {r['test_r2']:.4f} | {r['points']} | {r['reach']:.2f} | {r['coverage']:.1%} | "
-                     f"{r['width']:.3f} | {r['folds']} | {r['scores']} | {r['multiplier']} | {r['nested']} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['task']} | {r['program']} | {r['val_r2']:.4f} | {r['test_r2']:.4f} | {r['points']} | {r['reach']:.2f} | {r['coverage']:.1%} | {r['without_floor']:.1%} | "
+                     f"{r['width']:.3f} | {r['folds']} | {r['scores']} | {r['multiplier']} | {r['floor']} | {r['floor_binds']:.0%} | {r['nested']} | {r['seconds']:.0f} |")
     loads = ", ".join(r["load"].split(" / ")[0] for r in rows)
     lines += ["", f"{ok} of {len(rows)} tasks within 80–97%. One-minute load average when each task finished: {loads} (2 cores shared by five engineers)."]
     RESULTS.write_text("\n".join(lines) + "\n" + READING)
