@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
-from evolve.intervals import calibration_folds, calibration_scores, conformal_multiplier, fit_many, held_out_fits
+from evolve.intervals import calibrate, calibration_folds, calibration_scores, fit_many, held_out_fits
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
@@ -229,24 +229,27 @@ class Law:
         per row): (low, high), each shaped as `predict` returns.
 
         Method (evolve.intervals has the details, and how it was chosen): around the
-        prediction of the law fitted on all the group's train rows, a half-width q·d(x) with
-        d(x) = sqrt(spread² + s²)·(1 + reach): the spread of `resamples` bootstrap refits (rows
-        drawn with replacement) at x, the fit's residual standard deviation s (n − p degrees
-        of freedom), and reach = how far x lies beyond the group's train rows in spans of
-        them (0 inside; along every feature, in log space for positive ones), so the
-        interval widens as x leaves the data even for a law the bootstrap cannot move. q is
-        calibrated on train alone by split conformal over the task's rolling-origin
-        validation folds: each fold fits on the smaller rows and predicts the held-out rows
-        that extend the scale, d is computed there the same way, and q is the
-        ⌈(m+1)·level⌉-th smallest of the m scores |y − ŷ|/d (per target, pooled over groups
-        and folds). Test rows are never read.
-        Assumptions: held-out errors in units of d are exchangeable with the new points'
-        (the error grows about linearly with reach, at the rate validation showed; a law
-        that extrapolates worse beyond train than inside it is not covered); rows within a
-        group are exchangeable for the bootstrap; refits the law fails on are left out.
-        With too few calibration rows for the level the largest score is used; with none,
-        errors are assumed normal. The calibration is kept on this Law object, so later
-        calls cost only the group's own refits."""
+        prediction of the law fitted on all the group's train rows, a half-width
+        max(q₁·d(x)·(1 + reach), q₀·d(x)) with d(x) = sqrt(spread² + s²): the spread of
+        `resamples` bootstrap refits (rows drawn with replacement) at x, the fit's residual
+        standard deviation s (n − p degrees of freedom), and reach = how far x lies beyond
+        the group's train rows in spans of them (0 inside; along every feature, in log space
+        for positive ones), so the interval widens as x leaves the data even for a law the
+        bootstrap cannot move. q₁ and q₀ are calibrated on train alone by split conformal
+        over the task's rolling-origin validation folds: each fold fits on the smaller rows
+        and predicts the held-out rows that extend the scale, d and reach are computed there
+        the same way, and q₁ (q₀) is the ⌈(m+1)·level⌉-th smallest of the m scores
+        |y − ŷ|/(d·(1 + reach)) (|y − ŷ|/d), per target, pooled over groups and folds. The
+        q₀·d floor keeps the interval at a small reach from being narrower than validation's
+        errors support when validation extrapolated further. Test rows are never read.
+        Assumptions: held-out errors are exchangeable with the new points' (a law that
+        extrapolates worse beyond train than validation showed inside it is not covered);
+        rows within a group are exchangeable for the bootstrap; refits the law fails on are
+        left out; reach sees each feature's range, not products of features (a point inside
+        every feature's range that extends N·D gets no growth). With too few calibration
+        rows for the level the largest score is used; with none, errors are assumed normal.
+        The calibration is kept on this Law object, so later calls cost only the group's
+        own refits."""
         if not 0 < level < 1:
             raise LawError("level must be between 0 and 1")
         X = self._as_matrix(X)
@@ -257,10 +260,10 @@ class Law:
         missing = sorted(set(problems) - set(fitted))
         if missing:
             self._run([GroupJob(missing[0], *problems[missing[0]])])  # raises the program's own error
-        multiplier, _ = conformal_multiplier(calibration_scores(self._calibration(resamples), n_targets), level)
+        multipliers = calibrate(self._calibration(resamples), n_targets, level)
         low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
         for g, fit in fitted.items():
-            half = multiplier[None, :] * fit.scale()
+            half = multipliers.half_width(fit)
             low[names == g], high[names == g] = fit.center - half, fit.center + half
         return self._shape(low), self._shape(high)
 

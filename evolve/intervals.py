@@ -1,6 +1,7 @@
 """Prediction intervals of a law: bootstrap refits and residual noise, widened with the
 distance beyond the fit rows, calibrated by split conformal on the task's rolling-origin
-validation folds (held-out extrapolation inside train).
+validation folds (held-out extrapolation inside train), never narrower than the interval
+calibrated without the widening.
 
 The method, and why:
 - The law is fitted on rows R and asked about points P. Its error at a point has two
@@ -9,51 +10,53 @@ The method, and why:
 - The first is measured by refitting on bootstrap resamples of R (pairs bootstrap: rows
   drawn with replacement, so a resample may lack the largest rows and extrapolates further,
   as it should) and taking the spread of their predictions at P; the second by s, the
-  fit's residual standard deviation on R (n − p degrees of freedom). The scale of a point is
-      d(P) = sqrt(spread² + s²) · (1 + reach(P)),
-  the textbook prediction scale times a growth term: reach is how far P lies outside the
-  box of R's features, in spans of R (0 inside; in log space for positive features;
-  `extrapolation_reach`). Misspecification, which the bootstrap cannot see (a law with
-  fixed exponents, or one that bends wrongly beyond the data), shows as errors that grow
-  with distance; the growth term makes the interval widen beyond the data even for a law
-  the bootstrap cannot move. Linear in reach is the simplest such growth; its rate is what
-  the calibration below measures.
-- How many scales d wide the interval must be is not assumed (no normal quantile): it is
+  fit's residual standard deviation on R (n − p degrees of freedom). The textbook
+  prediction scale of a point is d(P) = sqrt(spread² + s²).
+- Misspecification, which the bootstrap cannot see (a law with fixed exponents, or one
+  that bends wrongly beyond the data), shows as errors that grow with distance, so a
+  second scale grows: d(P)·(1 + reach(P)), reach being how far P lies outside the box of
+  R's features in spans of R (0 inside; in log space for positive features;
+  `extrapolation_reach`). Linear in reach is the simplest such growth.
+- How many scales wide the interval must be is not assumed (no normal quantile): it is
   calibrated where the answer is known without touching test, on the task's validation
   folds. Each fold fits on the smaller rows of train and predicts the held-out rows that
-  extend the scale, exactly what an interval beyond train is asked to do. Each held-out
-  row gives a score |y − ŷ| / d (d and reach computed for that fold's fit); the interval's
-  multiplier is the ⌈(m+1)·level⌉-th smallest of the m scores (split conformal, per
-  target, pooled over groups and folds).
+  extend the scale, what an interval beyond train is asked to do. Each held-out row gives
+  two scores, |y − ŷ| / (d·(1 + reach)) and |y − ŷ| / d (d and reach computed for that
+  fold's fit); q₁ and q₀ are the ⌈(m+1)·level⌉-th smallest of the m scores of each
+  (split conformal, per target, pooled over groups and folds), and the half-width is
+      max(q₁·d·(1 + reach), q₀·d).
+  Each term alone covers the validation rows at the level; their maximum covers at least
+  that. The floor q₀·d matters where validation extrapolated further than the asked point:
+  a growth rate calibrated at large reach (moe's validation predicts three model sizes
+  from two: reach up to 5) divides q₁ by that reach and made the interval at a small
+  reach narrower than validation's errors support; the floor never lets it be narrower
+  than the interval calibrated with no growth at all. The growth term still widens it as
+  the asked point goes further than validation did.
 - How it was chosen (train only; the test table was not used): bench/interval_proxy.py
   cuts a pseudo-test from each task's train the way test is cut (train's largest rows
   along the axis test extends, test's share of the rows), calibrates on the rest's folds
-  and measures pseudo-test coverage at levels 0.8 and 0.9 on all eight tasks, plus a
-  nested check (calibrate on deeper folds, cover the first). Of the candidates
-  (bench/results/interval_proxy.md: the previous sqrt(spread² + s²/n), with and without
-  the growth term, the textbook scale, a noise proportional to ŷ for positive targets,
-  noise only, relative error; on the task's folds or also the deeper cuts
-  evolve.selection re-fits on), the rule fixed beforehand took, among those that widen
-  with reach, the smallest pseudo-test plus nested error (mean |coverage − level|):
-  this one, 0.110 + 0.046 (its ŷ-proportional-noise variant 0.119 + 0.044; the previous
-  scale times (1 + reach) 0.129 + 0.084). The previous scale itself, sqrt(spread² + s²/n),
-  did worse on both measures than the textbook sqrt(spread² + s²) (0.115 + 0.076 vs
-  0.107 + 0.058): s²/n leaves out the noise a new point has however many rows the fit had.
-  The deeper folds tied with the task's folds (0.110 + 0.046 both) at up to four times
-  the refits (sft: 4 folds instead of 1), so the task's folds are used
-  (`calibration_folds(deep=False)`).
-- Assumptions: held-out scores are exchangeable with the scores of the new points (the
-  error grows about linearly with reach, at the rate validation showed; a law that
-  extrapolates worse beyond train than inside it, more than validation showed, is not
-  covered); rows within a group are exchangeable for the bootstrap; a resample the law
-  fails on is left out; reach is 0 along a feature the fit rows hold constant (no span
-  to measure in), so a point that differs only there gets no growth. With fewer scores than the level needs (⌈(m+1)·level⌉ > m), the
-  largest is used and the interval's level is not guaranteed; with no validation rows at
-  all, errors are assumed normal with scale d.
+  and measures pseudo-test coverage at levels 0.8 and 0.9 on all eight tasks. Of 42
+  candidates (bench/results/interval_proxy.md: folds = the task's validation folds, one
+  distinct scale at a time along the validation column, or both; reach in spans of the fit
+  rows, of the group's train rows, or also along products of two positive features; growth
+  none, linear, or linear with this floor; absolute or ŷ-proportional noise), the rule
+  written before measuring took, among those that widen with reach, the smallest
+  pseudo-test error (mean |coverage − level|) with ties (0.005) to the fewest refits and
+  the simplest: this one, 0.106 (round 3's linear growth without the floor 0.112; the
+  one-scale-at-a-time folds 0.125 at best; no growth at all 0.106, not eligible).
+- Assumptions: held-out scores are exchangeable with the scores of the new points (a law
+  that extrapolates worse beyond train than validation showed inside it is not covered);
+  rows within a group are exchangeable for the bootstrap; a resample the law fails on is
+  left out; reach is 0 along a feature the fit rows hold constant (no span to measure in),
+  so a point that differs only there gets no growth, and a point inside the box feature by
+  feature gets none even when it extends a product of them (N·D). With fewer scores than
+  the level needs (⌈(m+1)·level⌉ > m), the largest is used and the interval's level is
+  not guaranteed; with no validation rows at all, errors are assumed normal with scale d.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Callable
@@ -83,12 +86,16 @@ class Fitted:
     reach: np.ndarray | None = None  # (n,) how far each point lies beyond the fit rows (extrapolation_reach)
     noise_relative: np.ndarray | None = None  # (targets,) residual scale of (y − ŷ)/ŷ, NaN if not positive; a candidate bench/interval_proxy.py measures, not used by scale()
 
-    def scale(self) -> np.ndarray:
-        """d(x) = sqrt(spread² + s²) · (1 + reach): the interval's half-width in multiplier units."""
-        reach = np.zeros(len(self.center)) if self.reach is None else self.reach
-        d = np.sqrt(self.spread**2 + self.noise[None, :] ** 2) * (1.0 + reach[:, None])
+    def base(self) -> np.ndarray:
+        """d(x) = sqrt(spread² + s²), the textbook prediction scale (no growth term)."""
+        d = np.sqrt(self.spread**2 + self.noise[None, :] ** 2)
         floor = 1e-12 * np.maximum(np.abs(self.center), 1e-300)  # an exact fit: never divide by zero
         return np.maximum(d, floor)
+
+    def scale(self) -> np.ndarray:
+        """d(x) · (1 + reach): the scale that grows beyond the fit rows."""
+        reach = np.zeros(len(self.center)) if self.reach is None else self.reach
+        return self.base() * (1.0 + reach[:, None])
 
 
 def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run_batch: BatchRunner, resamples: int,
@@ -137,20 +144,35 @@ def relative_noise_scale(predicted: np.ndarray, actual: np.ndarray, n_params: fl
     return np.where(positive, np.sqrt(np.sum(ratio**2, axis=0) / dof), np.nan)
 
 
-def extrapolation_reach(X_fit: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """Per point, how far it lies outside the fit rows' box, in units of the box: the
-    largest over features of the distance beyond [min, max] divided by max − min (in log
-    space for a feature positive in both; features the fit rows hold constant are skipped).
-    0 inside the box; 1 one span beyond it."""
-    reach = np.zeros(len(P))
+def extrapolation_reach(X_fit: np.ndarray, P: np.ndarray, X_reference: np.ndarray | None = None,
+                        products: bool = False) -> np.ndarray:
+    """Per point, how far it lies outside the fit rows' box, in units of the reference rows'
+    span (default: the fit rows themselves): the largest over directions of the distance
+    beyond the fit rows' [min, max] divided by the reference rows' max − min. Directions are
+    the features (in log space for a feature positive in all three), and with `products` also
+    the product of every two such positive features (the sum of their logs: compute N·D, or
+    data × model size), along which a point can leave the data while inside the box feature
+    by feature. A direction the reference rows hold constant is skipped (no span to measure
+    in). 0 inside the box; 1 one reference span beyond it."""
+    reference = X_fit if X_reference is None else X_reference
+    columns = []
+    logged = []
     for j in range(X_fit.shape[1]):
-        a, b = X_fit[:, j], P[:, j]
-        if (a > 0).all() and (b > 0).all():
-            a, b = np.log(a), np.log(b)
-        low, high = a.min(), a.max()
-        if high - low <= 1e-12 * max(1.0, abs(high)):
+        a, b, r = X_fit[:, j], P[:, j], reference[:, j]
+        positive = bool((a > 0).all() and (b > 0).all() and (r > 0).all())
+        if positive:
+            a, b, r = np.log(a), np.log(b), np.log(r)
+            logged.append(len(columns))
+        columns.append((a, b, r))
+    if products:
+        for i, k in itertools.combinations(logged, 2):
+            columns.append(tuple(columns[i][m] + columns[k][m] for m in range(3)))
+    reach = np.zeros(len(P))
+    for a, b, r in columns:
+        span = r.max() - r.min()
+        if span <= 1e-12 * max(1.0, abs(r.max())):
             continue
-        reach = np.maximum(reach, np.maximum(0.0, np.maximum(b - high, low - b)) / (high - low))
+        reach = np.maximum(reach, np.maximum(0.0, np.maximum(b - a.max(), a.min() - b)) / span)
     return reach
 
 
@@ -170,7 +192,12 @@ class HeldOut:
     actual: np.ndarray  # (n, targets)
 
     def scores(self) -> np.ndarray:
+        """|y − ŷ| / (d·(1 + reach)): the scores of the growing scale."""
         return np.abs(self.actual - self.fitted.center) / self.fitted.scale()
+
+    def base_scores(self) -> np.ndarray:
+        """|y − ŷ| / d: the scores of the scale without growth (the floor's)."""
+        return np.abs(self.actual - self.fitted.center) / self.fitted.base()
 
 
 def held_out_fits(folds: list[tuple[Rows, Rows]], run_batch: BatchRunner, resamples: int, n_targets: int,
@@ -178,19 +205,46 @@ def held_out_fits(folds: list[tuple[Rows, Rows]], run_batch: BatchRunner, resamp
     """Every fold's fit (and bootstrap refits) on its fit rows, at its held-out rows, per group."""
     found = []
     for k, (fit_rows, held_rows) in enumerate(folds):
-        problems = {}
-        for g in held_rows.group_names():
-            fit_mask, held_mask = fit_rows.groups == g, held_rows.groups == g
-            if fit_mask.any() and held_mask.any():
-                problems[g] = (fit_rows.X[fit_mask], fit_rows.y[fit_mask], held_rows.X[held_mask])
-        for g, fitted in fit_many(problems, run_batch, resamples, n_targets, threads).items():
+        for g, fitted in fit_many(fold_problems(fit_rows, held_rows), run_batch, resamples, n_targets, threads).items():
             found.append(HeldOut(k, fitted, held_rows.y[held_rows.groups == g].reshape(-1, n_targets)))
     return found
 
 
-def calibration_scores(held_out: list[HeldOut], n_targets: int) -> np.ndarray:
-    """|y − ŷ| / d of every held-out validation row (all groups, all folds): (m, targets)."""
-    return np.concatenate([h.scores() for h in held_out]) if held_out else np.zeros((0, n_targets))
+def fold_problems(fit_rows: Rows, held_rows: Rows) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per group with rows on both sides of a fold: (X_fit, y_fit, X_held) for `fit_many`."""
+    problems = {}
+    for g in held_rows.group_names():
+        fit_mask, held_mask = fit_rows.groups == g, held_rows.groups == g
+        if fit_mask.any() and held_mask.any():
+            problems[g] = (fit_rows.X[fit_mask], fit_rows.y[fit_mask], held_rows.X[held_mask])
+    return problems
+
+
+def calibration_scores(held_out: list[HeldOut], n_targets: int, base: bool = False) -> np.ndarray:
+    """|y − ŷ| / (d·(1 + reach)) of every held-out validation row (all groups, all folds),
+    or |y − ŷ| / d with `base`: (m, targets)."""
+    if not held_out:
+        return np.zeros((0, n_targets))
+    return np.concatenate([h.base_scores() if base else h.scores() for h in held_out])
+
+
+@dataclass(frozen=True)
+class Multipliers:
+    """The calibrated interval: half-width max(q₁·d·(1 + reach), q₀·d) per target."""
+
+    grown: np.ndarray  # (targets,) q₁, the conformal quantile of the growing scale's scores
+    flat: np.ndarray  # (targets,) q₀, the conformal quantile of the scores without growth
+    enough: bool  # whether there were enough scores for the level (else the largest were used)
+
+    def half_width(self, fitted: Fitted) -> np.ndarray:
+        return np.maximum(self.grown[None, :] * fitted.scale(), self.flat[None, :] * fitted.base())
+
+
+def calibrate(held_out: list[HeldOut], n_targets: int, level: float) -> Multipliers:
+    """Both multipliers by split conformal on the held-out validation rows."""
+    grown, enough = conformal_multiplier(calibration_scores(held_out, n_targets), level)
+    flat, _ = conformal_multiplier(calibration_scores(held_out, n_targets, base=True), level)
+    return Multipliers(grown, flat, enough)
 
 
 def conformal_multiplier(scores: np.ndarray, level: float) -> tuple[np.ndarray, bool]:
@@ -217,3 +271,4 @@ def calibration_folds(task: Task, n_params: int, deep: bool = False) -> list[tup
     from evolve.selection import selection_folds
 
     return selection_folds(task, n_params // max(1, len(task.targets)))
+

@@ -13,6 +13,8 @@ import pytest
 
 from evolve.intervals import (
     Fitted,
+    HeldOut,
+    calibrate,
     calibration_folds,
     calibration_scores,
     conformal_multiplier,
@@ -104,8 +106,44 @@ def test_calibrated_interval_covers_fresh_extrapolated_points():
         X, y = synthetic(40, seed=100 + seed)
         fresh_X, fresh_y = synthetic(10, seed=200 + seed, low=2e3, high=1e4)
         task = task_of(X, y, fresh_X, fresh_y)
-        scores = calibration_scores(held_out_fits(calibration_folds(task, 2), power_law_batch, 20, 1), 1)
-        q, _ = conformal_multiplier(scores, 0.9)
+        multipliers = calibrate(held_out_fits(calibration_folds(task, 2), power_law_batch, 20, 1), 1, 0.9)
         fitted = fit_many({"g": (X, y, fresh_X)}, power_law_batch, 20, 1)["g"]
-        inside.append(np.abs(fresh_y - fitted.center) <= q * fitted.scale())
+        inside.append(np.abs(fresh_y - fitted.center) <= multipliers.half_width(fitted))
     assert 0.8 <= np.mean(inside) <= 0.99  # 0.93 here; further out it over-covers a well-specified law (the growth term)
+
+
+def test_reach_in_reference_spans_and_along_products():
+    X_fit = np.array([[1.0, 1.0], [1.0, 10.0], [10.0, 1.0], [3.0, 3.0]])  # N·D from 1 to 10 in the fit rows
+    P = np.array([[10.0, 10.0], [3.0, 3.0]])  # inside the box feature by feature; the first has N·D = 100
+    assert extrapolation_reach(X_fit, P) == pytest.approx([0.0, 0.0])
+    assert extrapolation_reach(X_fit, P, products=True) == pytest.approx([1.0, 0.0])  # one decade beyond a one-decade span of N·D
+    one_scale = np.array([[1.0, 5.0], [1.0, 7.0]])  # the fit rows hold x0 constant
+    assert extrapolation_reach(one_scale, np.array([[10.0, 6.0]])) == pytest.approx([0.0])  # no span of its own to measure in
+    reference = np.array([[1.0, 5.0], [100.0, 7.0]])  # the group's train rows: x0 spans two decades
+    assert extrapolation_reach(one_scale, np.array([[10.0, 6.0]]), reference) == pytest.approx([0.5])
+
+
+def held_at(reach: float, errors: np.ndarray) -> HeldOut:
+    """Held-out rows at one reach with unit base scale (no spread, s = 1) and the given errors."""
+    n = len(errors)
+    fitted = Fitted(np.zeros((n, 1)), np.zeros((n, 1)), np.array([1.0]), 20, np.full(n, reach))
+    return HeldOut(0, fitted, errors[:, None])
+
+
+def test_floor_keeps_the_interval_at_small_reach_as_wide_as_validation_errors_need():
+    """Validation far out (reach 4) with errors that do not grow: the linear growth alone would
+    divide the multiplier by 5 and give a point at reach 0 a fifth of the width those errors
+    need; the floor q0·d keeps it, and further out than validation the growth still widens it."""
+    errors = np.abs(np.random.default_rng(5).normal(size=400))
+    multipliers = calibrate([held_at(4.0, errors)], 1, 0.9)
+    q0 = np.quantile(errors, 0.9)
+    assert multipliers.flat[0] == pytest.approx(q0, rel=0.05)
+    assert multipliers.grown[0] == pytest.approx(q0 / 5, rel=0.05)
+    asked = Fitted(np.zeros((3, 1)), np.zeros((3, 1)), np.array([1.0]), 20, np.array([0.0, 4.0, 9.0]))
+    half = multipliers.half_width(asked)[:, 0]
+    assert half[0] == pytest.approx(multipliers.flat[0])  # the floor binds at small reach
+    assert half[1] == pytest.approx(multipliers.flat[0], rel=1e-9)  # the two agree where validation was
+    assert half[2] == pytest.approx(2 * multipliers.flat[0])  # twice validation's reach + 1: twice as wide
+    fresh = np.abs(np.random.default_rng(6).normal(size=4000))  # errors of the same law at reach 0
+    assert 0.87 <= np.mean(fresh <= half[0]) <= 0.93
+    assert np.mean(fresh <= multipliers.grown[0]) < 0.3  # without the floor: far below the level
