@@ -445,8 +445,27 @@ def values_on(expression, features: tuple[str, ...], rows: np.ndarray) -> np.nda
     return np.broadcast_to(np.asarray(values, dtype=float), (len(rows),))
 
 
-def same_values(a: np.ndarray, b: np.ndarray, rtol: float) -> bool:
-    return bool(np.array_equal(np.isfinite(a), np.isfinite(b)) and np.allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=rtol, atol=1e-12))
+def same_values(a: np.ndarray, b: np.ndarray, rtol: float, atol: float = 1e-12) -> bool:
+    return bool(np.array_equal(np.isfinite(a), np.isfinite(b)) and np.allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=rtol, atol=atol))
+
+
+SUM_NOISE = 1e-12  # float64 sums carry ~n·eps (2.2e-16) of their largest term; this is ~4500 eps
+
+
+def rounding_noise(expression, features: tuple[str, ...], rows: np.ndarray) -> float:
+    """How much two float64 evaluations of the same sum may differ: a fraction SUM_NOISE of its
+    largest term. Terms that cancel (c = 2.57e7 with a·x^-1e-9 = -2.57e7, a log written as a
+    power with a vanishing exponent) leave a value of 5 whose last digits are the rounding of
+    2.57e7, so a relative tolerance on the value alone would call a harmless rewrite wrong."""
+    sympy = _sympy()
+    terms = expression.args if isinstance(expression, sympy.Add) else (expression,)
+    largest = 0.0
+    with np.errstate(all="ignore"):
+        for term in terms:
+            values = np.abs(values_on(term, features, rows))
+            if np.any(np.isfinite(values)):
+                largest = max(largest, float(np.nanmax(np.where(np.isfinite(values), values, np.nan))))
+    return SUM_NOISE * largest
 
 
 def fitted_law(formula: Formula, features: tuple[str, ...], params: list[float], rows: np.ndarray) -> list | None:
@@ -459,7 +478,8 @@ def fitted_law(formula: Formula, features: tuple[str, ...], params: list[float],
     for text in formula.expressions:
         full = parse_checked(text, features, len(params)).xreplace(constants)
         tidied = drop_idle_guards(full, feature_symbols(features), rows)
-        if not same_values(values_on(full, features, rows), values_on(tidied, features, rows), 1e-9):
+        if not same_values(values_on(full, features, rows), values_on(tidied, features, rows), 1e-9,
+                           max(1e-12, rounding_noise(full, features, rows))):
             return None
         laws.append(tidied)
     return laws

@@ -330,6 +330,26 @@ def test_formula_maps_numpy_to_sympy_and_checks_itself():
     assert "Piecewise" in formula.expressions[0] and "log" in formula.expressions[0]
 
 
+def test_formula_with_cancelling_constants_is_shown_and_computes_the_program():
+    """c = 2.57e9 with a·x^-1e-11 = -2.57e9 (a log written as a power with a vanishing
+    exponent, as the offline grammar finds on datablations): the value keeps only the last
+    digits of 2.57e9, and the shown formula must still be recovered, computing what the
+    program computes."""
+    from evolve.symbolic import fitted_law, values_on, same_values
+
+    code = POWER_LAW.replace("return a * np.power(X[:, 0] / 1e9, -alpha) + e",
+                             "return a * np.power(np.maximum(X[:, 0] / 1e9, 1e-12), -alpha) + e")
+    rows = np.array([[1e8, 1.0], [1e9, 2.0], [1e10, 4.0], [3e11, 8.0]])
+    params = [-2565587544.2170438, 1.1552713439480971e-11, 2565587546.842936441]
+    formula = extract_formula(FormulaJob(code, ("num_params", "parallel_size"), 1, 3, params, rows.tolist()))
+    assert formula is not None and formula.verified
+    laws = fitted_law(formula, ("num_params", "parallel_size"), params, rows)
+    assert laws is not None and "Max" not in str(laws[0])
+    a, alpha, e = params
+    program = a * np.power(rows[:, 0] / 1e9, -alpha) + e
+    assert same_values(values_on(laws[0], ("num_params", "parallel_size"), rows), program, 1e-6)
+
+
 def test_formula_is_none_when_the_program_cannot_be_traced_or_lies():
     data_dependent = POWER_LAW.replace("    a, alpha, e = params\n", "    a, alpha, e = [float(v) for v in params]\n")
     assert extract_formula(FormulaJob(data_dependent, ("num_params", "parallel_size"), 1, 3, None, None)) is None
