@@ -148,6 +148,21 @@ def test_tables_keep_whole_names_when_piped():
     assert "…" not in result.stdout
 
 
+def test_tasks_lists_the_user_s_task_folders_and_names_a_broken_one(user_task, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "task.toml").write_text("features = \n")
+    result = evolve("tasks", "--dir", user_task.parent)
+    assert result.returncode == 0 and str(user_task) in result.stdout and "params, tokens → loss" in result.stdout
+    listed = json.loads(evolve("tasks", "--json", cwd=user_task.parent).stdout)
+    assert [s["path"] for s in listed if "path" in s] == ["chinchilla_like"]
+    result = evolve("tasks", cwd=tmp_path)
+    assert result.returncode == 0 and "not a usable task" in result.stderr and "broken" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = evolve("tasks", "--dir", tmp_path / "nowhere")
+    assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
+
+
 def test_a_closed_pipe_is_a_quiet_exit():
     process = subprocess.Popen(f"{sys.executable} -m evolve tasks --json | head -c 10", shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = process.communicate(timeout=120)

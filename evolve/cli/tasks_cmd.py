@@ -17,21 +17,50 @@ def validation_cell(summary: dict) -> str:
     return f"{summary['validation_rows']}" + (f" ({folds} folds)" if folds > 1 else "")
 
 
-@click.group("tasks", invoke_without_command=True, help="List the tasks, or make one from your CSV (tasks new).")
+COLUMNS = ["task", "features → targets", "groups", "train", "validation", "test", "cap"]
+
+
+def summary_row(s: dict) -> list:
+    return [s["name"], f"{', '.join(s['features'])} → {', '.join(s['targets'])}", s["groups"], s["train_rows"],
+            validation_cell(s), s["test_rows"], s["param_cap"] or "none"]
+
+
+def user_task_summaries(folder: Path) -> tuple[list[dict], list[str]]:
+    """The task folders directly inside `folder` (what `evolve tasks new` writes), summarized;
+    and one line for each that does not load, so a broken folder is named, not hidden."""
+    summaries, broken = [], []
+    for toml in sorted(folder.glob("*/task.toml")):
+        try:
+            summary = load_task(toml.parent).summary()
+        except TaskError as error:
+            broken.append(f"{toml.parent}: {error}")
+            continue
+        summaries.append({**summary, "path": str(toml.parent)})
+    return summaries, broken
+
+
+@click.group("tasks", invoke_without_command=True,
+             help="List the shipped tasks and the task folders in DIR (default: the current folder), or make one from your CSV (tasks new).")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--dir", "folder", type=click.Path(path_type=Path, file_okay=False), default=".", show_default=True,
+              help="where to look for your task folders")
 @click.pass_context
-def tasks_command(ctx: click.Context, as_json: bool) -> int | None:
+def tasks_command(ctx: click.Context, as_json: bool, folder: Path) -> int | None:
     if ctx.invoked_subcommand is not None:
         return None
-    summaries = [load_task(name).summary() for name in shipped_task_names()]
+    if not folder.is_dir():
+        raise TaskError(f"--dir {folder}: no such folder")
+    shipped = [load_task(name).summary() for name in shipped_task_names()]
+    mine, broken = user_task_summaries(folder)
     if as_json:
-        click.echo(json.dumps(summaries, indent=2))
+        click.echo(json.dumps(shipped + mine, indent=2))
         return 0
-    rows = [
-        [s["name"], f"{', '.join(s['features'])} → {', '.join(s['targets'])}", s["groups"], s["train_rows"], validation_cell(s), s["test_rows"], s["param_cap"] or "none"]
-        for s in summaries
-    ]
-    print_table("SLDBench tasks", ["task", "features → targets", "groups", "train", "validation", "test", "cap"], rows)
+    print_table("SLDBench tasks", COLUMNS, [summary_row(s) for s in shipped])
+    if mine:
+        print_table(f"Your tasks in {folder} (run one with: evolve run FOLDER)", COLUMNS,
+                    [summary_row({**s, "name": s["path"]}) for s in mine])
+    for line in broken:
+        click.echo(f"not a usable task: {line}", err=True)
     return 0
 
 
