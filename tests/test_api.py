@@ -99,6 +99,7 @@ def test_export_is_standalone(sft_run, tmp_path):
     path = law.export(tmp_path / "law.py")
     text = path.read_text()
     assert not re.search(r"^\s*(from evolve|import evolve)", text, re.M)
+    assert "come from Law.fit(): each group fitted on all its training rows" in text and "come from the stored" not in text
     script = f"""
 import sys, numpy as np
 sys.modules['evolve'] = None  # evolve cannot be imported

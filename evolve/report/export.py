@@ -24,6 +24,7 @@ from evolve.text import csv_cell, format_r2, one_line
 
 APIS = ("fit", "law")
 FORMULA_HEADER = "# The law of group"  # where a file's header gives the checked formula (`evolve run` prints it from best.py)
+GIVEN_PARAMS_LINE = r"# Fitted parameters (\1 per group) come from Law.fit(): each group fitted on all its training rows."
 
 
 def params_source(record: ProgramRecord) -> tuple[str, Evaluation]:
@@ -130,6 +131,8 @@ def standalone_program(record: ProgramRecord, task: Task, params: dict | None = 
     if params is not None:
         literal = params_literal({g: list(map(float, v)) for g, v in params.items()})
         text = re.sub(r"\n\nFITTED_PARAMS = .*\n$", f"\n\nFITTED_PARAMS = {literal}\n", text, flags=re.S)
+        text = re.sub(r"^# Fitted parameters \((\d+) per group\) come from the stored [^\n]*$", GIVEN_PARAMS_LINE,
+                      text, count=1, flags=re.M)
     return text
 
 
