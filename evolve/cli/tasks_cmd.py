@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from evolve.cli.display import print_table
-from evolve.tasks import TaskError, create_task_folder, load_task, read_csv_records, shipped_task_names
+from evolve.tasks import TaskError, create_task_folder, load_task, read_csv_records, resolve_task_dir, shipped_task_names
 
 
 def validation_cell(summary: dict) -> str:
@@ -29,7 +29,10 @@ def user_task_summaries(folder: Path) -> tuple[list[dict], list[str]]:
     """The task folders directly inside `folder` (what `evolve tasks new` writes), summarized;
     and one line for each that does not load, so a broken folder is named, not hidden."""
     summaries, broken = [], []
+    shipped = {resolve_task_dir(name).resolve() for name in shipped_task_names()}
     for toml in sorted(folder.glob("*/task.toml")):
+        if toml.parent.resolve() in shipped:  # run from the shipped tasks' own folder: listed once, above
+            continue
         try:
             summary = load_task(toml.parent).summary()
         except TaskError as error:
