@@ -100,6 +100,7 @@ def test_export_is_standalone(sft_run, tmp_path):
     text = path.read_text()
     assert not re.search(r"^\s*(from evolve|import evolve)", text, re.M)
     assert "come from Law.fit(): each group fitted on all its training rows" in text and "come from the stored" not in text
+    assert "other groups have their own constants" in text  # sft has 42 groups
     script = f"""
 import sys, numpy as np
 sys.modules['evolve'] = None  # evolve cannot be imported
@@ -120,6 +121,8 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
     law = run.best.fit()
     group = run.task.train.group_names()[0]
     small, large = law.optimal(compute=1e20, group=group), law.optimal(compute=1e22, group=group)
+    single = law.export(tmp_path / "dc_law.py").read_text()
+    assert "# The law of group" in single and "other groups" not in single  # one group: no other constants to speak of
     assert small["N"] * small["D"] * 6 == pytest.approx(1e20, rel=1e-6)
     assert large["loss"] <= small["loss"]
     from evolve.report.law_plots import plot_allocation

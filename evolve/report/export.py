@@ -123,8 +123,9 @@ def standalone_program(record: ProgramRecord, task: Task, params: dict | None = 
     report.formula.ShownFormula) adds the law as shown by `archive show` and the report."""
     text = export_program(record, task, run_name or "(run)", "fit")
     if formula is not None:
+        others = "; other groups have their own constants" if len(task.train.group_names()) > 1 else ""
         lines = [f"{FORMULA_HEADER} {formula.group!r} with its fitted constants (checked against this program on the",
-                 "# group's rows; numbers rounded for reading; other groups have their own constants):"]
+                 f"# group's rows; numbers rounded for reading{others}):"]
         lines += [f"#     {one_line(line)}" for line in formula.lines(task.targets)]
         head, _, rest = text.partition("\n\n")
         text = head + "\n" + "\n".join(lines) + "\n\n" + rest
