@@ -335,7 +335,7 @@ def test_formula_with_cancelling_constants_is_shown_and_computes_the_program():
     exponent, as the offline grammar finds on datablations): the value keeps only the last
     digits of 2.57e9, and the shown formula must still be recovered, computing what the
     program computes."""
-    from evolve.symbolic import fitted_law, values_on, same_values
+    from evolve.formula_display import fitted_law, same_values, values_on
 
     code = POWER_LAW.replace("return a * np.power(X[:, 0] / 1e9, -alpha) + e",
                              "return a * np.power(np.maximum(X[:, 0] / 1e9, 1e-12), -alpha) + e")

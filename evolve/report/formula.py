@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evolve.symbolic import CHECK_ROWS, DISPLAY_RTOL, FormulaJob, fitted_law, latex_of, rounded, same_values, values_on
+from evolve.formula_display import DISPLAY_RTOL, fitted_law, rounded, same_values, values_on
+from evolve.symbolic import CHECK_ROWS, FormulaJob, latex_of
 
 
 @dataclass(frozen=True)

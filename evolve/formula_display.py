@@ -1,0 +1,158 @@
+"""A traced formula made readable, on the trusted side: its text parsed under a whitelist
+(it came from a process that ran candidate code), one group's constants put in, the
+numerical guards that never bind dropped, numbers rounded for reading only, and each
+step checked to compute what the step before did.
+
+`evolve.symbolic` traces the program (in the sandbox); this module never runs candidate
+code, and `evolve.report.formula` uses it for the one formula shown everywhere.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import numpy as np
+
+from evolve.symbolic import Formula, _sympy, feature_symbols, param_symbols, tidy
+
+
+SAFE_FUNCTIONS = frozenset({
+    "exp", "log", "sqrt", "cbrt", "Abs", "sign", "sin", "cos", "tan", "sinh", "cosh", "tanh", "atan", "asin",
+    "acos", "atanh", "Max", "Min", "Piecewise", "Eq", "Ne", "And", "Or", "Not", "Rational", "Float", "Integer",
+})  # fmt: skip
+SAFE_CONSTANTS = frozenset({"E", "pi", "True", "False"})
+SAFE_NODES = (
+    ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name, ast.Constant, ast.Tuple, ast.Load,
+    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Gt, ast.Lt, ast.GtE, ast.LtE,
+    ast.BitAnd, ast.BitOr, ast.Invert,
+)  # fmt: skip
+DISPLAY_DIGITS = (4, 5, 6, 8, 10, 15)
+DISPLAY_RTOL = 1e-4  # the rounded formula still computes the full one's values to this
+
+
+def parse_checked(text: str, features: tuple[str, ...], n_params: int):
+    """The sympy expression of a formula text, refused (ValueError) unless it is arithmetic
+    on the features, p0..pk, numbers and known functions: the text came from a process that
+    ran candidate code, and sympify evaluates what it parses."""
+    sympy = _sympy()
+    names = {**{s.name: s for s in feature_symbols(features)}, **{s.name: s for s in param_symbols(n_params)}}
+    if len(text) > 200_000:
+        raise ValueError("formula text too long")
+    for node in ast.walk(ast.parse(text, mode="eval")):
+        if not isinstance(node, SAFE_NODES):
+            raise ValueError(f"not arithmetic: {type(node).__name__}")
+        if isinstance(node, ast.Name) and node.id not in names and node.id not in SAFE_FUNCTIONS | SAFE_CONSTANTS:
+            raise ValueError(f"unknown name {node.id!r}")
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in SAFE_FUNCTIONS or node.keywords):
+            raise ValueError("unknown function")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, bool)):
+            raise ValueError("not a number")
+    return sympy.sympify(text, locals=names)
+
+
+def drop_idle_guards(expression, symbols: list, rows: np.ndarray):
+    """`Max(tiny, e)` → `e` (and `Min(huge, e)` → `e`) where the guard never binds on the
+    given rows: the numerical safety nets programs add are noise to a reader. A guard that
+    binds on any row is kept, so the expression still computes what the program does there."""
+    sympy = _sympy()
+
+    def idle(guard, other, binds) -> bool:
+        try:
+            values = sympy.lambdify(symbols, other, "numpy")(*rows.T)
+            return bool(np.all(np.isfinite(values)) and np.all(binds(np.broadcast_to(values, (len(rows),)), float(guard))))
+        except Exception:  # noqa: BLE001 - keep the guard when it cannot be checked
+            return False
+
+    def simplify(node):
+        if isinstance(node, (sympy.Max, sympy.Min)) and len(node.args) == 2:
+            numbers = [a for a in node.args if a.is_Number]
+            if len(numbers) == 1:
+                other = next(a for a in node.args if a is not numbers[0])
+                binds = (lambda v, g: v > g) if isinstance(node, sympy.Max) else (lambda v, g: v < g)
+                if idle(numbers[0], other, binds):
+                    return simplify(other)
+        if node.args:
+            return node.func(*[simplify(a) for a in node.args])
+        return node
+
+    return simplify(expression)
+
+
+def values_on(expression, features: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+    sympy = _sympy()
+    with np.errstate(all="ignore"):
+        values = sympy.lambdify(feature_symbols(features), expression, "numpy")(*rows.T)
+    return np.broadcast_to(np.asarray(values, dtype=float), (len(rows),))
+
+
+def same_values(a: np.ndarray, b: np.ndarray, rtol: float, atol: float = 1e-12) -> bool:
+    return bool(np.array_equal(np.isfinite(a), np.isfinite(b)) and np.allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=rtol, atol=atol))
+
+
+SUM_NOISE = 1e-12  # float64 sums carry ~n·eps (2.2e-16) of their largest term; this is ~4500 eps
+
+
+def rounding_noise(expression, features: tuple[str, ...], rows: np.ndarray) -> float:
+    """How much two float64 evaluations of the same sum may differ: a fraction SUM_NOISE of its
+    largest term. Terms that cancel (c = 2.57e7 with a·x^-1e-9 = -2.57e7, a log written as a
+    power with a vanishing exponent) leave a value of 5 whose last digits are the rounding of
+    2.57e7, so a relative tolerance on the value alone would call a harmless rewrite wrong."""
+    sympy = _sympy()
+    terms = expression.args if isinstance(expression, sympy.Add) else (expression,)
+    largest = 0.0
+    with np.errstate(all="ignore"):
+        for term in terms:
+            values = np.abs(values_on(term, features, rows))
+            if np.any(np.isfinite(values)):
+                largest = max(largest, float(np.nanmax(np.where(np.isfinite(values), values, np.nan))))
+    return SUM_NOISE * largest
+
+
+def fitted_law(formula: Formula, features: tuple[str, ...], params: list[float], rows: np.ndarray) -> list | None:
+    """The formula with one group's fitted constants in and the guards that never bind on
+    its rows dropped; None when the result does not compute what the traced formula does on
+    every row (which the sandbox checked against the program itself on a spread of them)."""
+    sympy = _sympy()
+    constants = {s: sympy.Float(float(v), 17) for s, v in zip(param_symbols(len(params)), params)}
+    laws = []
+    for text in formula.expressions:
+        full = parse_checked(text, features, len(params)).xreplace(constants)
+        tidied = drop_idle_guards(full, feature_symbols(features), rows)
+        if not same_values(values_on(full, features, rows), values_on(tidied, features, rows), 1e-9,
+                           max(1e-12, rounding_noise(full, features, rows))):
+            return None
+        laws.append(tidied)
+    return laws
+
+
+def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
+    """The expression with each number shown to the fewest significant digits (at least 4)
+    for which the whole still computes its values on the rows to DISPLAY_RTOL; a number the
+    law is sensitive to (an exponent inside exp) keeps more. Rounding for reading only."""
+    sympy = _sympy()
+    numbers = sorted(expression.atoms(sympy.Float), key=lambda f: -abs(float(f)))
+    if not numbers:
+        return tidy(expression)
+    slots = [sympy.Dummy() for _ in numbers]
+    with np.errstate(all="ignore"):
+        function = sympy.lambdify(feature_symbols(features) + slots, expression.xreplace(dict(zip(numbers, slots))), "numpy")
+
+        def values(constants: list[float]) -> np.ndarray:
+            return np.broadcast_to(np.asarray(function(*rows.T, *constants), dtype=float), (len(rows),))
+
+        full = values([float(n) for n in numbers])
+        shown = [float(n) for n in numbers]
+        texts = [str(float(n)) for n in numbers]
+        for k, number in enumerate(numbers):
+            for digits in DISPLAY_DIGITS:
+                trial = shown.copy()
+                trial[k] = float(f"{float(number):.{digits}g}")
+                try:
+                    agrees = same_values(full, values(trial), DISPLAY_RTOL)
+                except Exception:  # noqa: BLE001 - keep the number as it is
+                    break
+                if agrees:
+                    shown, texts[k] = trial, f"{float(number):.{digits}g}"
+                    break
+    return tidy(expression.xreplace({n: sympy.Float(t, max(1, len(t.lstrip("-").replace(".", "").split("e")[0].lstrip("0")) or 1))
+                                     for n, t in zip(numbers, texts)}))
