@@ -24,7 +24,7 @@ from evolve.text import csv_cell, format_r2, one_line
 
 APIS = ("fit", "law")
 FORMULA_HEADER = "# The law of group"  # where a file's header gives the checked formula (`evolve run` prints it from best.py)
-GIVEN_PARAMS_LINE = r"# Fitted parameters (\1 per group) come from Law.fit(): each group fitted on all its training rows."
+GIVEN_PARAMS_SOURCE = "Law.fit(): each group fitted on all its training rows"  # where parameters passed in come from
 
 
 def params_source(record: ProgramRecord) -> tuple[str, Evaluation]:
@@ -41,13 +41,14 @@ def r2_or_status(evaluation: Evaluation | None) -> str:
     return format_r2(evaluation.metrics.r2, digits=6) if evaluation.ok else f"failed ({evaluation.status})"
 
 
-def header(record: ProgramRecord, task: Task, run_name: str, api: str) -> list[str]:
+def header(record: ProgramRecord, task: Task, run_name: str, api: str, given_params: bool = False) -> list[str]:
     source, evaluation = params_source(record)
+    source = GIVEN_PARAMS_SOURCE if given_params else f"the stored {source}"
     lines = [
         f"# Law exported from run {run_name}, program {record.id}, task {task.name} ({api} API).",
         f"# Features: {', '.join(task.features)}; targets: {', '.join(task.targets)}.",
         f"# Validation R2: {r2_or_status(record.validation)}; test R2: {r2_or_status(record.test)}.",
-        f"# Fitted parameters ({evaluation.n_params} per group) come from the stored {source}.",
+        f"# Fitted parameters ({evaluation.n_params} per group) come from {source}.",
     ]
     if api == "fit":
         lines.append("# fit_scaling_law refits them on your data; they are listed in FITTED_PARAMS for reference.")
@@ -121,7 +122,7 @@ def standalone_program(record: ProgramRecord, task: Task, params: dict | None = 
     `best.py` and `Law.export`: its scores and fitted parameters in a header, and
     FITTED_PARAMS per group at the end (`params` overrides the stored ones). `formula` (a
     report.formula.ShownFormula) adds the law as shown by `archive show` and the report."""
-    text = export_program(record, task, run_name or "(run)", "fit")
+    text = export_program(record, task, run_name or "(run)", "fit", params)
     if formula is not None:
         others = "; other groups have their own constants" if len(task.train.group_names()) > 1 else ""
         lines = [f"{FORMULA_HEADER} {formula.group!r} with its fitted constants (checked against this program on the",
@@ -129,16 +130,12 @@ def standalone_program(record: ProgramRecord, task: Task, params: dict | None = 
         lines += [f"#     {one_line(line)}" for line in formula.lines(task.targets)]
         head, _, rest = text.partition("\n\n")
         text = head + "\n" + "\n".join(lines) + "\n\n" + rest
-    if params is not None:
-        literal = params_literal({g: list(map(float, v)) for g, v in params.items()})
-        text = re.sub(r"\n\nFITTED_PARAMS = .*\n$", f"\n\nFITTED_PARAMS = {literal}\n", text, flags=re.S)
-        text = re.sub(r"^# Fitted parameters \((\d+) per group\) come from the stored [^\n]*$", GIVEN_PARAMS_LINE,
-                      text, count=1, flags=re.M)
     return text
 
 
-def export_program(record: ProgramRecord, task: Task, run_name: str, api: str = "fit") -> str:
-    """The program as a standalone file in the chosen API, with its fitted parameters."""
+def export_program(record: ProgramRecord, task: Task, run_name: str, api: str = "fit", params: dict | None = None) -> str:
+    """The program as a standalone file in the chosen API, with its fitted parameters: the
+    stored ones, or `params` ({group: values}, from Law.fit()) when given."""
     if api not in APIS:
         raise ArchiveError(f"unknown API '{api}' (choose fit or law)")
     if not record.code.strip():
@@ -148,17 +145,18 @@ def export_program(record: ProgramRecord, task: Task, run_name: str, api: str = 
     except ProgramError as exc:
         raise ArchiveError(f"program {record.id} cannot be exported: {exc}") from None
     _, evaluation = params_source(record)
-    lines = header(record, task, run_name, api)
+    lines = header(record, task, run_name, api, given_params=params is not None)
     code = standalone_code(record.code if record.code.endswith("\n") else record.code + "\n")
     if api == "law" and (program_api == "law" or LAW_FUNCTION in top_level_functions(record.code)):
         lines[-1] = "# law(input_data, group) is the program's own (a law with fixed coefficients)."
         return "\n".join(lines) + "\n\n" + code
-    params = params_literal(evaluation.params)
+    embedded = evaluation.params if params is None else params
+    literal = params_literal(embedded)
     if api == "fit":
-        return "\n".join(lines) + "\n\n" + code + f"\n\nFITTED_PARAMS = {params}\n"
-    if not evaluation.params or all(v is None for v in evaluation.params.values()):
+        return "\n".join(lines) + "\n\n" + code + f"\n\nFITTED_PARAMS = {literal}\n"
+    if not embedded or all(v is None for v in embedded.values()):
         raise ArchiveError(f"program {record.id} has no numeric fitted parameters to embed; export it with --api fit")
-    return "\n".join(lines) + "\n\n" + code + f"\n\nFITTED_PARAMS = {params}\n" + law_adapter(task)
+    return "\n".join(lines) + "\n\n" + code + f"\n\nFITTED_PARAMS = {literal}\n" + law_adapter(task)
 
 
 CSV_COLUMNS = (
