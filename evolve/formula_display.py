@@ -103,8 +103,9 @@ def rounding_noise(expression, features: tuple[str, ...], rows: np.ndarray) -> f
     with np.errstate(all="ignore"):
         for term in terms:
             values = np.abs(values_on(term, features, rows))
-            if np.any(np.isfinite(values)):
-                largest = max(largest, float(np.nanmax(np.where(np.isfinite(values), values, np.nan))))
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                largest = max(largest, float(finite.max()))
     return SUM_NOISE * largest
 
 

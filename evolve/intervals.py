@@ -271,4 +271,3 @@ def calibration_folds(task: Task, n_params: int, deep: bool = False) -> list[tup
     from evolve.selection import selection_folds
 
     return selection_folds(task, n_params // max(1, len(task.targets)))
-
