@@ -9,7 +9,9 @@ The method, and why:
   range of R) and how far the data stray from any fit (noise and misspecification).
 - The first is measured by refitting on bootstrap resamples of R (pairs bootstrap: rows
   drawn with replacement, so a resample may lack the largest rows and extrapolates further,
-  as it should) and taking the spread of their predictions at P; the second by s, the
+  as it should; rows at the same inputs, the replicates of one configuration, are drawn
+  together as one unit, since they are one independent observation of where the law runs,
+  and a row bootstrap would count them as several and understate the spread) and taking the spread of their predictions at P; the second by s, the
   fit's residual standard deviation on R (n − p degrees of freedom). The textbook
   prediction scale of a point is d(P) = sqrt(spread² + s²).
 - Misspecification, which the bootstrap cannot see (a law with fixed exponents, or one
@@ -46,8 +48,8 @@ The method, and why:
   one-scale-at-a-time folds 0.125 at best; no growth at all 0.106, not eligible).
 - Assumptions: held-out scores are exchangeable with the scores of the new points (a law
   that extrapolates worse beyond train than validation showed inside it is not covered);
-  rows within a group are exchangeable for the bootstrap; a resample the law fails on is
-  left out; reach is 0 along a feature the fit rows hold constant (no span to measure in),
+  distinct configurations (each with its replicates) within a group are exchangeable for
+  the bootstrap; a resample the law fails on is left out; reach is 0 along a feature the fit rows hold constant (no span to measure in),
   so a point that differs only there gets no growth, and a point inside the box feature by
   feature gets none even when it extends a product of them (N·D). With fewer scores than
   the level needs (⌈(m+1)·level⌉ > m), the largest is used and the interval's level is
@@ -66,6 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evolve.scoring.in_sandbox import GroupJob
+from evolve.table import replicate_labels
 from evolve.tasks import Rows, Task
 
 RESAMPLE_SEED = 0
@@ -107,12 +110,14 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
     Groups whose plain fit fails are missing from the result.
     """
     draws = {g: np.random.default_rng([RESAMPLE_SEED, zlib.crc32(g.encode())]) for g in problems}  # per group: the same
+    units = {g: replicate_sets(X) for g, (X, _, _) in problems.items()}
     center_jobs = [GroupJob(g, X, y, np.concatenate([P, X])) for g, (X, y, P) in problems.items()]
     batches = [center_jobs]
     for _ in range(max(0, int(resamples))):
         jobs = []
         for g, (X, y, P) in problems.items():
-            index = draws[g].integers(0, len(X), len(X))
+            picked = draws[g].integers(0, len(units[g]), len(units[g]))
+            index = np.concatenate([units[g][i] for i in picked])
             jobs.append(GroupJob(g, X[index], y[index], P))
         batches.append(jobs)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -133,6 +138,14 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
         relative = relative_noise_scale(on_rows, actual, n_params)
         fitted[g] = Fitted(both[: len(P)], spread, noise, len(X), extrapolation_reach(X, P), relative)
     return fitted
+
+
+def replicate_sets(X: np.ndarray) -> list[np.ndarray]:
+    """The bootstrap's units: the row indices of each distinct input vector (its replicates),
+    in order of first appearance; one row each when every input is distinct, so the draws are
+    then those of a plain row bootstrap."""
+    labels = replicate_labels(X)
+    return [np.flatnonzero(labels == k) for k in range(int(labels.max()) + 1)] if len(labels) else []
 
 
 def relative_noise_scale(predicted: np.ndarray, actual: np.ndarray, n_params: float) -> np.ndarray:

@@ -35,6 +35,30 @@ class Rows:
         """Groups in the order the official evaluator visits them: sorted by name."""
         return sorted(set(self.groups.tolist()))
 
+    def replicate_labels(self) -> np.ndarray:
+        """Per row, in the order group by group (sorted, as group_names) then file order
+        within a group, a label shared by the rows of one group at the same inputs: the
+        replicates of one configuration (seeds, repeated runs), which share a law's error
+        there and are one independent observation, not several (evolve.selection's
+        standard errors, evolve.intervals' bootstrap)."""
+        labels, offset = [], 0
+        for group in self.group_names():
+            own = replicate_labels(self.X[self.groups == group])
+            labels.append(own + offset)
+            offset += int(own.max()) + 1 if len(own) else 0
+        return np.concatenate(labels) if labels else np.zeros(0, dtype=int)
+
+
+def replicate_labels(X: np.ndarray) -> np.ndarray:
+    """Per row of X, the index of its distinct input vector in order of first appearance
+    (rows 0..n-1 when every row is distinct)."""
+    rows = np.ascontiguousarray(np.asarray(X, dtype=float).reshape(len(X), -1))
+    if not len(rows):
+        return np.zeros(0, dtype=int)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # unique's sorted labels renumbered by first appearance
+    return order[inverse.reshape(-1)]
+
 
 def read_rows(path: Path, features: tuple[str, ...], targets: tuple[str, ...], group_column: str | None = GROUP_COLUMN,
               drop_missing: bool = False, empty_hint: str = "") -> Rows:

@@ -147,3 +147,28 @@ def test_floor_keeps_the_interval_at_small_reach_as_wide_as_validation_errors_ne
     fresh = np.abs(np.random.default_rng(6).normal(size=4000))  # errors of the same law at reach 0
     assert 0.87 <= np.mean(fresh <= half[0]) <= 0.93
     assert np.mean(fresh <= multipliers.grown[0]) < 0.3  # without the floor: far below the level
+
+
+def test_replicates_are_resampled_together_and_widen_the_spread_honestly():
+    # Twelve configurations run four times each: the bootstrap's independent units are the
+    # configurations, so every resample holds each drawn configuration with all four of its
+    # replicates, and the spread is that of twelve observations, not of forty-eight rows.
+    rng = np.random.default_rng(4)
+    x = np.repeat(np.geomspace(1.0, 1e3, 12), 4)[:, None]
+    y = (5.0 * x[:, 0] ** -0.3 * np.exp(np.repeat(rng.normal(0, 0.05, 12), 4) + rng.normal(0, 0.002, 48)))[:, None]
+    seen: list[np.ndarray] = []
+
+    def recording(jobs):
+        seen.extend(job.X_fit[:, 0] for job in jobs if len(job.X_predict) == 1)
+        return power_law_batch(jobs)
+
+    point = np.array([[1e5]])
+    clustered = fit_many({"g": (x, y, point)}, recording, resamples=40, n_targets=1)["g"]
+    assert len(seen) == 40
+    for drawn in seen:
+        _, counts = np.unique(drawn, return_counts=True)
+        assert np.all(counts % 4 == 0)
+    # the same rows as if every replicate were its own configuration (jittered inputs)
+    jittered = x * (1 + 1e-9 * np.arange(48))[:, None]
+    rowwise = fit_many({"g": (jittered, y, point)}, power_law_batch, resamples=40, n_targets=1)["g"]
+    assert clustered.spread[0, 0] > 1.4 * rowwise.spread[0, 0]

@@ -119,6 +119,41 @@ def test_a_copy_that_differs_by_solver_rounding_is_within_noise():
     assert chosen.id == 2 and {1, 2} <= set(within)
     assert gap_and_noise((short, copy, np.array([copy.mean()])), (full, base, np.array([base.mean()])))[1] >= 1e-6 * base.mean()
 
+def test_replicate_rows_count_once_toward_the_standard_error():
+    # Three runs of each configuration (identical inputs and, here, identical labels) are one
+    # observation of a law's error there, not three: the gap's standard error must not shrink
+    # by sqrt(3) because each row was repeated, and its mean must not move.
+    from evolve.selection import fold_row_errors
+    from evolve.tasks import Rows
+
+    rng = np.random.default_rng(3)
+    truth_rows = [rng.normal(0, 1, 30), rng.normal(0, 1, 20)]
+    law_a = [t + rng.normal(0, 0.3, len(t)) for t in truth_rows]
+    law_b = [t + rng.normal(0.1, 0.3, len(t)) for t in truth_rows]
+    inputs = [np.arange(len(t), dtype=float)[:, None] for t in truth_rows]
+
+    def errors(predictions, repeat):
+        rows = [Rows(np.repeat(x, repeat, axis=0), np.repeat(t, repeat), np.array(["g"] * (repeat * len(t))))
+                for x, t in zip(inputs, truth_rows)]
+        labels = [r.replicate_labels() for r in rows]
+        return fold_row_errors([np.repeat(p, repeat) for p in predictions], [r.y for r in rows], labels)
+
+    once = [errors(law, 1) for law in (law_a, law_b)]
+    thrice = [errors(law, 3) for law in (law_a, law_b)]
+    for (rows1, folds1), (rows3, folds3) in zip(once, thrice):
+        assert np.allclose(rows1, rows3) and np.allclose(folds1, folds3)
+    gap1, se1 = gap_and_noise((None, *once[1]), (None, *once[0]))
+    gap3, se3 = gap_and_noise((None, *thrice[1]), (None, *thrice[0]))
+    assert np.isclose(gap1, gap3) and np.isclose(se1, se3)
+    # without the labels the repeated rows would read as three times the evidence
+    naive = fold_row_errors([np.repeat(p, 3) for p in law_b], [np.repeat(t, 3) for t in truth_rows])
+    naive_a = fold_row_errors([np.repeat(p, 3) for p in law_a], [np.repeat(t, 3) for t in truth_rows])
+    assert gap_and_noise((None, *naive), (None, *naive_a))[1] < 0.65 * se1
+    # distinct inputs: the labels change nothing
+    distinct = fold_row_errors(law_b, truth_rows, [np.arange(len(t)) for t in truth_rows])
+    assert np.allclose(distinct[0], fold_row_errors(law_b, truth_rows)[0])
+
+
 def test_default_cap_for_uncapped_tasks_comes_from_rows_per_group(tmp_path):
     task = make_task(tmp_path, param_cap=None, rows=60)
     fit_rows = task.validation_folds()[-1][0]
@@ -233,7 +268,7 @@ def test_selection_folds_add_evidence_only_where_train_allows(tmp_path):
 def generic(ident, r2, n_params, name):
     import dataclasses
 
-    from evolve.propose.seeds import GENERIC_NOTE
+    from evolve.propose.seed_kinds import GENERIC_NOTE
 
     return dataclasses.replace(seeded(ident, r2, n_params), explanation=f"seed law {name} {GENERIC_NOTE}")
 
@@ -241,7 +276,7 @@ def generic(ident, r2, n_params, name):
 def test_of_the_generic_seeds_only_the_power_law_is_the_protected_reference():
     import dataclasses
 
-    from evolve.propose.seeds import is_reference_seed
+    from evolve.propose.seed_kinds import is_reference_seed
 
     assert is_reference_seed(generic(1, 0.5, 3, "power_law_with_offset"))
     assert not is_reference_seed(generic(2, 0.9, 2, "log_linear"))

@@ -6,11 +6,10 @@ from pathlib import Path
 
 from evolve.config import RunConfig
 from evolve.program import ProgramError, detect_api, ensure_block, wrap_law_program
+from evolve.propose.seed_kinds import GENERIC_NOTE
 from evolve.tasks import Task
 
 
-GENERIC_NOTE = "(generic: the task ships no seed law)"  # how a generic seed's name ends
-REFERENCE_GENERIC = "power_law_with_offset"  # the generic seed a run's selection protects
 
 
 class SeedError(ValueError):
@@ -41,7 +40,9 @@ def load_seed_program(path: Path, task: Task) -> str:
 
 def default_seeds(task: Task) -> list[tuple[str, str]]:
     """Seed programs for a task that ships none: laws that fit any number of features and
-    targets, written by the offline grammar (so the offline search can read and mutate them).
+    targets, written by the offline grammar (its fitting code, its formulas). The offline
+    search does not climb from them (`OfflineProposer.child_spec`): it starts from its own
+    templates, as beside any seed, and the power law is the reference selection protects.
 
     - the additive power law with an offset, `c + Σ a_i x_i^(-b_i)` (a shifted power or a
       line for features that are not positive), the usual first law in the field;
@@ -76,22 +77,3 @@ def seed_programs(task: Task, config: RunConfig) -> list[tuple[str, str]]:
     if paths:
         return [(path.name, load_seed_program(path, task)) for path in paths]
     return [(f"{name} {GENERIC_NOTE}", code) for name, code in default_seeds(task)]
-
-
-def is_reference_seed(record) -> bool:
-    """True for a seed the end-of-run selection protects (returned unless beaten by the search
-    margin, evolve.selection): every seed the user or the task supplied, and of the generic
-    seeds only the additive power law with offset.
-
-    Why one generic reference: a protected seed is a prior chosen before the data, and the
-    field's prior for scaling data is `c + Σ a_i x_i^(-b_i)` (Kaplan et al. 2020, Hoffmann et
-    al. 2022 and the held-out benchmark's baseline): its offset is the irreducible error a law
-    levels off to beyond the data. The other generic laws (log-linear: no offset, so it keeps
-    falling or rising without bound) are places for the search to start from; picking the best
-    of several generic laws on the validation rows is itself a search, so they are candidates
-    like any evolved law and displace the reference only by the same evidence. Read from the
-    record's explanation (`seed law NAME`), which archives keep across --resume."""
-    if getattr(record, "proposer", None) != "seed":
-        return False
-    name = str(getattr(record, "explanation", "")).removeprefix("seed law ")
-    return not name.endswith(GENERIC_NOTE) or name.startswith(REFERENCE_GENERIC + " ")
