@@ -121,6 +121,27 @@ def test_parentless_request_can_learn_from_inspiration_specs(tasks):
     assert any(not p.explanation.startswith("fresh") for p in proposals)
 
 
+def test_generic_seeds_are_not_climbed_from(tasks):
+    # A run with no seed law scores the generic seeds as references, but searches beside them
+    # as it does beside a user's seed: from the grammar's templates, not by mutating them (which
+    # filled every island with one family). The same grammar law given as a user's seed is
+    # climbed from.
+    import dataclasses
+
+    from evolve.propose.seed_kinds import GENERIC_NOTE
+    from evolve.propose.seeds import default_seeds
+
+    task = tasks["sft_scaling_law"]
+    proposer = OfflineProposer(task)
+    generic = [dataclasses.replace(record(code, task), proposer="seed", explanation=f"seed law {name} {GENERIC_NOTE}")
+               for name, code in default_seeds(task)]
+    children = [proposer.propose(ProposalRequest(task, generic[0], tuple(generic), seed=s)) for s in range(12)]
+    assert all(c.explanation.startswith("fresh law from the grammar") for c in children)
+    users = [dataclasses.replace(g, explanation="seed law mine.py") for g in generic]
+    climbed = [proposer.propose(ProposalRequest(task, users[0], tuple(users), seed=s)) for s in range(12)]
+    assert sum(not c.explanation.startswith("fresh") for c in climbed) >= 9
+
+
 def test_mutations_never_leave_duplicate_terms(tasks):
     proposer = OfflineProposer(tasks["easy_question_scaling_law"])
     for spec in random_specs(proposer, 60, seed=5)[4:]:

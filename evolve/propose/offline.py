@@ -19,6 +19,7 @@ import numpy as np
 from evolve.propose.base import Proposal, ProposalRequest
 from evolve.propose.grammar import OUTPUTS, SpecError, TaskContext, allowed_kinds, candidate_vars, canonical, canonical_order, factor, factor_param_count, feat, law_param_count, new_law, new_spec, task_context, term_key, validate_spec, var_describe, var_sign, within_cap
 from evolve.propose.grammar_code import describe_spec, program_code, spec_from_code
+from evolve.propose.seed_kinds import is_generic_seed
 from evolve.tasks import Task
 
 MAX_TERMS = 8
@@ -435,9 +436,16 @@ class OfflineProposer:
         return [s for s in (readable_spec(r.code, self.ctx) for r in records) if s is not None]
 
     def child_spec(self, request: ProposalRequest, rng: random.Random, seen: set[str]) -> tuple[dict, str]:
-        """A new valid spec not already among the parent, inspirations and recent failures."""
-        parent = readable_spec(request.parent.code, self.ctx)
-        donors = [s for s in (readable_spec(r.code, self.ctx) for r in request.inspirations) if s is not None]
+        """A new valid spec not already among the parent, inspirations and recent failures.
+
+        The generic seeds (a task with no seed law) are neither climbed from nor crossed: they
+        are reference points, scored and protected, and the search beside them starts from the
+        grammar's templates exactly as it does beside a user's or a task's seed (which the
+        grammar cannot read). Climbing from them made a run without a seed a different search:
+        every island filled with mutations of the two generic laws, the best of which on
+        validation (the log-linear law, on several held-out sets) took over."""
+        parent = None if is_generic_seed(request.parent) else readable_spec(request.parent.code, self.ctx)
+        donors = [s for s in (readable_spec(r.code, self.ctx) for r in request.inspirations if not is_generic_seed(r)) if s is not None]
         for _ in range(ATTEMPTS):
             result = self.one_try(parent, donors, rng)
             if result is not None and canonical(result[0]) not in seen:
