@@ -1,10 +1,11 @@
 """Coverage of Law.interval on the 8 SLDBench test splits.
 
 For each task: an offline 150-iteration run (`evolve run TASK --iterations 150 --seed 0
---proposer offline`), its best law by validation, then the fraction of test points inside
-its 90% interval (bootstrap refits and residual noise, widened with the distance beyond the
-fit rows and floored by the interval calibrated without the widening, calibrated by split
-conformal on rolling-origin folds of train; see evolve.intervals). Selection and the intervals never read test; test is read here only
+--proposer offline`), the law it returns (`run.best`: best.py, evolve.selection's choice),
+then the fraction of test points inside its 90% interval (bootstrap refits and residual
+noise, widened with the distance beyond the fit rows and floored by the interval calibrated
+without the widening, calibrated by split conformal on rolling-origin folds of train; see
+evolve.intervals). Selection and the intervals never read test; test is read here only
 to measure the coverage, after the method was fixed on train-only evidence
 (bench/interval_proxy.py, bench/results/interval_proxy.md).
 
@@ -151,7 +152,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         "",
         f"`python bench/intervals.py --runs {args.runs} --level {args.level} --resamples {args.resamples}`",
         f"(runs: `evolve run TASK --iterations {args.iterations} --seed 0 --proposer offline --run-dir {args.runs}/TASK`).",
-        f"Law: the run's best by validation. Coverage: fraction of test points (all targets) inside its {args.level:.0%} interval",
+        f"Law: the one the run returns (`run.best`, best.py). Coverage: fraction of test points (all targets) inside its {args.level:.0%} interval",
         f"(`Law.interval`: half-width max(q₁·d·(1 + reach), q₀·d), d = sqrt(spread² + s²) from {args.resamples} bootstrap refits and the",
         "fit's residual scale s, reach the point's distance beyond the fit rows, q₁ and q₀ calibrated by split conformal on",
         "rolling-origin folds of train; test is read only to measure this). Target: 80–97%. 'reach': median over test points,",
@@ -166,7 +167,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         lines.append(f"| {r['task']} | {r['program']} | {r['val_r2']:.4f} | {r['test_r2']:.4f} | {r['points']} | {r['reach']:.2f} | {r['coverage']:.1%} | {r['without_floor']:.1%} | "
                      f"{r['width']:.3f} | {r['folds']} | {r['scores']} | {r['multiplier']} | {r['floor']} | {r['floor_binds']:.0%} | {r['nested']} | {r['seconds']:.0f} |")
     loads = ", ".join(r["load"].split(" / ")[0] for r in rows)
-    lines += ["", f"{ok} of {len(rows)} tasks within 80–97%. One-minute load average when each task finished: {loads} (2 cores shared by five engineers)."]
+    lines += ["", f"{ok} of {len(rows)} tasks within 80–97%. One-minute load average when each task finished: {loads} (2 cores)."]
     RESULTS.write_text("\n".join(lines) + "\n" + READING)
 
 
