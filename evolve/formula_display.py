@@ -13,7 +13,7 @@ import ast
 
 import numpy as np
 
-from evolve.symbolic import Formula, _sympy, feature_symbols, param_symbols, tidy
+from evolve.symbolic import Formula, feature_symbols, load_sympy, param_symbols, tidy
 
 
 SAFE_FUNCTIONS = frozenset({
@@ -34,7 +34,7 @@ def parse_checked(text: str, features: tuple[str, ...], n_params: int):
     """The sympy expression of a formula text, refused (ValueError) unless it is arithmetic
     on the features, p0..pk, numbers and known functions: the text came from a process that
     ran candidate code, and sympify evaluates what it parses."""
-    sympy = _sympy()
+    sympy = load_sympy()
     names = {**{s.name: s for s in feature_symbols(features)}, **{s.name: s for s in param_symbols(n_params)}}
     if len(text) > 200_000:
         raise ValueError("formula text too long")
@@ -54,7 +54,7 @@ def drop_idle_guards(expression, symbols: list, rows: np.ndarray):
     """`Max(tiny, e)` → `e` (and `Min(huge, e)` → `e`) where the guard never binds on the
     given rows: the numerical safety nets programs add are noise to a reader. A guard that
     binds on any row is kept, so the expression still computes what the program does there."""
-    sympy = _sympy()
+    sympy = load_sympy()
 
     def idle(guard, other, binds) -> bool:
         try:
@@ -79,7 +79,7 @@ def drop_idle_guards(expression, symbols: list, rows: np.ndarray):
 
 
 def values_on(expression, features: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
-    sympy = _sympy()
+    sympy = load_sympy()
     with np.errstate(all="ignore"):
         values = sympy.lambdify(feature_symbols(features), expression, "numpy")(*rows.T)
     return np.broadcast_to(np.asarray(values, dtype=float), (len(rows),))
@@ -97,7 +97,7 @@ def rounding_noise(expression, features: tuple[str, ...], rows: np.ndarray) -> f
     largest term. Terms that cancel (c = 2.57e7 with a·x^-1e-9 = -2.57e7, a log written as a
     power with a vanishing exponent) leave a value of 5 whose last digits are the rounding of
     2.57e7, so a relative tolerance on the value alone would call a harmless rewrite wrong."""
-    sympy = _sympy()
+    sympy = load_sympy()
     terms = expression.args if isinstance(expression, sympy.Add) else (expression,)
     largest = 0.0
     with np.errstate(all="ignore"):
@@ -113,7 +113,7 @@ def fitted_law(formula: Formula, features: tuple[str, ...], params: list[float],
     """The formula with one group's fitted constants in and the guards that never bind on
     its rows dropped; None when the result does not compute what the traced formula does on
     every row (which the sandbox checked against the program itself on a spread of them)."""
-    sympy = _sympy()
+    sympy = load_sympy()
     constants = {s: sympy.Float(float(v), 17) for s, v in zip(param_symbols(len(params)), params)}
     laws = []
     for text in formula.expressions:
@@ -130,7 +130,7 @@ def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
     """The expression with each number shown to the fewest significant digits (at least 4)
     for which the whole still computes its values on the rows to DISPLAY_RTOL; a number the
     law is sensitive to (an exponent inside exp) keeps more. Rounding for reading only."""
-    sympy = _sympy()
+    sympy = load_sympy()
     numbers = sorted(expression.atoms(sympy.Float), key=lambda f: -abs(float(f)))
     if not numbers:
         return tidy(expression)

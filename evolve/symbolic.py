@@ -75,7 +75,9 @@ class FormulaJob:
 # ---------------------------------------------------------------- symbolic numpy
 
 
-def _sympy():
+def load_sympy():
+    """sympy, imported on first use: the import costs a few tenths of a second, which commands
+    that show no formula (and the CLI's start) should not pay."""
     import sympy
 
     return sympy
@@ -140,7 +142,7 @@ def object_dtype(function):
 
 
 def clip(x, low=None, high=None, **kwargs):
-    sympy = _sympy()
+    sympy = load_sympy()
 
     def one(v, lo, hi):
         if lo is not None:
@@ -151,13 +153,13 @@ def clip(x, low=None, high=None, **kwargs):
 
 
 def where(condition, a, b):
-    sympy = _sympy()
+    sympy = load_sympy()
     return elementwise(lambda c, x, y: sympy.Piecewise((x, c), (y, True)))(condition, a, b)
 
 
 def sympy_functions() -> dict:
     """numpy / math names mapped to sympy, for the functions a scaling law uses."""
-    sympy = _sympy()
+    sympy = load_sympy()
     return {
         "exp": sympy.exp,
         "exp2": lambda x: 2**x,
@@ -222,8 +224,8 @@ def symbolic_numpy() -> types.ModuleType:
         module.__dict__[name] = elementwise(function)
     module.clip = clip
     module.where = where
-    module.pi = _sympy().pi
-    module.e = _sympy().E
+    module.pi = load_sympy().pi
+    module.e = load_sympy().E
     return module
 
 
@@ -233,8 +235,8 @@ def symbolic_math() -> types.ModuleType:
     for name, function in sympy_functions().items():
         if hasattr(math, name):
             module.__dict__[name] = function
-    module.pi = _sympy().pi
-    module.e = _sympy().E
+    module.pi = load_sympy().pi
+    module.e = load_sympy().E
     return module
 
 
@@ -262,7 +264,7 @@ def traced_builtins(replacements: dict[str, types.ModuleType]) -> dict:
 
 
 def feature_symbols(features: tuple[str, ...]) -> list:
-    sympy = _sympy()
+    sympy = load_sympy()
     return [sympy.Symbol(name, positive=True) for name in symbol_names(features)]
 
 
@@ -281,13 +283,13 @@ def symbol_names(features: tuple[str, ...]) -> list[str]:
 
 
 def param_symbols(n: int) -> list:
-    sympy = _sympy()
+    sympy = load_sympy()
     return [sympy.Symbol(f"p{i}", real=True) for i in range(n)]
 
 
 def trace_expressions(code: str, features: tuple[str, ...], n_targets: int, n_params: int) -> list:
     """Call scaling_law_func on symbols; raises on anything that does not trace."""
-    sympy = _sympy()
+    sympy = load_sympy()
     replacements = {"numpy": symbolic_numpy(), "math": symbolic_math(), "scipy.special": symbolic_special()}
     namespace = {"__name__": "traced_program", "__builtins__": traced_builtins(replacements)}
     exec(compile(code, "<program>", "exec"), namespace)  # noqa: S102 - runs inside the isolated child
@@ -317,7 +319,7 @@ def real_predictions(code: str, rows: np.ndarray, params: np.ndarray, n_targets:
 
 
 def formula_predictions(expressions: list, features: tuple[str, ...], n_params: int, rows: np.ndarray, params: np.ndarray) -> np.ndarray:
-    sympy = _sympy()
+    sympy = load_sympy()
     symbols = feature_symbols(features) + param_symbols(n_params)
     columns = []
     for expression in expressions:
@@ -336,13 +338,13 @@ def agrees(expected: np.ndarray, got: np.ndarray) -> bool:
 
 def tidy(expression):
     """Whole-number floats as integers, so `1.0*p0` reads `p0` and `10.0**x` reads `10**x`."""
-    sympy = _sympy()
+    sympy = load_sympy()
     whole = {f: sympy.Integer(int(f)) for f in expression.atoms(sympy.Float) if float(f).is_integer() and abs(f) < 1e6}
     return expression.xreplace(whole) if whole else expression
 
 
 def latex_of(expression, features: tuple[str, ...]) -> str:
-    sympy = _sympy()
+    sympy = load_sympy()
     names = {symbol: r"\mathrm{" + name.replace("_", r"\_") + "}" for symbol, name in zip(feature_symbols(features), features)}
     return sympy.latex(expression, symbol_names=names)
 
