@@ -244,7 +244,8 @@ class Law:
         errors support when validation extrapolated further. Test rows are never read.
         Assumptions: held-out errors are exchangeable with the new points' (a law that
         extrapolates worse beyond train than validation showed inside it is not covered);
-        rows within a group are exchangeable for the bootstrap; refits the law fails on are
+        distinct configurations within a group (each with its replicate rows, drawn
+        together) are exchangeable for the bootstrap; refits the law fails on are
         left out; reach sees each feature's range, not products of features (a point inside
         every feature's range that extends N·D gets no growth). With too few calibration
         rows for the level the largest score is used; with none, errors are assumed normal.

@@ -117,7 +117,7 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
         jobs = []
         for g, (X, y, P) in problems.items():
             picked = draws[g].integers(0, len(units[g]), len(units[g]))
-            index = np.concatenate([units[g][i] for i in picked])
+            index = np.concatenate([units[g][i] for i in picked] or [np.zeros(0, dtype=int)])
             jobs.append(GroupJob(g, X[index], y[index], P))
         batches.append(jobs)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

@@ -30,15 +30,16 @@ held-out rows are not evidence. So at the end of a run:
    reparametrised, or a term added that the fit sets to nothing) are not independent
    chances of luck: the share of distinct laws is measured on the re-scored laws (the
    finalists and a seeded random sample of the other tried laws) as the effective number
-   of tests of their per-row gains over the seed (Galwey 2009, from the eigenvalues of
+   of tests of their per-observation gains over the seed (Galwey 2009, from the eigenvalues of
    their correlation matrix), and that share of all tried programs is counted. The seeds
    protected so are the user's or the task's; a task with neither is seeded with generic
    laws, and of those only the additive power law with offset is protected
-   (`evolve.propose.seed_kinds.is_reference_seed`): the others are laws to search from, and
-   choosing the best of them on validation is a search like any other.
+   (`evolve.propose.seed_kinds.is_reference_seed`): the others are candidates scored beside
+   it (the offline search does not climb from them), and choosing the best of them on
+   validation is a search like any other.
 5. One-standard-error rule among the laws that beat the seed (all kept laws when the run
    has no seed that re-scored): the noise of a law's gap to the best is the standard error
-   of the paired per-row differences, or the fold-to-fold spread of the gap when it is
+   of the paired per-observation differences (a row, or a configuration's replicates), or the fold-to-fold spread of the gap when it is
    larger (with three folds or more; two give one degree of freedom). Among the laws within
    one standard error of the best, take the fewest parameters (then the lower error).
 
@@ -87,6 +88,7 @@ Every number here comes from train rows (the validation folds); test is never re
 from __future__ import annotations
 
 import dataclasses
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -242,7 +244,7 @@ def selection_folds(task: Task, max_params: int = 0) -> list:
 
 def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Re-fit a law on each fold (the task's validation folds unless given; through
-    `run(code, jobs, task) -> RunReport`, the scorer's sandbox) and return its per-row and
+    `run(code, jobs, task) -> RunReport`, the scorer's sandbox) and return its per-observation and
     per-fold errors; None on failure."""
     predictions, truths, replicates = [], [], []
     for fit_rows, score_rows in folds if folds is not None else task.validation_folds():
@@ -265,15 +267,18 @@ def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None =
 
 def gap_and_noise(a: tuple, b: tuple) -> tuple[float, float]:
     """How much worse law a's validation NMSE is than law b's, and the standard error of
-    that gap: of the paired per-row differences, or of the fold gaps when that is larger
+    that gap: of the paired per-observation differences (fold_row_errors), or of the fold gaps when that is larger
     (with three folds or more), and never below the fit's numerical precision
     (`FIT_PRECISION` of the larger NMSE): two fits of the same law (a term the fit sets to
     nothing, a reparametrisation) differ by solver rounding, 1e-9 of their error with a
     paired spread smaller still, and a gap of 1.3 such "standard errors" is not evidence
     (it kept a 3-parameter law out of the one-standard-error set of its own 5-parameter
-    copy on a held-out run, so a worse 3-parameter law was returned)."""
+    copy on a held-out run, so a worse 3-parameter law was returned). With a single held-out
+    observation (one fold whose rows are all replicates of one configuration) the spread is
+    unknown, so the noise is infinite: no gap counts as evidence, the seed stands and the
+    one-standard-error rule takes the fewest parameters."""
     diff = a[1] - b[1]
-    row_se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    row_se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.inf
     gaps = a[2] - b[2]  # a spread of two fold gaps has one degree of freedom: not an estimate
     fold_se = float(np.std(gaps, ddof=1) / np.sqrt(len(gaps))) if len(gaps) >= MIN_FOLDS_FOR_SPREAD else 0.0
     precision = FIT_PRECISION * max(float(np.mean(a[1])), float(np.mean(b[1])), 0.0)
@@ -285,7 +290,7 @@ def best_of(candidates: list[tuple]) -> tuple:
 
 
 def one_se_choice(candidates: list[tuple[ProgramRecord, np.ndarray, np.ndarray]]) -> tuple[ProgramRecord, tuple[int, ...]]:
-    """Among (record, per-row errors, per-fold errors), the fewest-parameter law whose
+    """Among (record, per-observation errors, per-fold errors), the fewest-parameter law whose
     validation NMSE is within one standard error of the best's; ties by lower NMSE."""
     best = best_of(candidates)
     within = []
@@ -320,7 +325,8 @@ def search_margin(tried: float) -> float:
 def effective_laws(gains: np.ndarray) -> float:
     """How many independent comparisons a set of laws' gains over the seed amounts to: the
     effective number of tests of Galwey (2009), (Σ√λ)²/Σλ over the eigenvalues λ of the
-    correlation matrix of their per-row gains (rows: held-out rows; columns: laws). Near-
+    correlation matrix of their per-observation gains (rows: held-out observations, a row or
+    a configuration's replicates; columns: laws). Near-
     copies (a law and its reparametrisation) have gains that move together row by row and
     count once; laws that err on different rows count apart. No threshold to set (and,
     unlike Li & Ji's count, no jump at integer eigenvalues)."""

@@ -52,9 +52,9 @@ class Rows:
 def replicate_labels(X: np.ndarray) -> np.ndarray:
     """Per row of X, the index of its distinct input vector in order of first appearance
     (rows 0..n-1 when every row is distinct)."""
-    rows = np.ascontiguousarray(np.asarray(X, dtype=float).reshape(len(X), -1))
-    if not len(rows):
+    if not len(X):
         return np.zeros(0, dtype=int)
+    rows = np.ascontiguousarray(np.asarray(X, dtype=float).reshape(len(X), -1))
     _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first))  # unique's sorted labels renumbered by first appearance
     return order[inverse.reshape(-1)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from evolve.config import TOMLDecodeError, load_toml
-from evolve.table import GROUP_COLUMN, Rows, TaskError, read_csv_records, read_header, read_rows, write_rows  # noqa: F401 - part of evolve.tasks
+from evolve.table import GROUP_COLUMN, Rows, TaskError, read_csv_records, read_header, read_rows, replicate_labels, write_rows  # noqa: F401 - part of evolve.tasks
 
 SPLITS = ("validation", "test", "train")
 VALIDATION_SEED = 20250721
@@ -114,17 +114,25 @@ class Task:
 
 def validation_mask(rows: Rows, features: tuple[str, ...], rule: ValidationRule) -> np.ndarray:
     """The held-out rows of one fold: per group the largest by the rule's column, or a
-    seeded random fraction when the rule has no column."""
+    seeded random fraction when the rule has no column.
+
+    The random cut draws configurations, not rows: the replicates of one input (the same
+    configuration run again) are held out together or fitted together, since a law fitted on
+    one replicate has already seen the others' observation (the column cut keeps them
+    together already: ties are held out together). With every input distinct the draws are
+    those of a row cut, exactly."""
     if rule.column:
         return largest_mask(rows.groups, column_values(rows.X, features, rule.column), rule.fraction)
     mask = np.zeros(len(rows), dtype=bool)
     rng = np.random.default_rng(VALIDATION_SEED)
     for group in rows.group_names():
         index = np.flatnonzero(rows.groups == group)
-        if len(index) < 3:
-            continue  # too few rows to hold any out and still fit
-        k = min(len(index) - 2, max(1, math.ceil(rule.fraction * len(index))))
-        mask[rng.choice(index, size=k, replace=False)] = True
+        labels = replicate_labels(rows.X[index])
+        units = int(labels.max()) + 1 if len(labels) else 0
+        if units < 3:
+            continue  # too few configurations to hold any out and still fit
+        k = min(units - 2, max(1, math.ceil(rule.fraction * units)))
+        mask[index[np.isin(labels, rng.choice(units, size=k, replace=False))]] = True
     return mask
 
 

@@ -154,6 +154,33 @@ def test_replicate_rows_count_once_toward_the_standard_error():
     assert np.allclose(distinct[0], fold_row_errors(law_b, truth_rows)[0])
 
 
+def test_one_replicate_set_is_no_evidence_and_the_seed_stands():
+    # One fold whose held-out rows are four runs of one configuration: one observation, no
+    # spread to measure. A law 0.01 closer to the runs' mean must not beat the seed by
+    # "50,000 standard errors" (the noise had collapsed to the precision floor).
+    from evolve.selection import fold_row_errors, seed_standing
+    from evolve.tasks import Rows
+
+    truth = np.array([1.0, 1.3, 0.8, 1.1])
+    labels = [Rows(np.ones((4, 2)), truth, np.array(["g"] * 4)).replicate_labels()]
+    assert list(labels[0]) == [0, 0, 0, 0]
+    seed_errors = fold_row_errors([np.full(4, 1.2)], [truth], labels)
+    law_errors = fold_row_errors([np.full(4, 1.19)], [truth], labels)
+    gap, noise = gap_and_noise((None, *seed_errors), (None, *law_errors))
+    assert gap > 0 and noise == float("inf")
+    seed = (seeded(1, 0.5, 2), *seed_errors)
+    law = (record(2, 0.5, 2), *law_errors)
+    standing, beating, _ = seed_standing([seed, law], [seed, law], tried=10)
+    assert standing is seed[0] and beating == []
+
+
+def test_replicate_labels_of_no_rows_are_empty():
+    from evolve.table import replicate_labels
+
+    assert replicate_labels(np.zeros((0, 2))).shape == (0,)
+    assert replicate_labels(np.zeros(0)).shape == (0,)
+
+
 def test_default_cap_for_uncapped_tasks_comes_from_rows_per_group(tmp_path):
     task = make_task(tmp_path, param_cap=None, rows=60)
     fit_rows = task.validation_folds()[-1][0]

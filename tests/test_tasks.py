@@ -49,6 +49,19 @@ def test_random_validation_is_seeded():
     assert a.any() and (a == b).all()
 
 
+def test_random_validation_holds_out_replicates_together():
+    # 12 configurations run 3 times each: a random cut must hold out whole configurations
+    # (a law fitted on one replicate has seen its siblings' observation), ~20% of them.
+    from evolve.tasks import Rows, ValidationRule
+
+    X = np.repeat(np.arange(1.0, 13.0), 3)[:, None]
+    rows = Rows(X, np.arange(36.0), np.array(["g"] * 36))
+    mask = validation_mask(rows, ("x",), ValidationRule("", 0.2, 1))
+    held = set(X[mask, 0].tolist())
+    assert len(held) == 3 and mask.sum() == 9  # ceil(0.2 * 12) configurations, all their rows
+    assert not held & set(X[~mask, 0].tolist())
+
+
 def test_unknown_task_is_one_line_error():
     with pytest.raises(TaskError, match="unknown task 'nope'") as info:
         load_task("nope")
