@@ -155,5 +155,15 @@ def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
                 if agrees:
                     shown, texts[k] = trial, f"{float(number):.{digits}g}"
                     break
-    return tidy(expression.xreplace({n: sympy.Float(t, max(1, len(t.lstrip("-").replace(".", "").split("e")[0].lstrip("0")) or 1))
-                                     for n, t in zip(numbers, texts)}))
+    return tidy(expression.xreplace({n: shown_number(t) for n, t in zip(numbers, texts)}))
+
+
+def shown_number(text: str):
+    """The sympy number that prints as `text` (a rounded decimal): a whole number as an exact
+    Integer, since a Float of the text's few significant digits is binary and `tidy` would
+    print its binary value (3.8e+04 at 2 digits is 38016); otherwise a Float of those digits."""
+    sympy = load_sympy()
+    value = float(text)
+    if value.is_integer() and abs(value) < 1e6:
+        return sympy.Integer(int(value))
+    return sympy.Float(text, max(1, len(text.lstrip("-").replace(".", "").split("e")[0].lstrip("0")) or 1))

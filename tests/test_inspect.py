@@ -534,3 +534,21 @@ def test_eval_says_how_many_validation_folds_it_averaged(capsys):
     assert cli_json(capsys, "eval", seed, "--task", "data_constrained_scaling_law", "--split", "test")["folds"] == 1
     code, out, _ = run_cli(capsys, "eval", seed, "--task", "data_constrained_scaling_law")
     assert code == 0 and "mean over 2 folds" in " ".join(out.split())
+
+
+def test_a_rounded_whole_number_prints_its_decimal_value():
+    # 37995.15 rounds to "3.8e+04" at 4 digits (trailing zeros dropped); a 2-digit binary Float
+    # of that text is 38016, which the display printed as a whole number: 2.2e-4 off on the rows.
+    import numpy as np
+    import sympy
+
+    from evolve.formula_display import rounded
+    from evolve.symbolic import feature_symbols
+
+    (tokens,) = feature_symbols(("tokens",))
+    rows = np.geomspace(1e9, 1e11, 20)[:, None]
+    shown = rounded(sympy.Float(37995.15, 17) / tokens**0.5 + sympy.Float(1.7, 17), ("tokens",), rows)
+    assert "38016" not in str(shown)
+    full = 37995.15 / rows[:, 0] ** 0.5 + 1.7
+    values = sympy.lambdify([tokens], shown, "numpy")(rows[:, 0])
+    assert np.allclose(values, full, rtol=1e-4, atol=0)

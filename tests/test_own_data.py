@@ -138,6 +138,9 @@ def test_resume_keeps_the_run_s_own_iterations_and_refuses_fixed_flags(user_task
     _, archive, _ = resume_run(run)
     archive.close()
     assert run_overview(run, run / "archive.db")["planned_iterations"] == 5
+    fewer = evolve("run", "--resume", run, "--iterations", "1", "--quiet")  # a run cannot be un-run
+    assert fewer.returncode == 2 and "already run 2 iterations" in fewer.stderr and "Traceback" not in fewer.stderr
+    assert run_overview(run, run / "archive.db")["planned_iterations"] == 5  # refused: nothing changed
 
 
 def test_tables_keep_whole_names_when_piped():

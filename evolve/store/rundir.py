@@ -153,6 +153,10 @@ def resume_run(resume_dir: Path, iterations: int | None = None) -> tuple[RunConf
         archive.close()
         raise ArchiveError(f"{resume_dir} was stopped before it stored its settings: start it again with `evolve run TASK --run-dir {resume_dir}`")
     resumed = config_from_stored(stored)
+    done = archive.max_iteration()
+    if iterations is not None and iterations < done:  # a run cannot be un-run: refuse, change nothing
+        archive.close()
+        raise ArchiveError(f"{resume_dir} has already run {done} iterations: --iterations must be at least {done}")
     if iterations is not None and iterations != resumed.iterations:
         resumed = dataclasses.replace(resumed, iterations=iterations)
         archive.set_meta("config", {**stored, "iterations": iterations})  # the run's plan now: `evolve runs` shows it, a later resume keeps it
