@@ -13,7 +13,7 @@ import ast
 
 import numpy as np
 
-from evolve.symbolic import Formula, feature_symbols, load_sympy, param_symbols, tidy
+from evolve.symbolic import WHOLE_BELOW, Formula, feature_symbols, load_sympy, param_symbols, tidy
 
 
 SAFE_FUNCTIONS = frozenset({
@@ -164,6 +164,6 @@ def shown_number(text: str):
     print its binary value (3.8e+04 at 2 digits is 38016); otherwise a Float of those digits."""
     sympy = load_sympy()
     value = float(text)
-    if value.is_integer() and abs(value) < 1e6:
+    if value.is_integer() and abs(value) < WHOLE_BELOW:
         return sympy.Integer(int(value))
     return sympy.Float(text, max(1, len(text.lstrip("-").replace(".", "").split("e")[0].lstrip("0")) or 1))

@@ -30,8 +30,8 @@ held-out rows are not evidence. So at the end of a run:
    reparametrised, or a term added that the fit sets to nothing) are not independent
    chances of luck: the share of distinct laws is measured on the re-scored laws (the
    finalists and a seeded random sample of the other tried laws) as the effective number
-   of tests of their per-observation gains over the seed (Galwey 2009, from the eigenvalues of
-   their correlation matrix), and that share of all tried programs is counted. The seeds
+   of tests of their per-observation gains over the seed (Galwey 2009, from the eigenvalues
+   of their correlation matrix), and that share of all tried programs is counted. The seeds
    protected so are the user's or the task's; a task with neither is seeded with generic
    laws, and of those only the additive power law with offset is protected
    (`evolve.propose.seed_kinds.is_reference_seed`): the others are candidates scored beside
@@ -39,8 +39,9 @@ held-out rows are not evidence. So at the end of a run:
    validation is a search like any other.
 5. One-standard-error rule among the laws that beat the seed (all kept laws when the run
    has no seed that re-scored): the noise of a law's gap to the best is the standard error
-   of the paired per-observation differences (a row, or a configuration's replicates), or the fold-to-fold spread of the gap when it is
-   larger (with three folds or more; two give one degree of freedom). Among the laws within
+   of the paired per-observation differences (a row, or a configuration's replicates), or
+   the fold-to-fold spread of the gap when it is larger (with three folds or more; two give
+   one degree of freedom). Among the laws within
    one standard error of the best, take the fewest parameters (then the lower error).
 
 How each choice was made (principles and train-only evidence; test figures only measure):
@@ -244,8 +245,8 @@ def selection_folds(task: Task, max_params: int = 0) -> list:
 
 def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Re-fit a law on each fold (the task's validation folds unless given; through
-    `run(code, jobs, task) -> RunReport`, the scorer's sandbox) and return its per-observation and
-    per-fold errors; None on failure."""
+    `run(code, jobs, task) -> RunReport`, the scorer's sandbox) and return its
+    per-observation and per-fold errors; None on failure."""
     predictions, truths, replicates = [], [], []
     for fit_rows, score_rows in folds if folds is not None else task.validation_folds():
         if not len(score_rows):
@@ -267,8 +268,8 @@ def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None =
 
 def gap_and_noise(a: tuple, b: tuple) -> tuple[float, float]:
     """How much worse law a's validation NMSE is than law b's, and the standard error of
-    that gap: of the paired per-observation differences (fold_row_errors), or of the fold gaps when that is larger
-    (with three folds or more), and never below the fit's numerical precision
+    that gap: of the paired per-observation differences (fold_row_errors), or of the fold
+    gaps when that is larger (with three folds or more), and never below the fit's numerical precision
     (`FIT_PRECISION` of the larger NMSE): two fits of the same law (a term the fit sets to
     nothing, a reparametrisation) differ by solver rounding, 1e-9 of their error with a
     paired spread smaller still, and a gap of 1.3 such "standard errors" is not evidence
@@ -326,9 +327,8 @@ def effective_laws(gains: np.ndarray) -> float:
     """How many independent comparisons a set of laws' gains over the seed amounts to: the
     effective number of tests of Galwey (2009), (Σ√λ)²/Σλ over the eigenvalues λ of the
     correlation matrix of their per-observation gains (rows: held-out observations, a row or
-    a configuration's replicates; columns: laws). Near-
-    copies (a law and its reparametrisation) have gains that move together row by row and
-    count once; laws that err on different rows count apart. No threshold to set (and,
+    a configuration's replicates; columns: laws). Near-copies (a law and its
+    reparametrisation) have gains that move together row by row and count once; laws that err on different rows count apart. No threshold to set (and,
     unlike Li & Ji's count, no jump at integer eigenvalues)."""
     if gains.ndim != 2 or gains.shape[1] == 0:
         return 1.0

@@ -336,10 +336,13 @@ def agrees(expected: np.ndarray, got: np.ndarray) -> bool:
     return bool(np.allclose(expected[both_finite], got[both_finite], rtol=CHECK_RTOL, atol=1e-12))
 
 
+WHOLE_BELOW = 1e6  # a whole-number float smaller than this reads as an integer (larger ones keep their exponent)
+
+
 def tidy(expression):
     """Whole-number floats as integers, so `1.0*p0` reads `p0` and `10.0**x` reads `10**x`."""
     sympy = load_sympy()
-    whole = {f: sympy.Integer(int(f)) for f in expression.atoms(sympy.Float) if float(f).is_integer() and abs(f) < 1e6}
+    whole = {f: sympy.Integer(int(f)) for f in expression.atoms(sympy.Float) if float(f).is_integer() and abs(f) < WHOLE_BELOW}
     return expression.xreplace(whole) if whole else expression
 
 

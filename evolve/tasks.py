@@ -128,7 +128,7 @@ def validation_mask(rows: Rows, features: tuple[str, ...], rule: ValidationRule)
     for group in rows.group_names():
         index = np.flatnonzero(rows.groups == group)
         labels = replicate_labels(rows.X[index])
-        units = int(labels.max()) + 1 if len(labels) else 0
+        units = int(labels.max()) + 1  # a group of rows has at least one
         if units < 3:
             continue  # too few configurations to hold any out and still fit
         k = min(units - 2, max(1, math.ceil(rule.fraction * units)))

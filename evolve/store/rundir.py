@@ -153,8 +153,7 @@ def resume_run(resume_dir: Path, iterations: int | None = None) -> tuple[RunConf
         archive.close()
         raise ArchiveError(f"{resume_dir} was stopped before it stored its settings: start it again with `evolve run TASK --run-dir {resume_dir}`")
     resumed = config_from_stored(stored)
-    done = archive.max_iteration()
-    if iterations is not None and iterations < done:  # a run cannot be un-run: refuse, change nothing
+    if iterations is not None and iterations < (done := archive.max_iteration()):  # a run cannot be un-run: refuse, change nothing
         archive.close()
         raise ArchiveError(f"{resume_dir} has already run {done} iterations: --iterations must be at least {done}")
     if iterations is not None and iterations != resumed.iterations:
