@@ -13,6 +13,7 @@ import ast
 
 import numpy as np
 
+from evolve.program import parse_python
 from evolve.symbolic import WHOLE_BELOW, Formula, feature_symbols, load_sympy, param_symbols, tidy
 
 
@@ -38,7 +39,7 @@ def parse_checked(text: str, features: tuple[str, ...], n_params: int):
     names = {**{s.name: s for s in feature_symbols(features)}, **{s.name: s for s in param_symbols(n_params)}}
     if len(text) > 200_000:
         raise ValueError("formula text too long")
-    for node in ast.walk(ast.parse(text, mode="eval")):
+    for node in ast.walk(parse_python(text, mode="eval")):
         if not isinstance(node, SAFE_NODES):
             raise ValueError(f"not arithmetic: {type(node).__name__}")
         if isinstance(node, ast.Name) and node.id not in names and node.id not in SAFE_FUNCTIONS | SAFE_CONSTANTS:

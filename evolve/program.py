@@ -24,12 +24,13 @@ LAW_FUNCTION = "law"
 PARSE_LOCK = threading.Lock()
 
 
-def parse_python(text: str) -> ast.Module:
+def parse_python(text: str, mode: str = "exec") -> ast.AST:
     """ast.parse, one thread at a time: CPython 3.11's parser shares state between threads
     and can raise a spurious SystemError under concurrency (python/cpython#106905), and the
-    loop parses candidates from several threads. Every parse in evolve goes through here."""
+    loop parses candidates, and checks formula lines, from several threads. Every parse in
+    evolve goes through here: one parse outside the lock races every parse inside it."""
     with PARSE_LOCK:
-        return ast.parse(text)
+        return ast.parse(text, mode=mode)
 
 
 class ProgramError(ValueError):

@@ -16,6 +16,7 @@ import ast
 import numpy as np
 from scipy import special
 
+from evolve.program import parse_python
 from evolve.symbolic import symbol_names
 
 MAX_CHARS = 20_000
@@ -55,7 +56,7 @@ def evaluate(text: str, names: dict[str, np.ndarray]) -> np.ndarray:
     if not isinstance(text, str) or len(text) > MAX_CHARS:
         raise Unsupported("formula too long")
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = parse_python(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise Unsupported("formula does not parse") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
