@@ -36,6 +36,10 @@ matches llama-cpp-python's server as probed below:
   and an SSE comment `: ping` every N seconds until it ends, prompt processing included
   (sse-starlette's keep-alive under llama-cpp-python, 15 s): a client whose timeout is
   per read never times out on such a stream, however slow the server.
+* `close_delay_s=N`: a connection the server drops after a reply (an empty stream's, an
+  interrupted stream's) is closed N seconds after the reply ends, as a busy server does: a
+  client sending its next request on it meanwhile gets "Server disconnected without
+  sending a response" (httpx's RemoteProtocolError). Seen once in CI with no delay set.
 * `interrupt_streams=True`: a request arriving while a stream is being generated ends
   that stream early with `[DONE]` and no finish_reason (llama-cpp-python's default
   `interrupt_requests`).
@@ -275,6 +279,7 @@ class FakeOpenAI:
         abort_non_streaming: bool = False,
         interrupt_streams: bool = False,
         sse_ping_s: float | None = None,
+        close_delay_s: float = 0.0,
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = ("500", "503", "reset"),
         fault_seed: int = 0,
@@ -296,6 +301,7 @@ class FakeOpenAI:
         self.abort_non_streaming = abort_non_streaming
         self.interrupt_streams = interrupt_streams
         self.sse_ping_s = sse_ping_s  # a streamed reply's headers at once, then ": ping" comments this often
+        self.close_delay_s = close_delay_s  # between a reply's end and the close of a connection it drops
         self.fault_rate = fault_rate
         self.fault_kinds = fault_kinds
         self._fault_rng = random.Random(fault_seed)
@@ -541,6 +547,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.fake._connections.add(self.connection)
 
     def finish(self) -> None:
+        time.sleep(self.server.fake.close_delay_s)  # the client may send on it meanwhile: a stale connection
         with self.server.fake._lock:
             self.server.fake._connections.discard(self.connection)
         try:

@@ -245,6 +245,15 @@ def test_a_prompt_that_never_fits_stops_with_one_line_and_the_full_server_messag
     assert "Please reduce the length of the messages" in text  # not cut at 240 characters
 
 
+def test_a_request_on_a_connection_the_server_just_closed_is_sent_again_uncounted(task):
+    # llama-cpp-python drops the connection after an empty (overflowing) stream; a busy server
+    # closes it late, and the plain request that asks why went out on it (CI flake, 72dbf87)
+    with FakeOpenAI.like_llama_cpp(context_size=50, close_delay_s=0.3) as server:
+        with pytest.raises(ContextOverflow, match="Please reduce the length"):
+            fake_client(server, max_retries=0).complete([{"role": "user", "content": "x" * 400}])
+    assert [s.status for s in server.served] == [400, 400]  # the stream, then the plain request
+
+
 def test_preflight_names_an_unreachable_url():
     import socket
 

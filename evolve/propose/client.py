@@ -56,7 +56,7 @@ from tenacity import (
 
 from evolve.config import ModelConfig
 from evolve.propose.errors import Cancelled, ContextOverflow, LLMAuthError, LLMError, LLMUnavailable
-from evolve.propose.endpoint import _retry_after, _root_cause, context_size_in, effective_concurrency, is_context_overflow
+from evolve.propose.endpoint import _retry_after, _root_cause, context_size_in, effective_concurrency, is_context_overflow, is_stale_connection, refusal_message, server_message
 from evolve.propose.usage import ModelUsage, Usage  # noqa: F401 - re-exported: callers import them from here
 from evolve.propose.stream import EmptyStream, OpenStreams, RawReply, StreamProgress, StreamTimeout, expire_stream, read_stream
 
@@ -254,7 +254,7 @@ class LLMClient:
             try:
                 return self._send(messages, model, seed)
             except openai.BadRequestError as exc:
-                if not self.adapt_options(model, _server_message(exc)):
+                if not self.adapt_options(model, server_message(exc)):
                     raise self._status_error(exc, model) from None
                 log.info("model %s refused a sampling field; now sending %s", model, ", ".join(sorted(self.request_options(model))))
 
@@ -268,15 +268,15 @@ class LLMClient:
             try:
                 if self.config.stream:
                     try:
-                        return self._streamed(messages, model, extra, started)
+                        return self._resent_if_stale(self._streamed, messages, model, extra, started)
                     except EmptyStream:  # llama-cpp-python fails inside a stream: a plain request says why
                         log.info("%s sent an empty stream; asking again without streaming", self.base_url)
-                return self._plain(messages, model, extra, started)
+                return self._resent_if_stale(self._plain, messages, model, extra, started)
             except openai.BadRequestError as exc:
                 if is_context_overflow(exc):
-                    detail = _server_message(exc)
+                    detail = server_message(exc)
                     self.context_size = context_size_in(detail) or self.context_size
-                    raise ContextOverflow(self._redact(_refusal_message(400, self.base_url, model, detail), limit=1000)) from None
+                    raise ContextOverflow(self._redact(refusal_message(400, self.base_url, model, detail), limit=1000)) from None
                 raise
             except (openai.APITimeoutError, StreamTimeout):  # not resent: the same request would time out again
                 raise LLMUnavailable(f"{self.base_url} timed out after {self.config.request_timeout_s:g}s (not resent)") from None
@@ -290,6 +290,20 @@ class LLMClient:
                 raise _Transient(f"invalid JSON in reply ({exc.msg})") from None
         finally:
             self._slots.release()
+
+    def _resent_if_stale(self, send: Any, *args: Any) -> RawReply:
+        """send(*args), once more at once when it went out on a kept-alive connection the
+        server had closed (nothing came back, so nothing was generated; llama-cpp-python
+        closes the connection after an empty stream). Not a retry: no wait, no count."""
+        import openai  # already loaded by the constructor
+
+        try:
+            return send(*args)
+        except openai.APIConnectionError as exc:
+            if not is_stale_connection(exc) or self._streams.cancelled.is_set():
+                raise
+        log.info("%s had closed a kept-alive connection; sending on a new one", self.base_url)
+        return send(*args)
 
     def _take_slot(self) -> None:
         """Wait for a free concurrency slot, giving up when the client is cancelled."""
@@ -378,10 +392,10 @@ class LLMClient:
 
     def _status_error(self, exc: openai.APIStatusError, model: str) -> Exception:
         status = exc.status_code
-        detail = _server_message(exc)
+        detail = server_message(exc)
         if status in RETRYABLE_STATUS or status >= 500:
             return _Transient(f"HTTP {status}: {detail}", _retry_after(exc.response.headers))
-        return LLMAuthError(self._redact(_refusal_message(status, self.base_url, model, detail)))
+        return LLMAuthError(self._redact(refusal_message(status, self.base_url, model, detail)))
 
     def _wait(self, state: RetryCallState) -> float:
         """Backoff: the server's Retry-After (capped) when given, else exponential with jitter."""
@@ -469,26 +483,6 @@ def estimate_tokens(messages: list[dict]) -> int:
 
 def _estimate(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        message = inner.get("message") if isinstance(inner, dict) else inner
-        if message:
-            return str(message)
-    return exc.message or f"HTTP {exc.status_code}"
-
-
-def _refusal_message(status: int, url: str, model: str, detail: str) -> str:
-    if status == 401:
-        return f"the endpoint {url} refused the API key (401): check OPENAI_API_KEY or [model] api_key"
-    if status == 403:
-        return f"the endpoint {url} denied access (403): check the API key's permissions for model {model!r}"
-    if status == 404:
-        return f"the endpoint {url} has no model {model!r} or no chat completions route (404): {detail}"
-    return f"the endpoint {url} rejected the request for model {model!r} ({status}): {detail}"
 
 
 def redact(text: str, secret: str | None, limit: int = MAX_MESSAGE_CHARS) -> str:

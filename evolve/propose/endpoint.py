@@ -1,5 +1,6 @@
 """Facts about the endpoint the LLM client talks to: is it a local (loopback) server, is a
-400 a context overflow, does it answer at all (the preflight), and what Retry-After says.
+400 a context overflow, does it answer at all (the preflight), what Retry-After says, what a
+refusal means, and whether a failed request only hit a connection the server had closed.
 
 Local servers (llama.cpp, Ollama, a vLLM on the same machine) usually generate one reply
 at a time, so the default concurrency there is 1; a remote API gets 2.
@@ -161,6 +162,14 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def is_stale_connection(exc: BaseException) -> bool:
+    """httpx's error for a request sent on a pooled connection the server closed before
+    answering (RemoteProtocolError "Server disconnected without sending a response")."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return type(exc).__name__ == "RemoteProtocolError" and "without sending a response" in str(exc)
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost cause, e.g. 'ConnectError: [Errno 111] Connection refused'."""
     while exc.__cause__ is not None:
@@ -169,3 +178,23 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def server_message(exc: Any) -> str:
+    """What a refusing server said (its error message), else the HTTP status."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+        if message:
+            return str(message)
+    return exc.message or f"HTTP {exc.status_code}"
+
+
+def refusal_message(status: int, url: str, model: str, detail: str) -> str:
+    """One line saying what a 4xx refusal means for the user."""
+    if status == 401:
+        return f"the endpoint {url} refused the API key (401): check OPENAI_API_KEY or [model] api_key"
+    if status == 403:
+        return f"the endpoint {url} denied access (403): check the API key's permissions for model {model!r}"
+    if status == 404:
+        return f"the endpoint {url} has no model {model!r} or no chat completions route (404): {detail}"
+    return f"the endpoint {url} rejected the request for model {model!r} ({status}): {detail}"
