@@ -16,6 +16,7 @@ yourself). Nothing here writes to a run's archive.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from evolve.warm_scorer import close_scorers, shared_scorer  # noqa: F401 - part
 from evolve.status import Status
 from evolve.store.rundir import open_read_only, returned_law, run_task
 from evolve.tasks import Task
+from evolve.text import name_some
 
 BOOTSTRAP_RESAMPLES = 30
 class LawError(ValueError):
@@ -173,8 +175,7 @@ class Law:
     def _group_rows(self, group: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.task.train.groups == group
         if not mask.any():
-            known = ", ".join(self.task.train.group_names()[:10])
-            raise LawError(f"unknown group {group!r} (groups: {known}{', ...' if len(self.task.train.group_names()) > 10 else ''})")
+            raise LawError(f"unknown group {group!r} (groups: {name_some(self.task.train.group_names())})")
         return self.task.train.X[mask], self.task.train.y[mask]
 
     def _as_matrix(self, X) -> np.ndarray:
@@ -360,15 +361,31 @@ SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params
 DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "train_tokens", "dataset_size", "samples_seen", "seen_examples")
 
 
+SIZE_WORDS = ("params", "parameters", "param")  # a word of a longer name ("N (params)") that says model size
+DATA_WORDS = ("tokens", "samples", "examples")
+
+
 def size_and_data_features(features: tuple[str, ...], size: str | None = None, data: str | None = None) -> tuple[int, int]:
-    """The columns of model size N and data D: as named, else found by their usual names."""
+    """The columns of model size N and data D: as named, else found by their usual names
+    (case, spaces and units in brackets aside), else by one unambiguous word in one name."""
     for name in (size, data):
         if name is not None and name not in features:
             raise LawError(f"no feature {name!r} (features are {', '.join(features)})")
-    lowered = [f.lower() for f in features]
-    n = features.index(size) if size is not None else next((i for i, f in enumerate(lowered) if f in SIZE_NAMES), None)
-    d = features.index(data) if data is not None else next((i for i, f in enumerate(lowered) if f in DATA_NAMES), None)
+    if size is not None and size == data:
+        raise LawError(f"size and data (--size, --data) name the same feature {size!r}: N and D are two features")
+    n = features.index(size) if size is not None else usual_feature(features, SIZE_NAMES, SIZE_WORDS)
+    d = features.index(data) if data is not None else usual_feature(features, DATA_NAMES, DATA_WORDS)
     if n is None or d is None or n == d:
         raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); "
                        "name them with size= and data= (--size and --data), or it does not apply to this task")
     return n, d
+
+
+def usual_feature(features: tuple[str, ...], names: tuple[str, ...], words: tuple[str, ...]) -> int | None:
+    """The feature whose normalised name is one of `names`, else the only one with one of `words`."""
+    normalised = [re.sub(r"[^a-z0-9]+", "_", f.lower()).strip("_") for f in features]
+    exact = [i for i, f in enumerate(normalised) if f in names]
+    if exact:
+        return exact[0]
+    worded = [i for i, f in enumerate(normalised) if set(f.split("_")) & set(words)]
+    return worded[0] if len(worded) == 1 else None

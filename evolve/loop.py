@@ -251,9 +251,7 @@ class Evolution:
                            f"resume with `evolve run --resume {self.config.run_dir}` when it is back")
         pause = limit * OUTAGE_PAUSES[min(self.outage_rounds, len(OUTAGE_PAUSES) - 1)]
         self.outage_rounds += 1
-        note = getattr(self.progress, "note", None)
-        if note is not None:
-            note(f"model endpoint unavailable for {down_for:.0f} s ({getattr(self, 'outage_message', '')}); asking again in {pause:.0f} s")
+        self.progress.note(f"model endpoint unavailable for {down_for:.0f} s ({getattr(self, 'outage_message', '')}); asking again in {pause:.0f} s")
         time.sleep(min(pause, max(0.0, limit - down_for)))
 
     def stop_now(self, unhandled: list[tuple[ProposalRequest, Future]], stored: int) -> None:
@@ -343,6 +341,8 @@ class Progress(Protocol):
     def seed(self, name: str, evaluation: Evaluation) -> None: ...
     def start(self, task: str, run_dir: Path, done: int, total: int, best: ProgramRecord | None, proposer: str, usage) -> None: ...
     def child(self, record: ProgramRecord) -> None: ...
+    def note(self, text: str) -> None: ...
+    def phase(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -356,6 +356,12 @@ class Silent:
         pass
 
     def child(self, record) -> None:
+        pass
+
+    def note(self, text) -> None:
+        pass
+
+    def phase(self, text) -> None:
         pass
 
     def stop(self) -> None:
@@ -447,7 +453,9 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
                 raise
             executor.shutdown(wait=True)
             progress.stop()
+            progress.phase(f"choosing the law from train alone (finalists refitted on fresh folds), then scoring the top {config.top_k_test} on test")
             top = end_of_run(archive, task, scorer, config.top_k_test, run_dir)  # inside this block: a Ctrl-C there is "interrupted" too
+            progress.stop()
         summary = summarize(archive, run_dir, task, stopped, time.perf_counter() - started, top, usage)
         archive.set_meta("finished_at", time.time())
         archive.set_meta("status", "finished")  # the last step: any stop before it leaves the run resumable

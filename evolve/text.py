@@ -50,6 +50,13 @@ def shorten(text: str, width: int, at_word: bool = False) -> str:
     return cut + "…"
 
 
+def name_some(names, limit: int = 10) -> str:
+    """The first `limit` names, comma-separated, and how many there are when some are left out."""
+    names = [str(n) for n in names]
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
+
+
 def one_line(text: str) -> str:
     """Whitespace folded to single spaces: for messages that must stay on one line."""
     return " ".join(str(text).split())

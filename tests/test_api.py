@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import subprocess
 import sys
@@ -143,8 +144,11 @@ def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):
     rows.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.csv"
     assert main(["predict", str(sft_run.path), "--csv", str(rows), "--interval", "0.9", "-o", str(out)]) == 0
+    given, written = list(csv.DictReader(rows.open())), list(csv.DictReader(out.open()))
     header = out.read_text().splitlines()[0].split(",")
-    assert header[-3:] == ["predicted_loss", "loss_low", "loss_high"]
+    assert header == lines[0].split(",") + ["predicted_loss", "loss_low", "loss_high"]  # the input's columns kept, in order
+    assert [{k: w[k] for k in g} for g, w in zip(given, written)] == given and len(written) == 3
+    assert all(float(w["loss_low"]) <= float(w["predicted_loss"]) <= float(w["loss_high"]) for w in written)
     assert main(["optimize", str(sft_run.path), "--compute", "1e22"]) == 2  # no size and data features: one line
     assert "does not apply" in capsys.readouterr().err
 

@@ -137,11 +137,15 @@ def test_predict_reads_the_group_column_of_the_csv_the_task_was_made_from(tmp_pa
     source = write(tmp_path / "d.csv", ["model", "size", "loss"], grid())
     assert main(["tasks", "new", str(tmp_path / "t"), "--csv", str(source), "--features", "size", "--targets", "loss", "--group-column", "model"]) == 0
     task = load_task(tmp_path / "t")
-    rows, groups = rows_to_predict(source, task, None)  # the user's own CSV, with its own 'model' column
-    assert groups.tolist() == [r[0] for r in grid()] and len(rows) == len(groups)
-    _, forced = rows_to_predict(source, task, "b")
-    assert set(forced.tolist()) == {"b"}
+    rows, groups, column = rows_to_predict(source, task, None)  # the user's own CSV, with its own 'model' column
+    assert groups.tolist() == [r[0] for r in grid()] and len(rows) == len(groups) and column == "model"
+    with pytest.raises(TaskError, match="--group 'b', but its column 'model' names other groups \\(a\\)"):
+        rows_to_predict(source, task, "b")  # a contradiction is refused, not settled silently
+    only_b = write(tmp_path / "b.csv", ["model", "size"], [["b", 1e12]])
+    assert rows_to_predict(only_b, task, "b")[1].tolist() == ["b"]
     bare = write(tmp_path / "new.csv", ["size"], [[1e12]])
+    _, forced, column = rows_to_predict(bare, task, "b")
+    assert forced.tolist() == ["b"] and column is None
     with pytest.raises(TaskError, match="no group column .*'model' column.*--group"):
         rows_to_predict(bare, task, None)
 
@@ -182,12 +186,30 @@ def test_the_size_and_data_features_can_be_named_when_their_names_are_not_the_us
         size_and_data_features(features)
     with pytest.raises(LawError, match="no feature 'N'"):
         size_and_data_features(features, "N", "Training Tokens")
+    assert size_and_data_features(("D (tokens)", "N (params)")) == (1, 0)  # units in brackets
+    assert size_and_data_features(("lr", "Model Parameters", "Training Tokens")) == (1, 2)  # one word each, unambiguous
+    with pytest.raises(LawError, match="name the same feature 'Model Size'"):
+        size_and_data_features(features, "Model Size", "Model Size")
 
 
 def test_a_wrong_run_setting_is_named_alone(tmp_path, capsys):
     assert main(["run", "sft_scaling_law", "--iterations", "-5", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "iterations must be >= 0, not -5" in err and "islands" not in err and not (tmp_path / "r").exists()
+
+
+def test_settings_that_could_not_act_are_refused_before_the_run_starts(tmp_path, capsys):
+    for flags, said in ((["--prompts-dir", str(tmp_path / "nowhere")], "prompts folder"),
+                        (["--prompts-dir", str(tmp_path)], "lacks system.j2 and user.j2"),
+                        (["--budget-usd", "5"], "a cost budget needs model prices")):
+        assert main(["run", "sft_scaling_law", *flags, "--run-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1 and not (tmp_path / "r").exists(), err
+    from evolve.cli.run_cmd import build_config
+
+    priced = tmp_path / "priced.toml"
+    priced.write_text('[[model.models]]\nname = "m"\nprice_prompt_per_mtok = 0.15\n')
+    assert build_config("sft_scaling_law", priced, (), {"budget_usd": 5.0}).budget_usd == 5.0  # with prices it can bind
 
 
 def test_predict_refuses_an_output_it_cannot_write_before_fitting(tmp_path):

@@ -140,8 +140,23 @@ def test_runs_lists_every_run_with_its_best(capsys, built_run, real_run, tmp_pat
     assert built["best_id"] == 2 and built["status"] == "finished" and built["iterations"] == 3
     assert built["best_test_r2"] is not None
     assert built["prompt_tokens"] + built["completion_tokens"] == 250  # no usage meta: summed from the programs
+    real = next(o for o in listed if o is not built)
+    assert real["law_chosen"] is True and built["law_chosen"] is False  # built by hand: it never chose
     code, out, _ = run_cli(capsys, "runs", "--dir", tmp_path / "runs")
     assert code == 0 and built_run.parent.name in out and real_run.parent.name in out
+    lines = {name: next(line for line in out.splitlines() if name in line) for name in (built_run.parent.name, real_run.parent.name)}
+    assert f"{built['law_id']}*" in lines[built_run.parent.name].split() and "* not chosen yet" in out
+    assert f"{real['law_id']}" in lines[real_run.parent.name].split()
+
+
+def test_a_run_that_never_chose_its_law_says_which_law_predict_uses(capsys, built_run, real_run):
+    from evolve.cli.use_cmd import pick_law
+
+    _, law = pick_law(built_run, None)
+    err = capsys.readouterr().err
+    assert law.record.id == 2 and "has not chosen its law" in err and "program 2, the best by validation" in err
+    pick_law(real_run, None)
+    assert capsys.readouterr().err == ""
 
 
 def test_runs_in_a_missing_directory_is_a_one_line_error(capsys, tmp_path):
@@ -534,6 +549,13 @@ def test_eval_says_how_many_validation_folds_it_averaged(capsys):
     assert cli_json(capsys, "eval", seed, "--task", "data_constrained_scaling_law", "--split", "test")["folds"] == 1
     code, out, _ = run_cli(capsys, "eval", seed, "--task", "data_constrained_scaling_law")
     assert code == 0 and "mean over 2 folds" in " ".join(out.split())
+
+
+def test_eval_of_a_broken_program_names_the_file(capsys, tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def scaling_law_func(x, p:\n    return 1\n")
+    code, _, err = run_cli(capsys, "eval", bad, "--task", TASK)
+    assert code == 2 and err.strip() == f"evolve: error: {bad}: line 1: '(' was never closed"
 
 
 def test_a_rounded_whole_number_prints_its_decimal_value():

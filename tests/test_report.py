@@ -201,3 +201,26 @@ def test_report_renders_in_headless_chromium(real_report, tmp_path):
     done = subprocess.run([sys.executable, str(BENCH), str(path), "-o", str(tmp_path / "shot.png")], check=False, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK" in done.stdout.splitlines()[-1]
+
+
+def test_the_group_plot_puts_the_split_column_on_its_axis_and_every_train_row_on_it():
+    # a params*tokens split: the x axis is the product it names, not params under that label;
+    # a train row sharing params with a validation row (another tokens value) is still drawn
+    from evolve.report.analysis import SplitFit
+    from evolve.report.plots import axis_values, draw_group, pyplot, scale_axis
+
+    assert scale_axis(("params", "tokens"), "params*tokens") == ((0, 1), "params*tokens")
+    assert scale_axis(("params", "tokens"), "compute") == ((0,), "params")  # not a feature: the first feature
+    assert scale_axis(("lr", "tokens"), "params*tokens") == ((1,), "tokens")
+    X = np.array([[1e8, 1e9], [1e8, 2e9], [2e8, 4e9], [4e8, 8e9]])
+    y = np.array([[3.0], [2.9], [2.7], [2.5]])
+    groups = np.array(["a"] * 4, dtype=object)
+    train = SplitFit("train", X[:3], y[:3], y[:3], groups[:3], 1.0)
+    validation = SplitFit("validation", X[1:2], y[1:2], y[1:2], groups[1:2], 1.0)  # held out from train
+    test = SplitFit("test", X[3:], y[3:], y[3:], groups[3:], 1.0)
+    ax = pyplot().subplots()[1]
+    draw_group(ax, {"train": train, "validation": validation, "test": test}, "a", (0, 1), False)
+    drawn = {c.get_label(): c.get_offsets()[:, 0].tolist() for c in ax.collections}
+    assert drawn["train data"] == [1e17, 8e17]  # row 0 shares params with the validation row: kept
+    assert drawn["validation data"] == [2e17] and drawn["test data"] == [3.2e18]
+    assert axis_values(X, (0, 1)).tolist() == (X[:, 0] * X[:, 1]).tolist()

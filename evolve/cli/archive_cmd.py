@@ -87,9 +87,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
             rows.append([name, "—", "—", f"unreadable: {o['error']}", "—", "—", "—", "—", "—", "—"])
             continue
         iterations = f"{o['iterations']}/{o['planned_iterations']}" if o["planned_iterations"] is not None else o["iterations"]
-        rows.append([name, o["task"], format_timestamp(o["started_at"]), o["status"], iterations, o["law_id"] if o["law_id"] is not None else "—",
+        law = "—" if o["law_id"] is None else f"{o['law_id']}{'' if o['law_chosen'] else '*'}"
+        rows.append([name, o["task"], format_timestamp(o["started_at"]), o["status"], iterations, law,
                      format_r2(o["law_validation_r2"]), format_r2(o["law_test_r2"]), format_r2(o["best_validation_r2"]), format_tokens(o["prompt_tokens"], o["completion_tokens"])])
     print_table(f"Runs under {args.dir} (law: the one the run returned, its best.py)", ["run", "task", "started", "status", "iterations", "law", "its val R²", "its test R²", "best val R²", "tokens"], rows)
+    if any(o.get("law_chosen") is False and o.get("law_id") is not None for o in overviews):
+        print("* not chosen yet (the run stopped, or is still going, before its end): the best by validation R²; `evolve run --resume RUN` finishes it")
     return 0
 
 

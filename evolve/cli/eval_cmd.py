@@ -25,7 +25,10 @@ def eval_command(program: Path, task_name: str, split: str, timeout: float, as_j
         text = program.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ProgramError("unreadable", f"cannot read {program}: {getattr(exc, 'strerror', None) or exc}") from None
-    detect_api(text)  # a one-line error before any worker starts
+    try:
+        detect_api(text)  # a one-line error before any worker starts
+    except ProgramError as exc:
+        raise ProgramError(exc.status, f"{program}: {exc}") from None
     task = load_task(task_name)
     with Scorer(ScorerConfig(workers=1, timeout_s=timeout)) as scorer:
         evaluation = scorer.score(text, task, split)

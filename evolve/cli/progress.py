@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -36,6 +37,7 @@ class RunProgress:
         self.console = console or stderr_console(stderr=True)
         self.enabled = enabled
         self.bar: Progress | None = None
+        self.spinner: Progress | None = None  # after the search, while the law is chosen and tested
         self.task_id = None
         self.best_r2 = float("-inf")
         self.evaluations = 0
@@ -86,7 +88,18 @@ class RunProgress:
         if self.enabled:
             self.console.print(safe_text(text, keep_newlines=False), markup=False, highlight=False)
 
+    def phase(self, text: str) -> None:
+        """A step after the search that takes minutes (the choice and the test scoring): a
+        line that says what it is, and a spinner with the time it has taken, until stop()."""
+        if not self.enabled:
+            return
+        self.console.print(safe_text(text, keep_newlines=False) + " ...", markup=False, highlight=False)
+        self.spinner = Progress(SpinnerColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+        self.spinner.start()
+        self.spinner.add_task("", total=None)
+
     def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+        for live in (self.bar, self.spinner):
+            if live is not None:
+                live.stop()
+        self.bar = self.spinner = None

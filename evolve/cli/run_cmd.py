@@ -13,6 +13,7 @@ from evolve.cli.progress import RunProgress
 from evolve.config import ConfigError, ModelSpec, RunConfig, load_config_file, run_config_from_dict
 from evolve.loop import run_evolution
 from evolve.program import function_source
+from evolve.propose.prompts import SYSTEM_TEMPLATE, USER_TEMPLATE
 from evolve.report.export import FORMULA_HEADER
 from evolve.store.rundir import BEST_PROGRAM_NAME, open_read_only
 
@@ -31,6 +32,10 @@ def parse_model_flag(text: str) -> ModelSpec:
 def recorded_seed(run_dir: Path) -> int | None:
     with open_read_only(run_dir) as archive:
         return (archive.get_meta("config") or {}).get("seed")
+
+
+def prompts_folder_ok(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in (SYSTEM_TEMPLATE, USER_TEMPLATE))
 
 
 def build_config(task: str | None, config_file: Path | None, models: tuple[str, ...], given: dict) -> RunConfig:
@@ -58,6 +63,11 @@ def build_config(task: str | None, config_file: Path | None, models: tuple[str, 
         (config.scorer.workers < 1, f"workers must be >= 1, not {config.scorer.workers}"),
         (config.model.concurrency < 0, f"concurrency must be >= 0 (0: automatic), not {config.model.concurrency}"),
         (config.scorer.timeout_s <= 0, f"the timeout must be above 0, not {config.scorer.timeout_s}"),
+        (config.budget_usd is not None and not any(m.price_prompt_per_mtok or m.price_completion_per_mtok for m in config.model.models),
+         "a cost budget needs model prices (price_prompt_per_mtok, price_completion_per_mtok under [[model.models]] in --config): "
+         "without them every request costs $0; use --budget-tokens for a budget in tokens"),
+        (config.prompts_dir is not None and not prompts_folder_ok(Path(config.prompts_dir)),
+         f"the prompts folder {config.prompts_dir} does not exist or lacks {SYSTEM_TEMPLATE} and {USER_TEMPLATE}"),
     ) if bad]
     if wrong:
         raise ConfigError("; ".join(wrong))  # the setting that is wrong, not a list of every rule

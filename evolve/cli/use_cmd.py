@@ -12,28 +12,41 @@ import numpy as np
 
 from evolve.api import LawError, open_run, size_and_data_features
 from evolve.cli.display import console, print_table
-from evolve.tasks import GROUP_COLUMN, TaskError, read_header, read_rows
+from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, read_header, read_rows
+from evolve.text import name_some
 
 
 def pick_law(run: Path, program_id: int | None):
     opened = open_run(run)
-    return opened, (opened.law(program_id) if program_id is not None else opened.best)
+    if program_id is not None:
+        return opened, opened.law(program_id)
+    law = opened.best
+    if opened.returned_id is None:  # interrupted, or still going: no law chosen yet
+        click.echo(f"note: {run} has not chosen its law (it stopped, or is still going, before its end): using program "
+                   f"{law.record.id}, the best by validation R²; `evolve run --resume {run}` finishes it", err=True)
+    return opened, law
 
 
 def rows_to_predict(csv_path: Path, task, group: str | None):
-    """The rows of a CSV to predict and each row's group: --group, else the CSV's 'group'
-    column, else the group column of the CSV the task was made from, else the task's one group."""
+    """The rows of a CSV to predict, each row's group, and the CSV's group column (None when
+    it has none): --group, else the CSV's 'group' column, else the group column of the CSV
+    the task was made from, else the task's one group. A --group that contradicts the
+    CSV's group column is refused rather than silently preferred."""
     header = read_header(csv_path)
-    column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None) if group is None else None
+    column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None)
     rows = read_rows(csv_path, task.features, (), column)
     if group is not None:
-        return rows, np.array([group] * len(rows), dtype=object)
+        others = sorted(set(rows.groups.tolist()) - {group}) if column else []
+        if others:
+            raise TaskError(f"{csv_path}: --group {group!r}, but its column '{column}' names other groups "
+                            f"({name_some(others, 5)}): drop --group to use the column")
+        return rows, np.array([group] * len(rows), dtype=object), column
     if column is None:
         if len(task.train.group_names()) != 1:
             named = f"a '{GROUP_COLUMN}' column" + (f" or a '{task.source_group_column}' column" if task.source_group_column else "")
-            raise TaskError(f"{csv_path}: no group column ({named}); name the group with --group (groups: {', '.join(task.train.group_names()[:8])})")
-        return rows, np.array(task.train.group_names() * len(rows), dtype=object)
-    return rows, rows.groups
+            raise TaskError(f"{csv_path}: no group column ({named}); name the group with --group (groups: {name_some(task.train.group_names(), 8)})")
+        return rows, np.array(task.train.group_names() * len(rows), dtype=object), None
+    return rows, rows.groups, column
 
 
 def check_writable(output: Path) -> None:
@@ -52,34 +65,32 @@ def check_writable(output: Path) -> None:
 def predict_command(run: Path, csv_path: Path, program_id: int | None, group: str | None, interval: float | None, output: Path | None) -> int:
     opened, law = pick_law(run, program_id)
     task = opened.task
-    rows, groups = rows_to_predict(csv_path, task, group)
+    rows, groups, group_column = rows_to_predict(csv_path, task, group)
     if output is not None:
         check_writable(output)  # before the fits, which take seconds to minutes
     fitted = law.fit()
-    columns = [*task.features, "group", *[f"predicted_{t}" for t in task.targets]]
+    header, records = read_csv_records(csv_path)  # the rows as given: every column is kept, in its order
+    value_columns = [f"predicted_{t}" for t in task.targets]
     if interval:
-        columns += [f"{t}_{side}" for t in task.targets for side in ("low", "high")]
-    out_rows = [None] * len(rows)
+        value_columns += [f"{t}_{side}" for t in task.targets for side in ("low", "high")]
+    group_added = [] if group_column else [GROUP_COLUMN]  # the group each row was predicted for
+    columns = header + [c for c in (*group_added, *value_columns) if c not in header]
+    out_rows = [dict(record) for record in records]
     for name in sorted(set(groups.tolist())):
         mask = groups == name
-        predicted = np.asarray(fitted.predict(rows.X[mask], name), dtype=float).reshape(int(mask.sum()), -1)
-        extra = []
+        values = np.asarray(fitted.predict(rows.X[mask], name), dtype=float).reshape(int(mask.sum()), -1)
         if interval:
-            low, high = fitted.interval(rows.X[mask], name, interval)
-            low, high = np.asarray(low).reshape(len(predicted), -1), np.asarray(high).reshape(len(predicted), -1)
-            extra = [np.column_stack([low[:, k], high[:, k]]) for k in range(predicted.shape[1])]
-        for i, index in enumerate(np.flatnonzero(mask)):
-            values = [*rows.X[index].tolist(), name, *predicted[i].tolist()]
-            for block in extra:
-                values += block[i].tolist()
-            out_rows[index] = values
+            low, high = (np.asarray(side, dtype=float).reshape(len(values), -1) for side in fitted.interval(rows.X[mask], name, interval))
+            values = np.column_stack([values, *[np.column_stack([low[:, k], high[:, k]]) for k in range(values.shape[1])]])
+        for index, row_values in zip(np.flatnonzero(mask), values):
+            out_rows[index].update({**dict.fromkeys(group_added, name), **dict(zip(value_columns, row_values.tolist()))})
     try:
         handle = open(output, "w", newline="") if output else sys.stdout
     except OSError as exc:
         raise TaskError(f"cannot write {output}: {exc.strerror or exc}") from None
     try:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
         writer.writerows(out_rows)
     finally:
         if output:

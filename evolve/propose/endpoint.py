@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from evolve.config import ModelConfig
+from evolve.text import name_some
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def check_endpoint(client: Any, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> None:
     missing = [name for name in client._names if served and name not in served]
     if not missing:
         return
-    listed = ", ".join(sorted(served)[:5])
+    listed = name_some(sorted(served), 5)
     if is_loopback(client.base_url):  # llama.cpp answers to any model name; Ollama would 404 later
         log.warning("%s lists %s, not %s; a local server may still answer", url, listed, ", ".join(missing))
         return

@@ -143,16 +143,31 @@ def plot_groups(fits: dict[str, SplitFit], task, column: str) -> tuple[str | Non
     if not fits:
         return None, 0, 0
     plt = pyplot()
-    j = task.features.index(next((n for n in column.split("*") if n in task.features), task.features[0]))
+    axis, xlabel = scale_axis(task.features, column)
     groups = sorted(set().union(*(set(f.groups.tolist()) for f in fits.values())))
     shown = groups[:MAX_GROUP_PLOTS]
     columns = min(len(shown), 4)
     rows = math.ceil(len(shown) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for ax, group in zip(axes.flat, shown):
-        draw_group(ax, fits, group, j, len(task.features) == 1)
-        label_panel(ax, shorten(group, 48), column, task.targets[0])
+        draw_group(ax, fits, group, axis, len(task.features) == 1)
+        label_panel(ax, shorten(group, 48), xlabel, task.targets[0])
     return finish_panels(fig, axes, len(shown), legend_space=0.04), len(shown), len(groups)
+
+
+def scale_axis(features: tuple[str, ...], column: str) -> tuple[tuple[int, ...], str]:
+    """The feature columns whose product is the x axis, and its label: the test split's
+    column or product of columns (`params*tokens`) when its factors are all features, else
+    the first of them that is, else the first feature."""
+    factors = [name.strip() for name in column.split("*")]
+    if all(name in features for name in factors):
+        return tuple(features.index(name) for name in factors), "*".join(factors)
+    first = next((name for name in factors if name in features), features[0])
+    return (features.index(first),), first
+
+
+def axis_values(X: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    return np.prod(X[:, list(axis)], axis=1)
 
 
 def label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
@@ -174,22 +189,26 @@ def finish_panels(fig, axes, used: int, legend_space: float) -> str:
     return png_base64(fig)
 
 
-def draw_group(ax, fits: dict[str, SplitFit], group: str, j: int, single_feature: bool) -> None:
+def draw_group(ax, fits: dict[str, SplitFit], group: str, axis: tuple[int, ...], single_feature: bool) -> None:
+    """One group's panel. Validation rows are train rows held out: each is drawn once, as
+    validation (matched on all its features and its value, not on the x axis alone)."""
     train, validation, test = fits.get("train"), fits.get("validation"), fits.get("test")
-    held_out_x = set()
+    held_out: set[tuple] = set()
     if validation is not None:
         mask = validation.groups == group
-        held_out_x = set(validation.X[mask, j].tolist())
-        ax.scatter(validation.X[mask, j], validation.actual[mask, 0], s=22, color=SPLIT_COLOURS["validation"], label="validation data")
-        ax.scatter(validation.X[mask, j], within_view(validation.predicted[mask, 0], validation.actual[mask, 0]), s=40, facecolors="none", edgecolors=SPLIT_COLOURS["validation"], label="prediction (fit without validation)")
+        held_out = set(map(tuple, np.column_stack([validation.X[mask], validation.actual[mask, :1]]).tolist()))
+        x = axis_values(validation.X[mask], axis)
+        ax.scatter(x, validation.actual[mask, 0], s=22, color=SPLIT_COLOURS["validation"], label="validation data")
+        ax.scatter(x, within_view(validation.predicted[mask, 0], validation.actual[mask, 0]), s=40, facecolors="none", edgecolors=SPLIT_COLOURS["validation"], label="prediction (fit without validation)")
     curve_x, curve_y = [], []
     for fit, name in ((train, "train"), (test, "test")):
         if fit is None:
             continue
         mask = fit.groups == group
-        x = fit.X[mask, j]
+        x = axis_values(fit.X[mask], axis)
         if name == "train":
-            keep = np.array([v not in held_out_x for v in x.tolist()], dtype=bool)
+            rows = np.column_stack([fit.X[mask], fit.actual[mask, :1]]).tolist()
+            keep = np.array([tuple(row) not in held_out for row in rows], dtype=bool)
             ax.scatter(x[keep], fit.actual[mask, 0][keep], s=14, color=SPLIT_COLOURS["train"], label="train data")
         else:
             ax.scatter(x, fit.actual[mask, 0], s=22, marker="s", color=SPLIT_COLOURS["test"], label="test data")

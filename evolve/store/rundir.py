@@ -94,6 +94,7 @@ def run_overview(directory: Path, database: Path) -> dict:
             "best_validation_r2": best.r2 if best else None,
             "best_test_r2": test_r2(best),
             "law_id": law.id if law else None,
+            "law_chosen": bool(archive.get_meta("selection")),  # False: stopped before its end, the law is the best by validation
             "law_validation_r2": law.r2 if law else None,
             "law_test_r2": test_r2(law),
             "prompt_tokens": usage.get("prompt_tokens", 0),
