@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
-from evolve.intervals import calibrate, calibration_folds, calibration_scores, fit_many, held_out_fits
+from evolve.intervals import calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, save_scores
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
@@ -35,6 +35,7 @@ from evolve.tasks import Task
 from evolve.text import name_some
 
 BOOTSTRAP_RESAMPLES = 30
+CACHE_FOLDER = "cache"  # in a run's folder: interval calibrations, safe to delete
 class LawError(ValueError):
     """A law that cannot do what was asked (it failed, or the question does not apply)."""
 
@@ -128,7 +129,7 @@ class Run:
             raise LawError(f"no program {program_id} in {self.path}")
         return Law(found[0], self.task, ScorerConfig(workers=2, timeout_s=float(self.scorer_settings.get("timeout_s", 60.0)),
                                                      memory_mb=int(self.scorer_settings.get("memory_mb", 4096))),
-                   run_name=self.path.resolve().name)
+                   run_name=self.path.resolve().name, cache_dir=self.path / CACHE_FOLDER)
 
 
 @dataclasses.dataclass
@@ -141,6 +142,7 @@ class Law:
     trusted: bool = False
     params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     run_name: str = ""  # the run's folder name, for an exported file's header
+    cache_dir: Path | None = None  # where interval calibrations are kept between sessions (in the run's folder)
     _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # interval calibration by resamples
     _formulas: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # shown formula by group
 
@@ -250,8 +252,8 @@ class Law:
         left out; reach sees each feature's range, not products of features (a point inside
         every feature's range that extends N·D gets no growth). With too few calibration
         rows for the level the largest score is used; with none, errors are assumed normal.
-        The calibration is kept on this Law object, so later calls cost only the group's
-        own refits."""
+        The calibration is kept on this Law object and, for a run's law, in the run's
+        `cache/` folder, so later calls (and later sessions) cost only the group's own refits."""
         if not 0 < level < 1:
             raise LawError("level must be between 0 and 1")
         X = self._as_matrix(X)
@@ -262,16 +264,33 @@ class Law:
         missing = sorted(set(problems) - set(fitted))
         if missing:
             self._run([GroupJob(missing[0], *problems[missing[0]])])  # raises the program's own error
-        multipliers = calibrate(self._calibration(resamples), n_targets, level)
+        calibrated = multipliers(*self._score_arrays(resamples), level)
         low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
         for g, fit in fitted.items():
-            half = multipliers.half_width(fit)
+            half = calibrated.half_width(fit)
             low[names == g], high[names == g] = fit.center - half, fit.center + half
         return self._shape(low), self._shape(high)
 
     def calibration_scores(self, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
-        """The validation scores |y − ŷ|/d that calibrate `interval` (rows, targets)."""
-        return calibration_scores(self._calibration(resamples), len(self.task.targets))
+        """The validation scores |y − ŷ|/(d·(1 + reach)) that calibrate `interval` (rows, targets)."""
+        return self._score_arrays(resamples)[0]
+
+    def _score_arrays(self, resamples: int) -> tuple[np.ndarray, np.ndarray]:
+        """The calibration's scores with and without growth: computed once per law (minutes
+        on a task with many groups), kept on this object and, for a run's law, in the run's
+        folder under a key of everything they depend on, so the next session reads them."""
+        if ("scores", resamples) not in self._scores:
+            n_targets = len(self.task.targets)
+            key = calibration_key(self.code, self.task, self.record.n_params or 0, resamples) if self.cache_dir else ""
+            path = self.cache_dir / f"interval-{key}.npz" if self.cache_dir else None
+            pair = load_scores(path) if path is not None else None
+            if pair is None:
+                held = self._calibration(resamples)
+                pair = (calibration_scores(held, n_targets), calibration_scores(held, n_targets, base=True))
+                if path is not None:
+                    save_scores(path, *pair)
+            self._scores[("scores", resamples)] = pair
+        return self._scores[("scores", resamples)]
 
     def _calibration(self, resamples: int) -> list:
         if resamples not in self._scores:

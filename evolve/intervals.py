@@ -58,12 +58,16 @@ The method, and why:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
+import os
+import zipfile
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -255,8 +259,13 @@ class Multipliers:
 
 def calibrate(held_out: list[HeldOut], n_targets: int, level: float) -> Multipliers:
     """Both multipliers by split conformal on the held-out validation rows."""
-    grown, enough = conformal_multiplier(calibration_scores(held_out, n_targets), level)
-    flat, _ = conformal_multiplier(calibration_scores(held_out, n_targets, base=True), level)
+    return multipliers(calibration_scores(held_out, n_targets), calibration_scores(held_out, n_targets, base=True), level)
+
+
+def multipliers(grown_scores: np.ndarray, base_scores: np.ndarray, level: float) -> Multipliers:
+    """Both multipliers from the two score arrays (`calibration_scores`, with and without base)."""
+    grown, enough = conformal_multiplier(grown_scores, level)
+    flat, _ = conformal_multiplier(base_scores, level)
     return Multipliers(grown, flat, enough)
 
 
@@ -284,3 +293,42 @@ def calibration_folds(task: Task, n_params: int, deep: bool = False) -> list[tup
     from evolve.selection import selection_folds
 
     return selection_folds(task, n_params // max(1, len(task.targets)))
+
+
+CACHE_VERSION = 1  # part of every cache key: change it when the calibration's method changes
+
+
+def calibration_key(code: str, task: Task, n_params: int, resamples: int) -> str:
+    """What a calibration depends on, hashed: the method, the program, the resamples and
+    every row of every calibration fold (a task whose data changed gets a new key)."""
+    digest = hashlib.sha256()
+    for part in (CACHE_VERSION, RESAMPLE_SEED, resamples, len(task.targets), code):
+        digest.update(str(part).encode() + b"\0")
+    for fold in calibration_folds(task, n_params):
+        for rows in fold:
+            digest.update(np.ascontiguousarray(rows.X, dtype=float).tobytes() + np.ascontiguousarray(rows.y, dtype=float).tobytes())
+            digest.update("\0".join(map(str, rows.groups.tolist())).encode() + b"\1")
+    return digest.hexdigest()[:32]
+
+
+def load_scores(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two score arrays of a cached calibration, or None (no file, or not one we wrote)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            grown, base = np.asarray(saved["grown"], dtype=float), np.asarray(saved["base"], dtype=float)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return (grown, base) if grown.ndim == 2 and grown.shape == base.shape else None
+
+
+def save_scores(path: Path, grown: np.ndarray, base: np.ndarray) -> None:
+    """Keep a calibration for the next session (atomic; a folder that cannot be written is skipped:
+    the cache saves minutes, it is never needed)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(partial, "wb") as handle:
+            np.savez(handle, grown=grown, base=base)
+        os.replace(partial, path)
+    except OSError:
+        pass

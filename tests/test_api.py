@@ -62,6 +62,14 @@ def test_fit_predict_interval_and_formula_on_several_groups(sft_run):
     assert scores.shape == (int(sum(len(h) for _, h in sft_run.task.validation_folds())), 1) and np.isfinite(scores).all()
     per_row = law.interval(sft_run.task.test.X, sft_run.task.test.groups, level=0.9, resamples=6)  # one name per row
     assert np.allclose(per_row[0][sft_run.task.test.groups == group], low)
+    cached = sorted((sft_run.path / "cache").glob("interval-*.npz"))
+    assert len(cached) == 1  # the calibration is kept in the run's folder for the next session
+    again = evolve.open_run(sft_run.path).law(law.id).fit()
+    again._calibration = None  # a fresh Law reads the kept calibration: it cannot calibrate again
+    assert np.array_equal(again.interval(X, group, level=0.9, resamples=6)[0], low)
+    cached[0].write_bytes(b"not an npz")  # a damaged cache is ignored and written afresh
+    assert np.array_equal(evolve.open_run(sft_run.path).law(law.id).fit().interval(X, group, level=0.9, resamples=6)[1], high)
+    assert len(list((sft_run.path / "cache").glob("interval-*.npz"))) == 1
     expression = law.sympy(group)
     symbols = [sympy.Symbol(f, positive=True) for f in sft_run.task.features]
     rows = sft_run.task.train.X[sft_run.task.train.groups == group]
