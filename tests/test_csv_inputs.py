@@ -220,3 +220,23 @@ def test_predict_refuses_an_output_it_cannot_write_before_fitting(tmp_path):
     with pytest.raises(TaskError, match="no writable folder"):
         check_writable(tmp_path / "missing" / "out.csv")
     check_writable(tmp_path / "out.csv")
+
+
+def test_a_test_share_far_from_the_fraction_asked_is_explained(tmp_path, capsys):
+    # three replicates per size: the largest size alone is 1/3 of a 9-row group, not 20%
+    rows = [[n, 1.5 + 30 / n**0.3 + 0.01 * r] for n in (1e7, 1e8, 1e9) for r in range(3)]
+    source = write(tmp_path / "d.csv", ["size", "loss"], rows)
+    code, out, err = new_task(tmp_path, "--csv", str(source), "--features", "size", "--targets", "loss", "--test-largest", "size", "0.2", capsys=capsys)
+    assert code == 0 and "3 test rows" in out, err
+    assert "note: test is 33% of the rows, not the 20% asked" in err and "size go to the same side" in err
+    even = write(tmp_path / "e.csv", ["size", "loss"], [r[1:] for r in grid(groups=("a",), sizes=tuple(10.0**k for k in range(7, 17)))])
+    code, _, err = new_task(tmp_path / "x", "--csv", str(even), "--features", "size", "--targets", "loss", capsys=capsys)
+    assert code == 0 and "note" not in err, err
+
+
+def test_a_zero_in_a_feature_that_spans_scales_gets_a_note(tmp_path, capsys):
+    rows = [r[1:] for r in grid(groups=("a",), sizes=tuple(10.0**k for k in range(6, 26)))]
+    rows[3][0] = 0.0  # params=0: a typo, or a missing value written as 0
+    source = write(tmp_path / "d.csv", ["params", "loss"], rows)
+    code, _, err = new_task(tmp_path, "--csv", str(source), "--features", "params", "--targets", "loss", capsys=capsys)
+    assert code == 0 and "note: 1 row(s) have params <= 0 (params otherwise spans 1e+06 to 1e+25)" in err, err

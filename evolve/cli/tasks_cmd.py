@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 
 from evolve.cli.display import print_table
 from evolve.tasks import TaskError, create_task_folder, load_task, read_csv_records, resolve_task_dir, shipped_task_names
@@ -111,7 +112,29 @@ def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str,
     dropped = len(read_csv_records(csv_path)[1]) - len(task.train) - len(task.test) if drop_missing else 0
     note = f"; {dropped} row(s) with an empty cell left out" if dropped else ""
     click.echo(f"wrote task {task.path}: {s['groups']} group(s), {s['train_rows']} train, {s['validation_rows']} validation, {s['test_rows']} test rows{note}")
+    for line in suspicious_scale_values(task):
+        click.echo(f"note: {line}", err=True)
+    share = len(task.test) / max(1, len(task.train) + len(task.test))
+    if abs(share - fraction) > max(0.05, 0.25 * fraction):
+        click.echo(f"note: test is {share:.0%} of the rows, not the {fraction:.0%} asked: rows that share a value of "
+                   f"{column or split_names(features)[0]} go to the same side (replicates, a grid of few scales), "
+                   "and every group keeps two rows to fit on", err=True)
     return 0
+
+
+def suspicious_scale_values(task) -> list[str]:
+    """Features that span scales (positive values over more than a factor of 20) yet have a
+    few rows at zero or below: likely a typo or a missing value written as 0, and a power
+    of the feature (every generic seed law) cannot be fitted through such a row."""
+    X = np.concatenate([task.train.X, task.test.X])
+    found = []
+    for j, name in enumerate(task.features):
+        column = X[:, j]
+        positive, bad = column[column > 0], int((column <= 0).sum())
+        if bad and bad <= 0.05 * len(column) and len(positive) and positive.max() / positive.min() > 20:
+            found.append(f"{bad} row(s) have {name} <= 0 ({name} otherwise spans {positive.min():.3g} to {positive.max():.3g}): "
+                         "powers of it cannot fit them; check those rows")
+    return found
 
 
 def parse_validation(text: str) -> tuple[float, int] | None:
