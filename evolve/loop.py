@@ -453,7 +453,7 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
                 raise
             executor.shutdown(wait=True)
             progress.stop()
-            progress.phase(f"choosing the law from train alone (finalists refitted on fresh folds), then scoring the top {config.top_k_test} on test")
+            progress.phase(f"choosing the law from train alone, then scoring the top {config.top_k_test} on test")
             top = end_of_run(archive, task, scorer, config.top_k_test, run_dir)  # inside this block: a Ctrl-C there is "interrupted" too
             progress.stop()
         summary = summarize(archive, run_dir, task, stopped, time.perf_counter() - started, top, usage)

@@ -130,7 +130,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 DEFAULT_TEXT = "fake reply"
-KNOWN_KINDS = ("reply", "error", "reset", "truncated", "invalid_json", "no_choices", "drop_stream")
+KNOWN_KINDS = ("reply", "error", "reset", "close", "truncated", "invalid_json", "no_choices", "drop_stream")
 STREAM_USAGE_MODES = ("requested", "never", "always")
 
 
@@ -404,6 +404,10 @@ class FakeOpenAI:
 
     def push_slow(self, delay_s: float, text: str | None = None, times: int = 1) -> None:
         self.push(Behaviour("reply", text=text, delay_s=delay_s), times)
+
+    def push_close(self, times: int = 1, delay_s: float = 0.0) -> None:
+        """Close the connection cleanly with no response after `delay_s` (a proxy's timeout)."""
+        self.push(Behaviour("close", delay_s=delay_s), times)
 
     def push_reset(self, times: int = 1) -> None:
         """Close the connection with a TCP reset and no response."""
@@ -809,6 +813,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_truncated()
         elif kind == "reset":
             self._reset()
+        elif kind == "close":  # a clean close with no response (a proxy dropping a request it held)
+            self.close_connection = True
         else:
             raise ValueError(f"unknown behaviour {kind!r}")
 

@@ -254,6 +254,18 @@ def test_a_request_on_a_connection_the_server_just_closed_is_sent_again_uncounte
     assert [s.status for s in server.served] == [400, 400]  # the stream, then the plain request
 
 
+def test_a_request_dropped_after_a_while_is_a_counted_failure_not_a_free_resend():
+    # the server held the request (it may have generated and billed a reply), then closed
+    with FakeOpenAI.like_llama_cpp() as server:
+        server.push_close(delay_s=2.5)
+        with pytest.raises(LLMUnavailable, match="after 1 attempt.*without sending a response"):
+            fake_client(server, max_retries=0, stream=False).complete([{"role": "user", "content": "x"}])
+        assert server.request_count == 1
+        server.push_close()  # at once: a closed connection's signature, sent again for free
+        fake_client(server, max_retries=0, stream=False).complete([{"role": "user", "content": "x"}])
+        assert server.request_count == 3
+
+
 def test_preflight_names_an_unreachable_url():
     import socket
 

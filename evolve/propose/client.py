@@ -67,6 +67,7 @@ PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama) ignore the key bu
 CHARS_PER_TOKEN = 4
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_MESSAGE_CHARS = 240
+STALE_WITHIN_S = 2.0  # a request failing this soon with "disconnected without a response" met a closed connection
 TIMEOUT_FINISH = "timeout"  # finish_reason of a streamed reply cut at the request timeout
 
 
@@ -293,14 +294,17 @@ class LLMClient:
 
     def _resent_if_stale(self, send: Any, *args: Any) -> RawReply:
         """send(*args), once more at once when it went out on a kept-alive connection the
-        server had closed (nothing came back, so nothing was generated; llama-cpp-python
-        closes the connection after an empty stream). Not a retry: no wait, no count."""
+        server had closed (llama-cpp-python closes it after an empty stream). Not a retry: no
+        wait, no count. Only a failure within STALE_WITHIN_S: a closed connection fails at
+        once, while a server or proxy that drops a request it was answering fails later, and
+        that goes to the counted retries (it may have generated, and billed, a reply)."""
         import openai  # already loaded by the constructor
 
+        sent = time.monotonic()
         try:
             return send(*args)
         except openai.APIConnectionError as exc:
-            if not is_stale_connection(exc) or self._streams.cancelled.is_set():
+            if not is_stale_connection(exc) or self._streams.cancelled.is_set() or time.monotonic() - sent > STALE_WITHIN_S:
                 raise
         log.info("%s had closed a kept-alive connection; sending on a new one", self.base_url)
         return send(*args)
