@@ -89,20 +89,21 @@ def gather(run: Path, run_code: bool) -> Report:
 
         report.formulas = formulas_of_records(unique_by_id([best, *report.front, *report.top]), task, report_scorer_config(settings))
         report.fits, report.fit_note = score_best(best, task, settings)
-        ask_the_law(report, best, task, settings)
+        ask_the_law(report, best, task, settings, Path(run))
     elif not run_code:
         report.curve_note = report.allocation_note = "programs were not run for this report (--no-exec)"
     draw_plots(report, grids, param_bins, complexity_bins)
     return report
 
 
-def ask_the_law(report: Report, best: ProgramRecord, task, settings: dict) -> None:
-    """The best law's extrapolation band and, for laws in size and data, its allocation."""
-    from evolve.api import Law, LawError
+def ask_the_law(report: Report, best: ProgramRecord, task, settings: dict, run: Path) -> None:
+    """The best law's extrapolation band and, for laws in size and data, its allocation
+    (the band's calibration is kept in the run's cache folder, as `evolve predict` keeps it)."""
+    from evolve.api import CACHE_FOLDER, Law, LawError
     from evolve.report.law_view import law_views
 
     try:
-        law = Law(best, task, report_scorer_config(settings)).fit()
+        law = Law(best, task, report_scorer_config(settings), cache_dir=run / CACHE_FOLDER).fit()
         report.curves, report.curve_note, report.allocation, report.allocation_note = law_views(law)
     except LawError as exc:
         report.curve_note = report.allocation_note = f"the law could not be refitted: {exc}"
