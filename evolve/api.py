@@ -145,6 +145,7 @@ class Law:
     cache_dir: Path | None = None  # where interval calibrations are kept between sessions (in the run's folder)
     _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # interval calibration by resamples
     _formulas: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # shown formula by group
+    _failed_batches: int = dataclasses.field(default=0, init=False, repr=False, compare=False)  # sandbox batches that failed
 
     def __repr__(self) -> str:
         fitted = f", fitted on {len(self.params)} group(s)" if self.params else ""
@@ -264,6 +265,8 @@ class Law:
         missing = sorted(set(problems) - set(fitted))
         if missing:
             self._run([GroupJob(missing[0], *problems[missing[0]])])  # raises the program's own error
+            raise LawError(f"program {self.record.id}: the fit of group {missing[0]!r} failed (it passed when tried again: a flaky "
+                           "program or a busy machine); ask again")
         calibrated = multipliers(*self._score_arrays(resamples), level)
         low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
         for g, fit in fitted.items():
@@ -281,20 +284,27 @@ class Law:
         folder under a key of everything they depend on, so the next session reads them."""
         if ("scores", resamples) not in self._scores:
             n_targets = len(self.task.targets)
-            key = calibration_key(self.code, self.task, self.record.n_params or 0, resamples) if self.cache_dir else ""
+            settings = (self.scorer_config.timeout_s, self.scorer_config.memory_mb, self.trusted)  # they decide which refits fail
+            key = calibration_key(self.code, self.task, self.record.n_params or 0, resamples, settings) if self.cache_dir else ""
             path = self.cache_dir / f"interval-{key}.npz" if self.cache_dir else None
-            pair = load_scores(path) if path is not None else None
+            pair = load_scores(path, n_targets) if path is not None else None
             if pair is None:
+                failed_before = self._failed_batches
                 held = self._calibration(resamples)
                 pair = (calibration_scores(held, n_targets), calibration_scores(held, n_targets, base=True))
-                if path is not None:
+                if path is not None and self._failed_batches == failed_before:  # a calibration missing refits is not kept
                     save_scores(path, *pair)
             self._scores[("scores", resamples)] = pair
         return self._scores[("scores", resamples)]
 
     def _calibration(self, resamples: int) -> list:
         if resamples not in self._scores:
-            self._scores[resamples] = held_out_fits(calibration_folds(self.task, self.record.n_params or 0), self._batch, resamples,
+            def counted(jobs: list[GroupJob]):
+                result = self._batch(jobs)
+                self._failed_batches += result is None  # a refit lost: this calibration is not kept on disk
+                return result
+
+            self._scores[resamples] = held_out_fits(calibration_folds(self.task, self.record.n_params or 0), counted, resamples,
                                                     len(self.task.targets), self.scorer_config.workers)
         return self._scores[resamples]
 
@@ -380,13 +390,15 @@ SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params
 DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "train_tokens", "dataset_size", "samples_seen", "seen_examples")
 
 
-SIZE_WORDS = ("params", "parameters", "param")  # a word of a longer name ("N (params)") that says model size
+SIZE_WORDS = ("params", "parameters", "param")  # the word of a longer name ("Model Parameters") that says model size
 DATA_WORDS = ("tokens", "samples", "examples")
+QUALIFIERS = ("model", "training", "train", "total", "num", "number", "of", "seen", "n", "d")  # words that keep the meaning
 
 
 def size_and_data_features(features: tuple[str, ...], size: str | None = None, data: str | None = None) -> tuple[int, int]:
     """The columns of model size N and data D: as named, else found by their usual names
-    (case, spaces and units in brackets aside), else by one unambiguous word in one name."""
+    (case, spaces and units in brackets aside), else by the only name made of one such word and
+    qualifiers ("Training Tokens")."""
     for name in (size, data):
         if name is not None and name not in features:
             raise LawError(f"no feature {name!r} (features are {', '.join(features)})")
@@ -401,10 +413,12 @@ def size_and_data_features(features: tuple[str, ...], size: str | None = None, d
 
 
 def usual_feature(features: tuple[str, ...], names: tuple[str, ...], words: tuple[str, ...]) -> int | None:
-    """The feature whose normalised name is one of `names`, else the only one with one of `words`."""
-    normalised = [re.sub(r"[^a-z0-9]+", "_", f.lower()).strip("_") for f in features]
+    """The feature whose name, units in brackets aside, is one of `names`; else the only one
+    made of one of `words` and qualifiers ("Training Tokens"). A name with any other word
+    ("tokens_per_param", "batch_samples") is another quantity and never matches."""
+    normalised = [re.sub(r"[^a-z0-9]+", "_", re.sub(r"[(\[][^)\]]*[)\]]", " ", f.lower())).strip("_") for f in features]
     exact = [i for i, f in enumerate(normalised) if f in names]
     if exact:
         return exact[0]
-    worded = [i for i, f in enumerate(normalised) if set(f.split("_")) & set(words)]
+    worded = [i for i, f in enumerate(normalised) if set(f.split("_")) & set(words) and set(f.split("_")) <= {*words, *QUALIFIERS}]
     return worded[0] if len(worded) == 1 else None

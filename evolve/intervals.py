@@ -298,11 +298,18 @@ def calibration_folds(task: Task, n_params: int, deep: bool = False) -> list[tup
 CACHE_VERSION = 1  # part of every cache key: change it when the calibration's method changes
 
 
-def calibration_key(code: str, task: Task, n_params: int, resamples: int) -> str:
-    """What a calibration depends on, hashed: the method, the program, the resamples and
-    every row of every calibration fold (a task whose data changed gets a new key)."""
-    digest = hashlib.sha256()
-    for part in (CACHE_VERSION, RESAMPLE_SEED, resamples, len(task.targets), code):
+def calibration_key(code: str, task: Task, n_params: int, resamples: int, settings: tuple = ()) -> str:
+    """What a calibration depends on, hashed: the method (this module's source, evolve's,
+    numpy's and scipy's versions), the program, the resamples, the sandbox settings that
+    decide which refits fail, and every row of every calibration fold (a task whose data
+    changed gets a new key)."""
+    import scipy
+
+    from evolve import __version__
+
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for part in (CACHE_VERSION, __version__, np.__version__, scipy.__version__, RESAMPLE_SEED, resamples,
+                 settings, len(task.targets), code):
         digest.update(str(part).encode() + b"\0")
     for fold in calibration_folds(task, n_params):
         for rows in fold:
@@ -311,14 +318,14 @@ def calibration_key(code: str, task: Task, n_params: int, resamples: int) -> str
     return digest.hexdigest()[:32]
 
 
-def load_scores(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def load_scores(path: Path, n_targets: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The two score arrays of a cached calibration, or None (no file, or not one we wrote)."""
     try:
         with np.load(path, allow_pickle=False) as saved:
             grown, base = np.asarray(saved["grown"], dtype=float), np.asarray(saved["base"], dtype=float)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    return (grown, base) if grown.ndim == 2 and grown.shape == base.shape else None
+    return (grown, base) if grown.ndim == 2 and grown.shape == base.shape and grown.shape[1] == n_targets else None
 
 
 def save_scores(path: Path, grown: np.ndarray, base: np.ndarray) -> None:

@@ -70,6 +70,15 @@ def test_fit_predict_interval_and_formula_on_several_groups(sft_run):
     cached[0].write_bytes(b"not an npz")  # a damaged cache is ignored and written afresh
     assert np.array_equal(evolve.open_run(sft_run.path).law(law.id).fit().interval(X, group, level=0.9, resamples=6)[1], high)
     assert len(list((sft_run.path / "cache").glob("interval-*.npz"))) == 1
+    from evolve.intervals import load_scores
+
+    assert load_scores(cached[0], 1) is not None  # written afresh, not left damaged
+    flaky = evolve.open_run(sft_run.path).law(law.id).fit()
+    flaky.cache_dir = sft_run.path / "cache-flaky"
+    real_batch = flaky._batch
+    flaky._batch = lambda jobs, calls=[]: None if calls.append(1) or len(calls) == 9 else real_batch(jobs)  # a calibration batch (after the group's own 7) fails
+    flaky.interval(X, group, level=0.9, resamples=6)
+    assert not list(flaky.cache_dir.glob("*.npz"))  # a calibration missing refits is not kept for later sessions
     expression = law.sympy(group)
     symbols = [sympy.Symbol(f, positive=True) for f in sft_run.task.features]
     rows = sft_run.task.train.X[sft_run.task.train.groups == group]
@@ -157,6 +166,11 @@ def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):
     assert header == lines[0].split(",") + ["predicted_loss", "loss_low", "loss_high"]  # the input's columns kept, in order
     assert [{k: w[k] for k in g} for g, w in zip(given, written)] == given and len(written) == 3
     assert all(float(w["loss_low"]) <= float(w["predicted_loss"]) <= float(w["loss_high"]) for w in written)
+    again = tmp_path / "again.csv"  # the output read back in, without --interval: its old bounds are not kept
+    assert main(["predict", str(sft_run.path), "--csv", str(out), "-o", str(again)]) == 0
+    rewritten = list(csv.DictReader(again.open()))
+    assert [r["loss_low"] for r in rewritten] == [""] * 3 and [r["predicted_loss"] for r in rewritten] == [w["predicted_loss"] for w in written]
+    assert "left empty" in capsys.readouterr().err
     assert main(["optimize", str(sft_run.path), "--compute", "1e22"]) == 2  # no size and data features: one line
     assert "does not apply" in capsys.readouterr().err
 

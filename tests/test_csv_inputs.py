@@ -148,6 +148,11 @@ def test_predict_reads_the_group_column_of_the_csv_the_task_was_made_from(tmp_pa
     assert forced.tolist() == ["b"] and column is None
     with pytest.raises(TaskError, match="no group column .*'model' column.*--group"):
         rows_to_predict(bare, task, None)
+    blanks = write(tmp_path / "blank.csv", ["model", "size"], [["", 1e12], ["b", 2e12]])
+    assert rows_to_predict(blanks, task, "b")[1].tolist() == ["b", "b"]  # a blank cell takes --group
+    longer = write(tmp_path / "long.csv", ["model", "size"], [["b", 1e12, "extra"]])
+    with pytest.raises(TaskError, match="line 2 has more cells than the header's 2 columns"):
+        rows_to_predict(longer, task, None)
 
 
 def test_the_run_prints_the_checked_formula_best_py_carries(tmp_path):
@@ -182,12 +187,16 @@ def test_the_size_and_data_features_can_be_named_when_their_names_are_not_the_us
     features = ("unique tokens", "Model Size", "Training Tokens")
     assert size_and_data_features(features, "Model Size", "Training Tokens") == (1, 2)
     assert size_and_data_features(("params", "tokens")) == (0, 1)
+    assert size_and_data_features(features) == (1, 2)  # "unique tokens" is another quantity, "Training Tokens" is D
     with pytest.raises(LawError, match="--size and --data"):
-        size_and_data_features(features)
+        size_and_data_features(("Model Size", "Training Tokens", "seen tokens"))  # two names say D: ambiguous
     with pytest.raises(LawError, match="no feature 'N'"):
         size_and_data_features(features, "N", "Training Tokens")
     assert size_and_data_features(("D (tokens)", "N (params)")) == (1, 0)  # units in brackets
     assert size_and_data_features(("lr", "Model Parameters", "Training Tokens")) == (1, 2)  # one word each, unambiguous
+    for other in (("N", "tokens_per_param"), ("params", "batch_samples")):  # other quantities, not D
+        with pytest.raises(LawError, match="needs a model-size and a data feature"):
+            size_and_data_features(other)
     with pytest.raises(LawError, match="name the same feature 'Model Size'"):
         size_and_data_features(features, "Model Size", "Model Size")
 
@@ -240,3 +249,17 @@ def test_a_zero_in_a_feature_that_spans_scales_gets_a_note(tmp_path, capsys):
     source = write(tmp_path / "d.csv", ["params", "loss"], rows)
     code, _, err = new_task(tmp_path, "--csv", str(source), "--features", "params", "--targets", "loss", capsys=capsys)
     assert code == 0 and "note: 1 row(s) have params <= 0 (params otherwise spans 1e+06 to 1e+25)" in err, err
+
+
+def test_a_table_on_a_terminal_prints_brackets_as_written():
+    # column names with units ("D [tokens]") and program messages are text, never rich markup
+    import io
+
+    from rich.console import Console
+
+    from evolve.cli.display import print_table
+
+    out = Console(file=io.StringIO(), force_terminal=True, width=120, color_system=None)
+    print_table("N = N (params), D = D [tokens]", ["D [tokens]", "note"], [[1e9, "[red]x[/red] [link=http://a]y"]], out)
+    text = out.file.getvalue()
+    assert "D = D [tokens]" in text and "[red]x[/red] [link=http://a]y" in text and text.count("D [tokens]") == 2

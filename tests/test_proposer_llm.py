@@ -248,7 +248,7 @@ def test_a_prompt_that_never_fits_stops_with_one_line_and_the_full_server_messag
 def test_a_request_on_a_connection_the_server_just_closed_is_sent_again_uncounted(task):
     # llama-cpp-python drops the connection after an empty (overflowing) stream; a busy server
     # closes it late, and the plain request that asks why went out on it (CI flake, 72dbf87)
-    with FakeOpenAI.like_llama_cpp(context_size=50, close_delay_s=0.3) as server:
+    with FakeOpenAI.like_llama_cpp(context_size=50, close_delay_s=0.1) as server:
         with pytest.raises(ContextOverflow, match="Please reduce the length"):
             fake_client(server, max_retries=0).complete([{"role": "user", "content": "x" * 400}])
     assert [s.status for s in server.served] == [400, 400]  # the stream, then the plain request
@@ -257,7 +257,7 @@ def test_a_request_on_a_connection_the_server_just_closed_is_sent_again_uncounte
 def test_a_request_dropped_after_a_while_is_a_counted_failure_not_a_free_resend():
     # the server held the request (it may have generated and billed a reply), then closed
     with FakeOpenAI.like_llama_cpp() as server:
-        server.push_close(delay_s=2.5)
+        server.push_close(delay_s=1.0)
         with pytest.raises(LLMUnavailable, match="after 1 attempt.*without sending a response"):
             fake_client(server, max_retries=0, stream=False).complete([{"role": "user", "content": "x"}])
         assert server.request_count == 1

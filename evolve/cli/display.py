@@ -8,6 +8,7 @@ import sys
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from evolve.text import format_params, format_r2, safe_text
 
@@ -44,11 +45,11 @@ def print_table(title: str, columns: list[str], rows: list[list], out: Console |
             out.file.write("\t".join(row) + "\n")
         out.file.flush()
         return
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(safe_text(title, keep_newlines=False)), title_justify="left")  # Text: "[tokens]" is not markup
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     out.print(table)
 
 

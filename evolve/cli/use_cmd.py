@@ -12,7 +12,7 @@ import numpy as np
 
 from evolve.api import LawError, open_run, size_and_data_features
 from evolve.cli.display import console, print_table
-from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, read_header, read_rows
+from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, read_rows
 from evolve.text import name_some
 
 
@@ -31,16 +31,20 @@ def rows_to_predict(csv_path: Path, task, group: str | None):
     """The rows of a CSV to predict, each row's group, and the CSV's group column (None when
     it has none): --group, else the CSV's 'group' column, else the group column of the CSV
     the task was made from, else the task's one group. A --group that contradicts the
-    CSV's group column is refused rather than silently preferred."""
-    header = read_header(csv_path)
+    CSV's group column is refused rather than silently preferred (blank cells take it)."""
+    header, records = read_csv_records(csv_path)
+    longer = next((n for n, r in enumerate(records, start=2) if None in r), None)
+    if longer is not None:
+        raise TaskError(f"{csv_path}: line {longer} has more cells than the header's {len(header)} columns")
     column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None)
-    rows = read_rows(csv_path, task.features, (), column)
     if group is not None:
-        others = sorted(set(rows.groups.tolist()) - {group}) if column else []
+        rows = read_rows(csv_path, task.features, (), None)
+        others = sorted({str(r.get(column) or "").strip() for r in records} - {group, ""}) if column else []
         if others:
             raise TaskError(f"{csv_path}: --group {group!r}, but its column '{column}' names other groups "
                             f"({name_some(others, 5)}): drop --group to use the column")
         return rows, np.array([group] * len(rows), dtype=object), column
+    rows = read_rows(csv_path, task.features, (), column)
     if column is None:
         if len(task.train.group_names()) != 1:
             named = f"a '{GROUP_COLUMN}' column" + (f" or a '{task.source_group_column}' column" if task.source_group_column else "")
@@ -75,7 +79,10 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
         value_columns += [f"{t}_{side}" for t in task.targets for side in ("low", "high")]
     group_added = [] if group_column else [GROUP_COLUMN]  # the group each row was predicted for
     columns = header + [c for c in (*group_added, *value_columns) if c not in header]
-    out_rows = [dict(record) for record in records]
+    stale = [c for t in task.targets for c in (f"predicted_{t}", f"{t}_low", f"{t}_high") if c in header and c not in value_columns]
+    if stale:  # an earlier output read back in: its figures are not this call's
+        click.echo(f"note: the input's {', '.join(stale)} column(s) are left empty: this call does not compute them", err=True)
+    out_rows = [{**record, **dict.fromkeys(stale, "")} for record in records]
     for name in sorted(set(groups.tolist())):
         mask = groups == name
         values = np.asarray(fitted.predict(rows.X[mask], name), dtype=float).reshape(int(mask.sum()), -1)
@@ -83,7 +90,8 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
             low, high = (np.asarray(side, dtype=float).reshape(len(values), -1) for side in fitted.interval(rows.X[mask], name, interval))
             values = np.column_stack([values, *[np.column_stack([low[:, k], high[:, k]]) for k in range(values.shape[1])]])
         for index, row_values in zip(np.flatnonzero(mask), values):
-            out_rows[index].update({**dict.fromkeys(group_added, name), **dict(zip(value_columns, row_values.tolist()))})
+            filled = [group_column] if group_column and not str(out_rows[index].get(group_column) or "").strip() else []
+            out_rows[index].update({**dict.fromkeys([*group_added, *filled], name), **dict(zip(value_columns, row_values.tolist()))})
     try:
         handle = open(output, "w", newline="") if output else sys.stdout
     except OSError as exc:
@@ -109,7 +117,7 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
 def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, program_id: int | None,
                      size_feature: str | None, data_feature: str | None) -> int:
     opened, law = pick_law(run, program_id)
-    size_and_data_features(opened.task.features, size_feature, data_feature)  # before any fit: a task it does not apply to is one line
+    n, d = size_and_data_features(opened.task.features, size_feature, data_feature)  # before any fit: a task it does not apply to is one line
     fitted = law.fit()
     groups = [group] if group else opened.task.train.group_names()
     rows = []
@@ -117,7 +125,7 @@ def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, p
         for c in compute:
             best = fitted.optimal(c, name, size=size_feature, data=data_feature)
             rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "yes" if best["at_search_edge"] else ""])
-    print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D)", ["group", "compute", "N", "D", "predicted loss", "at the search edge"], rows, console())
+    print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D; N = {opened.task.features[n]}, D = {opened.task.features[d]})", ["group", "compute", "N", "D", "predicted loss", "at the search edge"], rows, console())
     return 0
 
 

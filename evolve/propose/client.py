@@ -67,7 +67,7 @@ PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama) ignore the key bu
 CHARS_PER_TOKEN = 4
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_MESSAGE_CHARS = 240
-STALE_WITHIN_S = 2.0  # a request failing this soon with "disconnected without a response" met a closed connection
+STALE_WITHIN_S = 0.5  # a request failing this soon with "disconnected without a response" met a closed connection
 TIMEOUT_FINISH = "timeout"  # finish_reason of a streamed reply cut at the request timeout
 
 
