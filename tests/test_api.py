@@ -79,6 +79,9 @@ def test_fit_predict_interval_and_formula_on_several_groups(sft_run):
     flaky._batch = lambda jobs, calls=[]: None if calls.append(1) or len(calls) == 9 else real_batch(jobs)  # a calibration batch (after the group's own 7) fails
     flaky.interval(X, group, level=0.9, resamples=6)
     assert not list(flaky.cache_dir.glob("*.npz"))  # a calibration missing refits is not kept for later sessions
+    flaky._batch = lambda jobs, calls=[]: None if calls.append(1) or len(calls) == 1 else real_batch(jobs)  # the fit fails once
+    with pytest.raises(evolve.LawError, match="passed when tried again"):
+        flaky.interval(X, group, level=0.9, resamples=6)  # an error, not an interval of uninitialised memory
     expression = law.sympy(group)
     symbols = [sympy.Symbol(f, positive=True) for f in sft_run.task.features]
     rows = sft_run.task.train.X[sft_run.task.train.groups == group]
