@@ -12,9 +12,15 @@ import math
 import re
 import time
 
-# C0 and C1 controls (but tab and newline), DEL, bidi overrides and other format characters
-# that can rewrite what a terminal or a page shows.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# Every control (Unicode category Cc, but tab and newline), format character (Cf: bidi
+# overrides and marks, zero-width and invisible characters, soft hyphen, tags) and line or
+# paragraph separator (Zl, Zp): each can rewrite what a terminal or a page shows. The ranges
+# are those of Unicode 15 (tests/test_text.py checks them against unicodedata).
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 SAFE_TEXT_CHARS = 4_000

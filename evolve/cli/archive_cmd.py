@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 
 from evolve.cli.display import console as display_console, format_params, format_r2, format_tokens, print_code, print_table, r2_or_none, safe_text
@@ -141,7 +142,7 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None
 
     console = display_console()
     v = record.validation
-    console.print(f"[bold]program {record.id}[/bold]: island {record.island}, iteration {record.iteration}, parent {record.parent_id if record.parent_id is not None else '— (seed)'}, {record.proposer}{' (' + record.model + ')' if record.model else ''}", highlight=False)
+    console.print(f"[bold]program {record.id}[/bold]: island {record.island}, iteration {record.iteration}, parent {record.parent_id if record.parent_id is not None else '— (seed)'}, {escape(safe_text(record.proposer))}{' (' + escape(safe_text(record.model)) + ')' if record.model else ''}", highlight=False)
     status = "[green]ok[/green]" if v.ok else f"[red]{v.status}[/red]"
     console.print(f"status {status}; validation R² {format_r2(r2_or_none(v))}, NMSE {v.metrics.nmse:.6g}, NMAE {v.metrics.nmae:.6g}; test R² {format_r2(r2_or_none(record.test)) if record.test else 'not scored'}", highlight=False)
     console.print(f"{record.n_params if record.n_params is not None else '—'} fitted parameters per group; size {record.complexity} AST nodes; cell {record.cell}; tokens {record.prompt_tokens} prompt + {record.completion_tokens} completion", highlight=False)
@@ -175,7 +176,7 @@ def show_exchange(record: ProgramRecord, console: Console) -> None:
         for message in messages:
             role = message.get("role", "?") if isinstance(message, dict) else "?"
             content = message.get("content", "") if isinstance(message, dict) else str(message)
-            console.print(f"[bold]prompt ({safe_text(role)}):[/bold]")
+            console.print(f"[bold]prompt ({escape(safe_text(role))}):[/bold]")
             console.print(safe_text(content, limit=0), markup=False, highlight=False)
     reply = record.extra.get("reply")
     if reply is not None:
@@ -186,9 +187,9 @@ def show_exchange(record: ProgramRecord, console: Console) -> None:
 def cmd_diff(args: argparse.Namespace) -> int:
     with open_read_only(args.run) as archive:
         first, second = archive.get(args.id1), archive.get(args.id2)
-    lines = difflib.unified_diff(
-        first.code.splitlines(keepends=True),
-        second.code.splitlines(keepends=True),
+    lines = difflib.unified_diff(  # program text: controls and escapes made harmless first
+        safe_text(first.code, limit=0).splitlines(keepends=True),
+        safe_text(second.code, limit=0).splitlines(keepends=True),
         fromfile=f"program {first.id} (validation R² {format_r2(r2_or_none(first.validation))})",
         tofile=f"program {second.id} (validation R² {format_r2(r2_or_none(second.validation))})",
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -68,7 +69,7 @@ def show_evaluation(task, path, evaluation) -> None:
     status = "[green]ok[/green]" if evaluation.ok else f"[red]{evaluation.status}[/red]"
     folds = len(task.folds(evaluation.split))
     split = f"{evaluation.split} split" + (f", mean over {folds} folds" if folds > 1 else "")
-    out.print(f"{safe_text(path)} on {task.name} ({split}): {status}, {evaluation.seconds:.2f} s")
+    out.print(f"{escape(safe_text(path))} on {escape(task.name)} ({split}): {status}, {evaluation.seconds:.2f} s")
     if evaluation.message:
         out.print(safe_text(evaluation.message), markup=False)
     rows = [["all", f"{m.r2:.6f}", f"{m.nmse:.6f}", f"{m.nmae:.6f}", f"{m.combined_score:.6f}"]]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,7 +28,8 @@ from evolve.scoring.scorer import Evaluation
 def describe(evaluation: Evaluation) -> str:
     if evaluation.ok:
         return f"R² {evaluation.metrics.r2:.4f}  ({evaluation.n_params} params)"
-    return f"[red]{evaluation.status}[/red]: {evaluation.message.splitlines()[-1][:100] if evaluation.message else ''}"
+    message = safe_text(evaluation.message.splitlines()[-1][:100], keep_newlines=False) if evaluation.message.strip() else ""
+    return f"[red]{evaluation.status}[/red]: {escape(message)}"  # the program's text is never markup
 
 
 class RunProgress:
@@ -47,7 +49,7 @@ class RunProgress:
 
     def seed(self, name: str, evaluation: Evaluation) -> None:
         if self.enabled:
-            self.console.print(f"  seed {name:<20} validation {describe(evaluation)}")
+            self.console.print(f"  seed {escape(safe_text(name, keep_newlines=False)):<20} validation {describe(evaluation)}", highlight=False)
 
     def start(self, task: str, run_dir: Path, done: int, total: int, best: ProgramRecord | None, proposer: str, usage) -> None:
         self.usage = usage
@@ -55,7 +57,7 @@ class RunProgress:
         self.started = time.perf_counter()
         if not self.enabled:
             return
-        self.console.print(f"[bold]{task}[/bold]: {proposer} proposer, run directory {run_dir}")
+        self.console.print(f"[bold]{escape(task)}[/bold]: {proposer} proposer, run directory {escape(safe_text(run_dir))}")
         self.bar = Progress(
             TextColumn("iteration"),
             MofNCompleteColumn(),

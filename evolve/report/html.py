@@ -144,7 +144,8 @@ def r2_on_test(record: ProgramRecord) -> float | None:
 def render(report: Report) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    environment = Environment(loader=PackageLoader("evolve.report", "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment = Environment(loader=PackageLoader("evolve.report", "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              finalize=lambda value: safe_text(value, limit=0) if isinstance(value, str) else value)  # every string shown: no controls, bidi or escapes
     environment.filters["r2"] = format_r2
     environment.filters["time"] = format_timestamp
     environment.filters["safe_text"] = safe_text
