@@ -30,7 +30,7 @@ from evolve.status import Status
 from evolve.text import one_line
 from evolve.propose.seeds import load_seed_program, seed_law_paths, seed_programs
 from evolve.propose.factory import make_proposer
-from evolve.run_state import pending_to_json, rng_from_json, rng_state_to_json, usage_with
+from evolve.run_state import pending_from_json, pending_to_json, rng_from_json, rng_state_to_json, usage_with
 from evolve.run_end import end_of_run
 from evolve.store.rundir import create_run, discard_failed_start, resume_run
 from evolve.tasks import Task, load_task
@@ -193,8 +193,8 @@ class Evolution:
             requests: list[ProposalRequest] = []
             futures: list[Future] = []
             handled: set[int] = set()
+            before = stored
             try:  # a Ctrl-C anywhere in a batch (even between two of them) cancels what is in flight
-                before = stored
                 count = min(self.batch_size, end - stored)
                 again, lost = lost[:count], lost[count:]
                 requests = again + self.requests(stored + 1 + len(again), count - len(again))
@@ -205,10 +205,9 @@ class Evolution:
                 if budget_error is not None:
                     return f"budget reached: {budget_error}"
                 self.note_outage(answered=stored > before, lost=bool(lost))
-                if self.config.archive.migration_interval and stored > before and stored % self.config.archive.migration_interval < stored - before:
-                    self.archive.migrate(stored)
+                self.migrate_if_due(before, stored)
             except KeyboardInterrupt:
-                self.stop_now([(r, f) for i, (r, f) in enumerate(zip(requests, futures)) if i not in handled], self.archive.max_iteration())
+                self.stop_now([(r, f) for i, (r, f) in enumerate(zip(requests, futures)) if i not in handled], self.archive.max_iteration(), before)
                 raise
         return "finished"
 
@@ -254,61 +253,62 @@ class Evolution:
         self.progress.note(f"model endpoint unavailable for {down_for:.0f} s ({getattr(self, 'outage_message', '')}); asking again in {pause:.0f} s")
         time.sleep(min(pause, max(0.0, limit - down_for)))
 
-    def stop_now(self, unhandled: list[tuple[ProposalRequest, Future]], stored: int) -> None:
+    def stop_now(self, unhandled: list[tuple[ProposalRequest, Future]], stored: int, batch_start: int) -> None:
         """Ctrl-C: cancel the model requests in flight (the server stops generating them),
-        give replies and scores under way INTERRUPT_GRACE_S to finish, and store every child
-        that finished. A reply whose scoring was cut short is kept in meta
-        `pending_replies` and scored first on resume, so no reply that arrived is lost."""
+        give replies and scores under way INTERRUPT_GRACE_S to finish, and store the finished
+        children in request order, as the run would have, up to the first unfinished one.
+        The rest of the batch is kept in meta `pending_replies`, in order (a reply whose
+        scoring was cut short, or the request itself), and completed first on resume, so
+        no reply is lost and a resumed run stores and migrates as an uninterrupted one."""
         cancel = getattr(self.proposer, "cancel", None)
         if cancel is not None:
             cancel()
         futures = [f for _, f in unhandled]
         if futures:
             wait(futures, timeout=INTERRUPT_GRACE_S)
+        pending = []
         for request, future in unhandled:
-            if not future.done() or future.cancelled() or future.exception() is not None:
-                continue
-            if id(request) not in self.arrived:  # stored already (or lost to an outage)
-                continue
-            proposal, evaluation = future.result()
-            if proposal.status != Status.UNAVAILABLE:
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            if not pending and finished and id(request) in self.arrived:
+                proposal, evaluation = future.result()
                 stored += 1
                 self.progress.child(self.store(stored, request, proposal, evaluation))
-        pending = [pending_to_json(r, p) for r, p in list(self.arrived.values())]
+                continue
+            arrived = self.arrived.get(id(request))
+            pending.append(pending_to_json(request, arrived[1] if arrived is not None else None))
         self.archive.set_meta("pending_replies", pending)
+        self.archive.set_meta("pending_batch_start", batch_start)
         self.save_state(stored, self.usage)
 
     def score_pending(self, start: int) -> int:
-        """Score and store the replies a Ctrl-C kept unscored (see stop_now); the new last iteration."""
-        pending = self.archive.get_meta("pending_replies") or []
+        """Complete the batch a Ctrl-C cut short (see stop_now): score the kept replies and
+        ask again for the requests that had none, in their order, then migrate if the batch
+        crossed a migration point; the new last iteration. Each item leaves meta once stored."""
+        pending = list(self.archive.get_meta("pending_replies") or [])
         stored = start
-        for item in pending:
-            request, proposal = self.pending_from_json(item)
-            if request is None:
-                continue
-            _, evaluation = self.score_proposal(proposal)
-            stored += 1
-            self.progress.child(self.store(stored, request, proposal, evaluation))
-        if pending:
-            self.archive.set_meta("pending_replies", [])
+        while pending:
+            request, proposal = pending_from_json(pending[0], self.archive, self.task)
+            if request is not None:
+                proposal, evaluation = self.score_proposal(proposal) if proposal is not None else self.propose_and_score(request)
+                stored += 1
+                self.progress.child(self.store(stored, request, proposal, evaluation))
+            pending.pop(0)
+            self.archive.set_meta("pending_replies", pending)
+            if not pending:
+                self.migrate_if_due(int(self.archive.get_meta("pending_batch_start") or start), stored)
         return stored
+
+    def migrate_if_due(self, before: int, stored: int) -> None:
+        """Migrate when the children before+1..stored crossed a multiple of the interval."""
+        interval = self.config.archive.migration_interval
+        if interval and stored > before and stored % interval < stored - before:
+            self.archive.migrate(stored)
 
     def score_proposal(self, proposal: Proposal) -> tuple[Proposal, Evaluation]:
         if proposal.code is None:
             return proposal, proposal_failure(proposal, len(self.task.targets))
         cached = self.cache.get(code_key(proposal.code))
         return proposal, cached if cached is not None else self.scorer.score(proposal.code, self.task, "validation")
-
-    def pending_from_json(self, item: dict) -> tuple[ProposalRequest | None, Proposal]:
-        fields = dict(item["proposal"])
-        fields["status"] = Status(fields["status"]) if fields.get("status") else None
-        proposal = Proposal(**fields)
-        try:
-            parent = self.archive.get(int(item["parent_id"]))
-        except Exception:  # noqa: BLE001 - a pending reply whose parent is gone cannot be placed
-            return None, proposal
-        request = ProposalRequest(task=self.task, parent=parent, edit_mode=proposal.edit_mode or "diff", seed=int(item.get("seed", 0)))
-        return request, proposal
 
     def save_state(self, iteration: int, usage) -> None:
         """Iteration, RNG and the stored programs' token totals (with the live retry and

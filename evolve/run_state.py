@@ -9,6 +9,7 @@ import json
 import random
 
 from evolve.propose.base import Proposal, ProposalRequest
+from evolve.status import Status
 
 
 def usage_with(saved: dict, proposal: Proposal | None, live: dict) -> dict:
@@ -48,11 +49,15 @@ def _shift(totals: dict, cut_short: dict | None, sign: int) -> None:
             bucket[name] = bucket.get(name, 0) + sign * values.get(name, 0)
 
 
-def pending_to_json(request: ProposalRequest, proposal: Proposal) -> dict:
-    """A reply that arrived but was not stored (Ctrl-C during its scoring), for meta."""
-    fields = dataclasses.asdict(proposal)
-    fields["status"] = str(proposal.status) if proposal.status is not None else None
-    return {"parent_id": request.parent.id, "seed": request.seed, "proposal": fields}
+def pending_to_json(request: ProposalRequest, proposal: Proposal | None) -> dict:
+    """A child a Ctrl-C left unstored, for meta: its request and, when the reply had
+    arrived (its scoring was cut short), the reply; without one it is asked for again."""
+    fields = None
+    if proposal is not None:
+        fields = dataclasses.asdict(proposal)
+        fields["status"] = str(proposal.status) if proposal.status is not None else None
+    return {"parent_id": request.parent.id, "seed": request.seed, "edit_mode": request.edit_mode, "proposal": fields,
+            "inspirations": [r.id for r in request.inspirations], "failures": [r.id for r in request.failures]}
 
 
 def rng_state_to_json(rng: random.Random) -> list:
@@ -64,3 +69,20 @@ def rng_from_json(state: list) -> random.Random:
     rng = random.Random()
     rng.setstate((state[0], tuple(state[1]), state[2]))
     return rng
+
+
+def pending_from_json(item: dict, archive, task) -> tuple[ProposalRequest | None, Proposal | None]:
+    """The request (and reply, if it had arrived) of a pending item; no request when the
+    programs it names are no longer in the archive."""
+    proposal = None
+    if item.get("proposal") is not None:
+        fields = dict(item["proposal"])
+        fields["status"] = Status(fields["status"]) if fields.get("status") else None
+        proposal = Proposal(**fields)
+    try:
+        parent = archive.get(int(item["parent_id"]))
+        company = {key: tuple(archive.get(int(i)) for i in item.get(key, [])) for key in ("inspirations", "failures")}
+    except Exception:  # noqa: BLE001 - a pending item whose programs are gone cannot be placed
+        return None, proposal
+    edit_mode = item.get("edit_mode") or (proposal.edit_mode if proposal is not None else "") or "diff"
+    return ProposalRequest(task=task, parent=parent, edit_mode=edit_mode, seed=int(item.get("seed", 0)), **company), proposal
