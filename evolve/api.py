@@ -367,7 +367,10 @@ class Law:
         with the lowest predicted loss (first target). Applies to laws whose task has a
         model-size and a data feature (by name: params/N/model_size, tokens/D/data, or
         named by `size` and `data`, e.g. size="Model Size", data="Training Tokens"); other features are held at their values in the group's largest train run (by N·D),
-        as in the report's iso-loss plot."""
+        as in the report's iso-loss plot. `at_search_edge` (the optimum is the end of the N
+        range searched, 1/100 to 100 times the data's), `within_data` (N and D inside the
+        group's train rows) and `negative_loss` (below zero where every train value is not)
+        say how far to trust it."""
         n_index, d_index = size_and_data_features(self.task.features, size, data)
         if not compute > 0:
             raise LawError("compute must be positive")
@@ -382,8 +385,12 @@ class Law:
             raise LawError("the law predicts no finite loss on the compute curve")
         best = int(np.nanargmin(np.where(finite, predicted, np.nan)))
         edge = best in (0, points - 1)
-        return {"compute": float(compute), "N": float(grid_n[best]), "D": float(compute / (6 * grid_n[best])),
-                "loss": float(predicted[best]), "at_search_edge": bool(edge)}
+        n, d = float(grid_n[best]), float(compute / (6 * grid_n[best]))
+        inside = bool(X_fit[:, n_index].min() <= n <= X_fit[:, n_index].max() and X_fit[:, d_index].min() <= d <= X_fit[:, d_index].max())
+        y_fit = self._group_rows(group)[1].reshape(len(X_fit), -1)[:, 0]
+        impossible = bool(predicted[best] < 0 <= y_fit.min())  # a loss the data never allow (all of theirs are >= 0)
+        return {"compute": float(compute), "N": n, "D": d, "loss": float(predicted[best]), "at_search_edge": bool(edge),
+                "within_data": inside, "negative_loss": impossible}
 
 
 SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params", "model_params", "non_embedding_params", "non_embedding_param_size", "dense_parameter_count")

@@ -146,6 +146,9 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
     assert "# The law of group" in single and "other groups" not in single  # one group: no other constants to speak of
     assert small["N"] * small["D"] * 6 == pytest.approx(1e20, rel=1e-6)
     assert large["loss"] <= small["loss"]
+    assert isinstance(small["within_data"], bool) and small["negative_loss"] is False  # losses stay positive here
+    far = law.optimal(compute=1e40, group=group)  # 1e18 times beyond the data's compute
+    assert far["within_data"] is False
     from evolve.report.law_plots import plot_allocation
     from evolve.report.law_view import allocation
 

@@ -236,7 +236,7 @@ def test_a_test_share_far_from_the_fraction_asked_is_explained(tmp_path, capsys)
     rows = [[n, 1.5 + 30 / n**0.3 + 0.01 * r] for n in (1e7, 1e8, 1e9) for r in range(3)]
     source = write(tmp_path / "d.csv", ["size", "loss"], rows)
     code, out, err = new_task(tmp_path, "--csv", str(source), "--features", "size", "--targets", "loss", "--test-largest", "size", "0.2", capsys=capsys)
-    assert code == 0 and "3 test rows" in out, err
+    assert code == 0 and "3 test rows" in out and "6 train rows (" in out, err  # train.csv's count, validation within it
     assert "note: test is 33% of the rows, not the 20% asked" in err and "size go to the same side" in err
     even = write(tmp_path / "e.csv", ["size", "loss"], [r[1:] for r in grid(groups=("a",), sizes=tuple(10.0**k for k in range(7, 17)))])
     code, _, err = new_task(tmp_path / "x", "--csv", str(even), "--features", "size", "--targets", "loss", capsys=capsys)

@@ -111,7 +111,9 @@ def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str,
     s = task.summary()
     dropped = len(read_csv_records(csv_path)[1]) - len(task.train) - len(task.test) if drop_missing else 0
     note = f"; {dropped} row(s) with an empty cell left out" if dropped else ""
-    click.echo(f"wrote task {task.path}: {s['groups']} group(s), {s['train_rows']} train, {s['validation_rows']} validation, {s['test_rows']} test rows{note}")
+    folds = f" by the first of {s['validation_folds']} folds" if s["validation_folds"] > 1 else ""
+    click.echo(f"wrote task {task.path}: {s['groups']} group(s), {len(task.train)} train rows ({s['validation_rows']} of them held out "
+               f"for validation{folds}), {s['test_rows']} test rows{note}")
     for line in suspicious_scale_values(task):
         click.echo(f"note: {line}", err=True)
     share = len(task.test) / max(1, len(task.train) + len(task.test))

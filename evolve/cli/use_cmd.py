@@ -124,8 +124,11 @@ def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, p
     for name in groups:
         for c in compute:
             best = fitted.optimal(c, name, size=size_feature, data=data_feature)
-            rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "yes" if best["at_search_edge"] else ""])
-    print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D; N = {opened.task.features[n]}, D = {opened.task.features[d]})", ["group", "compute", "N", "D", "predicted loss", "at the search edge"], rows, console())
+            caveats = [text for flag, text in ((best["negative_loss"], "negative loss: the law fails here"),
+                                               (best["at_search_edge"], "at the edge of the N searched: no optimum found"),
+                                               (not best["within_data"], "beyond the data's N or D")) if flag]
+            rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "; ".join(caveats)])
+    print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D; N = {opened.task.features[n]}, D = {opened.task.features[d]})", ["group", "compute", "N", "D", "predicted loss", "caveat"], rows, console())
     return 0
 
 
