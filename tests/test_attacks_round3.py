@@ -148,3 +148,29 @@ def test_a_program_that_branches_on_the_parameter_type_gets_no_checked_formula(s
     honest = (PROGRAMS / "mean_baseline.py").read_text()
     shown = shown_formulas([formula_case(honest, task, scorer.score(honest, task, "train"))], task, scorer=scorer)[0]
     assert shown is not None, "an honest law must still get a checked formula"
+
+
+def test_a_fit_answer_with_bytes_beyond_the_protocol_is_refused():
+    """Attack hunt 2026-12-03: a fit child wrote its own ok answer with the real coefficients
+    in `message` (and could pad spacing or digits), which stayed in the worker's memory for
+    the prediction child to read: parameters past the count. Only the sandbox's own
+    encoding of an ok answer with an empty message is accepted."""
+    import json
+
+    from evolve.scoring.in_sandbox import GroupJob
+    from evolve.scoring.outcome import Outcome
+    from evolve.scoring.params_codec import encode
+    from evolve.scoring.worker import Worker
+
+    import numpy as np
+
+    jobs = [GroupJob("a", np.ones((2, 1)), np.ones(2), np.ones((1, 1)))]
+    answer = {"status": "ok", "message": "", "api": "fit", "params": [["a", encode([1.5, 2.0])]]}
+    read = lambda data: Worker.read_fit(None, Outcome(data=data), {"jobs": jobs})  # noqa: E731 - the worker's own check
+    assert read(json.dumps(answer).encode())[0] is None  # the honest answer
+    hidden = json.dumps({**answer, "message": "3.1 4.1 5.9 2.6 5.3"}).encode()
+    padded = json.dumps(answer, indent=1).encode()  # the same numbers; the spacing carries bits
+    longer = json.dumps(answer).replace("1.5", "1.50000000000000000000271828").encode()  # parses to 1.5
+    for forged in (hidden, padded, longer):
+        failure = read(forged)[0]
+        assert failure is not None and failure.status == Status.CRASH, forged

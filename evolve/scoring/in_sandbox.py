@@ -181,6 +181,8 @@ def checked_fit(fit: object, jobs: list[GroupJob]) -> tuple[RunReport | None, st
         return RunReport(Status.CRASH, "the fitting process sent an invalid status"), "", [], {}, {}
     if status != Status.OK:
         return RunReport(Status(status), safe_text(message[-4000:], limit=4000)), "", [], {}, {}
+    if message:  # an ok answer carries nothing but its parameters (the message is a failure's)
+        return RunReport(Status.CRASH, "the fitting process sent an ok result with a message"), "", [], {}, {}
     api, entries = fit["api"], fit["params"]
     if api == "law":
         return None, api, [], {job.group: [] for job in jobs}, {job.group: 0 for job in jobs}

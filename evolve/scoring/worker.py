@@ -258,8 +258,11 @@ class Worker:
             return classify(outcome, fake, self.limits), "", [], {}, {}
         try:
             fit = json.loads(outcome.data.decode("utf-8", "surrogatepass"))
+            canonical = json.dumps(fit).encode("utf-8", "surrogatepass") == outcome.data
         except (UnicodeDecodeError, ValueError, RecursionError):
             return RunReport(Status.CRASH, "the fitting process sent an invalid result"), "", [], {}, {}
+        if not canonical:  # spacing or digits beyond the protocol's own encoding could carry bytes past the count
+            return RunReport(Status.CRASH, "the fitting process sent a result not in the sandbox's encoding"), "", [], {}, {}
         failure, api, trees, params, counted = checked_fit(fit, request["jobs"])
         if failure is not None and is_memory_failure(failure):
             failure = RunReport(Status.MEMORY, failure.message)
