@@ -358,7 +358,7 @@ def create_task_folder(
         if unknown:
             raise TaskError(f"{csv_path}: no {role} {', '.join(map(repr, unknown))} (has {', '.join(map(repr, header))})")
     if group_column and group_column not in header:
-        raise TaskError(f"{csv_path}: missing group column '{group_column}'")
+        raise TaskError(f"{csv_path}: missing group column '{group_column}' (has {', '.join(map(repr, header))})")
     if group_column in (*features, *targets):
         raise TaskError(f"{group_column} cannot be both the group column and a feature or target")
     scale_names = column_names(test_column)

@@ -7,6 +7,7 @@ import csv
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,11 @@ def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):
     rewritten = list(csv.DictReader(again.open()))
     assert [r["loss_low"] for r in rewritten] == [""] * 3 and [r["predicted_loss"] for r in rewritten] == [w["predicted_loss"] for w in written]
     assert "left empty" in capsys.readouterr().err
+    started = time.monotonic()
+    bare = tmp_path / "bare.csv"
+    bare.write_text("num_params,parallel_size\n545340552,8\n")
+    assert main(["predict", str(sft_run.path), "--csv", str(bare), "--group", "no-such-group"]) == 2
+    assert "unknown group(s) no-such-group" in capsys.readouterr().err and time.monotonic() - started < 5  # before any fit
     assert main(["optimize", str(sft_run.path), "--compute", "1e22"]) == 2  # no size and data features: one line
     assert "does not apply" in capsys.readouterr().err
 

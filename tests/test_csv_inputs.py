@@ -263,3 +263,9 @@ def test_a_table_on_a_terminal_prints_brackets_as_written():
     print_table("N = N (params), D = D [tokens]", ["D [tokens]", "note"], [[1e9, "[red]x[/red] [link=http://a]y"]], out)
     text = out.file.getvalue()
     assert "D = D [tokens]" in text and "[red]x[/red] [link=http://a]y" in text and text.count("D [tokens]") == 2
+
+
+def test_a_missing_group_column_names_the_columns_there_are(tmp_path, capsys):
+    source = write(tmp_path / "d.csv", ["model", "size", "loss"], grid())
+    code, _, err = new_task(tmp_path, "--csv", str(source), "--features", "size", "--targets", "loss", "--group-column", "cfg", capsys=capsys)
+    assert code == 2 and "missing group column 'cfg' (has 'model', 'size', 'loss')" in err and not (tmp_path / "t").exists()

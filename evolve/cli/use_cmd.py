@@ -70,6 +70,9 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
     opened, law = pick_law(run, program_id)
     task = opened.task
     rows, groups, group_column = rows_to_predict(csv_path, task, group)
+    unknown = sorted(set(groups.tolist()) - set(task.train.group_names()))
+    if unknown:  # before the fits, which take seconds to minutes
+        raise TaskError(f"{csv_path}: unknown group(s) {name_some(unknown, 5)} (the task's groups: {name_some(task.train.group_names())})")
     if output is not None:
         check_writable(output)  # before the fits, which take seconds to minutes
     fitted = law.fit()
@@ -118,6 +121,8 @@ def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, p
                      size_feature: str | None, data_feature: str | None) -> int:
     opened, law = pick_law(run, program_id)
     n, d = size_and_data_features(opened.task.features, size_feature, data_feature)  # before any fit: a task it does not apply to is one line
+    if group is not None and group not in opened.task.train.group_names():
+        raise TaskError(f"unknown group {group!r} (the task's groups: {name_some(opened.task.train.group_names())})")
     fitted = law.fit()
     groups = [group] if group else opened.task.train.group_names()
     rows = []
