@@ -374,7 +374,7 @@ class Law:
         n_index, d_index = size_and_data_features(self.task.features, size, data)
         if not compute > 0:
             raise LawError("compute must be positive")
-        X_fit = self._group_rows(group)[0]
+        X_fit, y_fit = self._group_rows(group)
         n_low, n_high = X_fit[:, n_index].min() / 100, X_fit[:, n_index].max() * 100
         grid_n = np.geomspace(max(n_low, 1.0), n_high, points)
         X = np.tile(X_fit[np.argmax(X_fit[:, n_index] * X_fit[:, d_index])], (points, 1))
@@ -387,8 +387,7 @@ class Law:
         edge = best in (0, points - 1)
         n, d = float(grid_n[best]), float(compute / (6 * grid_n[best]))
         inside = bool(X_fit[:, n_index].min() <= n <= X_fit[:, n_index].max() and X_fit[:, d_index].min() <= d <= X_fit[:, d_index].max())
-        y_fit = self._group_rows(group)[1].reshape(len(X_fit), -1)[:, 0]
-        impossible = bool(predicted[best] < 0 <= y_fit.min())  # a loss the data never allow (all of theirs are >= 0)
+        impossible = bool(predicted[best] < 0 <= y_fit.reshape(len(X_fit), -1)[:, 0].min())  # a loss the data never allow (all of theirs are >= 0)
         return {"compute": float(compute), "N": n, "D": d, "loss": float(predicted[best]), "at_search_edge": bool(edge),
                 "within_data": inside, "negative_loss": impossible}
 

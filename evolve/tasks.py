@@ -166,12 +166,15 @@ def largest_mask(groups: np.ndarray, values: np.ndarray, fraction: float) -> np.
     return mask
 
 
+SCALE_SPAN = 20  # a positive feature spanning more than this factor looks like a scale
+
+
 def wide_positive_features(X: np.ndarray, features: tuple[str, ...]) -> list[str]:
     """Features that look like scales: positive and spanning more than a factor of 20."""
     found = []
     for j, name in enumerate(features):
         column = X[:, j]
-        if len(column) and column.min() > 0 and column.max() / column.min() > 20:
+        if len(column) and column.min() > 0 and column.max() / column.min() > SCALE_SPAN:
             found.append(name)
     return found
 

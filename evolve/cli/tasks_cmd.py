@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from evolve.cli.display import print_table
-from evolve.tasks import TaskError, create_task_folder, load_task, read_csv_records, resolve_task_dir, shipped_task_names
+from evolve.tasks import SCALE_SPAN, TaskError, create_task_folder, load_task, read_csv_records, resolve_task_dir, shipped_task_names
 
 
 def validation_cell(summary: dict) -> str:
@@ -133,7 +133,7 @@ def suspicious_scale_values(task) -> list[str]:
     for j, name in enumerate(task.features):
         column = X[:, j]
         positive, bad = column[column > 0], int((column <= 0).sum())
-        if bad and bad <= 0.05 * len(column) and len(positive) and positive.max() / positive.min() > 20:
+        if bad and bad <= 0.05 * len(column) and len(positive) and positive.max() / positive.min() > SCALE_SPAN:
             found.append(f"{bad} row(s) have {name} <= 0 ({name} otherwise spans {positive.min():.3g} to {positive.max():.3g}): "
                          "powers of it cannot fit them; check those rows")
     return found
