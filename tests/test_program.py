@@ -88,3 +88,74 @@ def test_exception_message_carries_traceback_tail():
     body = "import numpy as np\ndef scaling_law_func(X, p): return X[:, 0]\ndef fit_scaling_law(X, y): raise RuntimeError('boom here')"
     report = run_jobs(body, [job()], ("n",), ("loss",))
     assert "RuntimeError: boom here" in report.message and "Traceback" in report.message
+
+
+def test_every_parse_in_evolve_goes_through_the_parse_lock():
+    """CPython 3.11 raises a spurious SystemError ("AST constructor recursion depth mismatch")
+    when two threads build ast objects at once (python/cpython#106905); the loop parses from
+    its proposer threads, so a single unlocked ast.parse or ast.literal_eval anywhere breaks
+    runs (it failed CI once: grammar_code's literal_eval raced code_key)."""
+    import ast
+    from pathlib import Path
+
+    import evolve
+
+    def locked(node: ast.Call, path: Path) -> bool:
+        if node.func.attr == "parse":
+            return path.name == "program.py"  # parse_python itself
+        first = node.args[0] if node.args else None
+        return isinstance(first, ast.Call) and getattr(first.func, "id", "") == "parse_python"
+
+    package = Path(evolve.__file__).parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        calls = {id(c.func): c for c in ast.walk(tree) if isinstance(c, ast.Call)}
+        for node in ast.walk(tree):
+            is_ast_name = isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "ast"
+            if is_ast_name and node.attr in ("parse", "literal_eval"):
+                call = calls.get(id(node))  # a bare reference (passed as a function) counts as unlocked
+                if call is None or not locked(call, path):
+                    offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_parsing_from_many_threads_at_once_never_raises_a_system_error():
+    """The parses the loop's threads run at once (code keys, grammar specs, program checks),
+    with a garbage-collector callback that hands the interpreter to another thread mid-parse:
+    it raised SystemError within a second when one of them parsed outside the lock."""
+    import gc
+    import threading
+    import time
+
+    from evolve.program import code_key, top_level_functions
+    from evolve.propose.grammar_code import spec_from_code
+
+    spec_line = "LAW_SPEC = {'laws': [{'terms': [1, 2.5, (3, 'x')]}]}\n"
+    calls = [lambda: code_key(FIT_PROGRAM), lambda: spec_from_code(spec_line), lambda: top_level_functions(FIT_PROGRAM)]
+    errors: list[BaseException] = []
+
+    def hammer(call):
+        try:
+            for _ in range(300):
+                call()
+        except SystemError as exc:
+            errors.append(exc)
+
+    def yield_thread(phase, info):
+        time.sleep(0)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(yield_thread)
+    gc.set_threshold(50, 1, 1)
+    try:
+        threads = [threading.Thread(target=hammer, args=(call,)) for call in calls for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        gc.callbacks.remove(yield_thread)
+        gc.set_threshold(*threshold)
+    assert spec_from_code(spec_line) == {"laws": [{"terms": [1, 2.5, (3, "x")]}]}
+    assert errors == []

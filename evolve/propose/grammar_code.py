@@ -13,6 +13,7 @@ import re
 import copy
 from dataclasses import dataclass
 
+from evolve.program import parse_python
 from evolve.propose.grammar import (
     Param,
     TaskContext,
@@ -214,13 +215,19 @@ def fit_scaling_law(data_points, loss_values):
 SPEC_PATTERN = re.compile(r"^LAW_SPEC\s*=\s*(.+)$", re.MULTILINE)
 
 
+def literal(text: str):
+    """ast.literal_eval of text, parsed under evolve's parse lock (literal_eval parses, and an
+    unlocked parse races the loop's other threads on CPython 3.11: see program.parse_python)."""
+    return ast.literal_eval(parse_python(text, mode="eval"))
+
+
 def spec_from_code(code: str) -> dict | None:
     """The LAW_SPEC literal of a generated program, or None when there is none (or it is broken)."""
     match = SPEC_PATTERN.search(code or "")
     if not match:
         return None
     text = match.group(1).strip()
-    for parse in (ast.literal_eval, json.loads):
+    for parse in (literal, json.loads):
         try:
             spec = parse(text)
         except (ValueError, SyntaxError):
