@@ -140,10 +140,14 @@ class Evolution:
             )
         return requests
 
-    def propose_and_score(self, request: ProposalRequest) -> tuple[Proposal, Evaluation]:
+    def propose_and_score(self, request: ProposalRequest, known: frozenset[str]) -> tuple[Proposal, Evaluation]:
+        """Propose and score one child. A cheap proposer asks again rather than repeat a
+        program in `known`, the code keys stored when its batch began: not the live cache,
+        which siblings fill as they are stored, so whether a child is asked again does not
+        depend on which thread finished first (same seed, same run; a resume agrees)."""
         proposal = self.proposer.propose(request)
-        for attempt in range(1, self.duplicate_retries + 1):  # a cheap proposer asks again rather than repeat a program
-            if proposal.code is None or code_key(proposal.code) not in self.cache:
+        for attempt in range(1, self.duplicate_retries + 1):
+            if proposal.code is None or code_key(proposal.code) not in known:
                 break
             proposal = self.proposer.propose(dataclasses.replace(request, seed=request.seed + attempt))
         if proposal.status != Status.UNAVAILABLE:
@@ -198,8 +202,9 @@ class Evolution:
                 count = min(self.batch_size, end - stored)
                 again, lost = lost[:count], lost[count:]
                 requests = again + self.requests(stored + 1 + len(again), count - len(again))
+                known = frozenset(self.cache)
                 for request in requests:
-                    futures.append(executor.submit(self.propose_and_score, request))
+                    futures.append(executor.submit(self.propose_and_score, request, known))
                 stored, budget_error = self.collect(requests, futures, handled, stored, lost)
                 self.save_state(stored, usage)
                 if budget_error is not None:
@@ -285,17 +290,19 @@ class Evolution:
         ask again for the requests that had none, in their order, then migrate if the batch
         crossed a migration point; the new last iteration. Each item leaves meta once stored."""
         pending = list(self.archive.get_meta("pending_replies") or [])
+        batch_start = int(self.archive.get_meta("pending_batch_start") or start)
+        known = frozenset(code_key(r.code) for r in self.archive.programs(order="id") if r.code and r.iteration <= batch_start)
         stored = start
         while pending:
             request, proposal = pending_from_json(pending[0], self.archive, self.task)
             if request is not None:
-                proposal, evaluation = self.score_proposal(proposal) if proposal is not None else self.propose_and_score(request)
+                proposal, evaluation = self.score_proposal(proposal) if proposal is not None else self.propose_and_score(request, known)
                 stored += 1
                 self.progress.child(self.store(stored, request, proposal, evaluation))
             pending.pop(0)
             self.archive.set_meta("pending_replies", pending)
             if not pending:
-                self.migrate_if_due(int(self.archive.get_meta("pending_batch_start") or start), stored)
+                self.migrate_if_due(batch_start, stored)
         return stored
 
     def migrate_if_due(self, before: int, stored: int) -> None:
