@@ -142,9 +142,8 @@ class Evolution:
 
     def propose_and_score(self, request: ProposalRequest, known: frozenset[str]) -> tuple[Proposal, Evaluation]:
         """Propose and score one child. A cheap proposer asks again rather than repeat a
-        program in `known`, the code keys stored when its batch began: not the live cache,
-        which siblings fill as they are stored, so whether a child is asked again does not
-        depend on which thread finished first (same seed, same run; a resume agrees)."""
+        program in `known`, the code keys stored when its batch began (not the live cache
+        its siblings fill: then it would depend on which thread finished first)."""
         proposal = self.proposer.propose(request)
         for attempt in range(1, self.duplicate_retries + 1):
             if proposal.code is None or code_key(proposal.code) not in known:

@@ -434,7 +434,8 @@ def processes_of_uids(uids: set[int]) -> list[int]:
     return pids
 
 
-def descendants(root_pids: list[int]) -> set[int]:
+def descendants(root_pids: list[int], spare: list[int] = ()) -> set[int]:
+    """Every process below the roots, except the spared ones and what is below them."""
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -444,16 +445,21 @@ def descendants(root_pids: list[int]) -> set[int]:
                 continue
     found, frontier = set(), set(root_pids)
     while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found - set(spare)
         found |= frontier
     return found
+
+
+def candidate_processes(sandbox) -> set[int]:
+    """The processes below a sandbox's workers but their templates: the candidates' own."""
+    return descendants(sandbox.worker_pids(), sandbox.template_pids())
 
 
 def leftover_processes(scorer: Scorer) -> list[int]:
     """Processes still running for candidates: any process of a slot uid, or below a worker."""
     sandbox = scorer.sandbox
     uids = {w.hello["uid"] for w in sandbox.pool.workers.values() if w.hello.get("uid") is not None}
-    return sorted(set(processes_of_uids(uids)) | descendants(sandbox.worker_pids()))
+    return sorted(set(processes_of_uids(uids)) | candidate_processes(sandbox))
 
 
 def in_process_prediction(program: str, task: Task, ctx: "AttackContext | None" = None) -> float:

@@ -34,7 +34,7 @@ from evolve.scoring.frames import (
     is_memory_failure,
 )
 from evolve.scoring.pool import Sandbox
-from tests.attacks import Listener, descendants, processes_of_uids
+from tests.attacks import Listener, candidate_processes, processes_of_uids
 
 SECRET = "sk-test-secret"
 FEATURES, TARGETS = ("x",), ("y",)
@@ -458,16 +458,32 @@ def test_a_worker_killed_from_outside_is_replaced(sandbox):
     assert after[0] != before[0] and after[1] == before[1]
 
 
+def test_a_template_killed_from_outside_costs_one_evaluation_and_its_worker_is_replaced():
+    """Children fork from the worker's template (scoring/template.py). When it is gone the
+    worker cannot fork a clean child: that evaluation is a sandbox failure, never a child
+    forked from the worker itself, and the pool starts a new worker with a new template."""
+    with Sandbox(ScorerConfig(workers=1, timeout_s=10.0)) as box:
+        assert run(box, LINEAR).status == "ok"
+        worker, template = box.worker_pids()[0], box.template_pids()[0]
+        assert template not in (None, worker)
+        os.kill(template, signal.SIGKILL)
+        assert eventually(lambda: not Path(f"/proc/{template}/stat").exists() or " Z " in Path(f"/proc/{template}/stat").read_text())
+        failed = run(box, LINEAR)
+        assert failed.status == "crash" and "setup" in failed.message, failed.message
+        assert [run(box, LINEAR).status for _ in range(2)] == ["ok", "ok"]
+        assert box.worker_pids()[0] != worker and box.template_pids()[0] != template
+
+
 def test_close_leaves_no_process_and_no_folder(secret_in_environment):
     box = Sandbox(ScorerConfig(workers=2, timeout_s=3.0, memory_mb=256))
-    workers, uids, scratch = box.worker_pids(), worker_uids(box), box.pool.scratch_root
+    workers, uids, scratch = box.worker_pids() + box.template_pids(), worker_uids(box), box.pool.scratch_root
     sleeper = probe_program("    import time\n    time.sleep(60)")
     in_flight = threading.Thread(target=lambda: run(box, sleeper))
     in_flight.start()
     deadline = time.monotonic() + 5
-    while not descendants(workers) and time.monotonic() < deadline:
+    while not candidate_processes(box) and time.monotonic() < deadline:
         time.sleep(0.01)
-    children = descendants(workers)
+    children = candidate_processes(box)
     assert children  # an evaluation is running while we close
     box.close()
     in_flight.join(timeout=10)
@@ -495,7 +511,7 @@ def test_a_short_close_kills_a_busy_worker_and_its_caller_gets_a_failure_not_a_c
     in_flight = threading.Thread(target=evaluate)
     in_flight.start()
     deadline = time.monotonic() + 10
-    while not descendants(box.worker_pids()) and time.monotonic() < deadline:
+    while not candidate_processes(box) and time.monotonic() < deadline:
         time.sleep(0.01)
     worker = box.pool.workers[0]
     started = time.monotonic()
@@ -562,7 +578,7 @@ def test_fallback_plans_still_isolate(fallback, listener, secret_in_environment)
 
 def test_fallback_plans_kill_what_a_program_leaves_behind(fallback):
     assert seen_bits(run(fallback, GRANDCHILD_PROGRAM)) == 1
-    assert eventually(lambda: descendants(fallback.worker_pids()) == set())
+    assert eventually(lambda: candidate_processes(fallback) == set())
     timeout = run(fallback, fit_program("import time\n    time.sleep(100)"))
     assert timeout.status == "timeout"
 

@@ -14,6 +14,7 @@ from typing import NoReturn
 from evolve.scoring import params_codec
 from evolve.scoring.frames import encode_report
 from evolve.scoring.in_sandbox import fit_phase, predict_phase
+from evolve.scoring.template import read_assignment
 from evolve.scoring.isolation import (
     EXIT_CRASH,
     EXIT_MEMORY,
@@ -33,13 +34,22 @@ from evolve.scoring.isolation import (
 FIT_FRAME_CAP = params_codec.ENCODED_CAP_BYTES + 65_536
 
 
+def start_child(request_fd: int, result_fd: int) -> NoReturn:
+    """A child just forked from the template (template.py): read the assignment the worker
+    sends, then run it. Its memory holds the template's (no request) and its own request."""
+    try:
+        ctx, request, phase = read_assignment(request_fd)
+    except BaseException:  # noqa: BLE001 - the worker is gone or gave up: nothing to run
+        os._exit(EXIT_SETUP_FAILED)
+    run_child(ctx, result_fd, request, phase)
+
+
 def run_child(ctx: ChildContext, result_fd: int, request: dict, phase: str) -> NoReturn:
     """Isolate, run one phase of the program (fit, or predict from the fitted parameters
-    alone), write its answer to fd 3, exit without cleanup handlers."""
+    alone: the worker sends a predict child no fit rows), write its answer to fd 3, exit
+    without cleanup handlers."""
     code = EXIT_SETUP_FAILED
     try:
-        if phase == "predict":
-            erase_fit_rows(request["jobs"])
         isolate(ctx, result_fd)
         step_audit_hook(ctx)
         code = EXIT_CRASH
@@ -58,19 +68,6 @@ def run_child(ctx: ChildContext, result_fd: int, request: dict, phase: str) -> N
     except BaseException:  # noqa: BLE001, S110 - the exit code tells the worker; nothing may escape a fork
         pass
     os._exit(code)
-
-
-def erase_fit_rows(jobs: list) -> None:
-    """Zero this process's copy of the rows the fit saw (copy-on-write: the worker keeps its
-    own), so prediction cannot find them in memory and refit behind the parameter count."""
-    for job in jobs:
-        for array in (job.X_fit, job.y_fit):
-            if array.size:
-                try:
-                    array.setflags(write=True)
-                    array[...] = 0
-                except ValueError:  # a read-only view; sandbox arrays own their data
-                    pass
 
 
 MAX_FORMULA_CHARS = 20_000  # one expression or its LaTeX; real ones (symbolic.MAX_OPS) are far shorter

@@ -404,8 +404,8 @@ def kill_uid(uid: int) -> None:
         wait_bounded(pid, REAP_BOUND_S)
 
 
-def kill_descendants() -> None:
-    """SIGKILL every process below this one, found through /proc (plans without a slot uid)."""
+def process_parents() -> dict[int, int]:
+    """Every process's parent, as /proc numbers them (the host's PID namespace)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -414,9 +414,22 @@ def kill_descendants() -> None:
                     parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
+    return parents
+
+
+def has_children_besides(spare: int) -> bool:
+    """Whether this process has a child other than `spare` (both as /proc numbers them)."""
+    me = host_pid()
+    return any(parent == me and pid != spare for pid, parent in process_parents().items())
+
+
+def kill_descendants(spare: int | None = None) -> None:
+    """SIGKILL every process below this one, found through /proc (plans without a slot
+    uid), except `spare` (the template, as /proc numbers it) and what is below it."""
+    parents = process_parents()
     below, frontier = set(), {host_pid()}  # our pid as /proc numbers it (the worker's own PID namespace)
     while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
+        frontier = {pid for pid, parent in parents.items() if parent in frontier and pid != spare} - below
         below |= frontier
     for pid in below:
         try:

@@ -1,6 +1,6 @@
 """How the worker reads one child: its answer up to a cap and a deadline (`collect`), and the
-RunReport for what it sent or how it ended (`classify`). Nothing a child wrote is trusted
-before `decode_report` has checked it."""
+RunReport for what it sent or how it ended (`classify`), and reaping what it left
+(`reap_until_clean`). Nothing a child wrote is trusted before `decode_report` has checked it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from evolve.scoring.frames import Expectation, FrameError, decode_report, is_memory_failure
 from evolve.scoring.in_sandbox import RunReport
-from evolve.scoring.isolation import EXIT_MEMORY, EXIT_SETUP_FAILED, Limits
+from evolve.scoring.isolation import EXIT_MEMORY, EXIT_SETUP_FAILED, Limits, has_children_besides
 from evolve.status import Status
 
 
@@ -118,3 +118,24 @@ def classify(outcome: Outcome, expected: Expectation, limits: Limits) -> RunRepo
     if is_memory_failure(report):
         return RunReport(Status.MEMORY, report.message)
     return report
+
+
+def reap_children(spare: int | None = None) -> bool:
+    """Reap every exited child; True when no child process remains but `spare` (the
+    worker's template, as /proc numbers it)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return spare is not None and not has_children_besides(spare)
+
+
+def reap_until_clean(bound: float, spare: int | None = None) -> bool:
+    deadline = time.monotonic() + bound
+    while not reap_children(spare):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True

@@ -407,6 +407,10 @@ class Sandbox:
         """Process ids of the live workers, by slot (tests and diagnostics)."""
         return [self.pool.workers[slot].pid for slot in sorted(self.pool.workers)]
 
+    def template_pids(self) -> list[int]:
+        """Process ids of the live workers' templates (scoring/template.py), by slot."""
+        return [self.pool.workers[slot].hello.get("template") for slot in sorted(self.pool.workers)]
+
     def close(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop every worker (and so every child), reap them, remove the scratch folders.
         A worker still busy after `grace_s` is killed (a Ctrl-C passes a short one)."""

@@ -3,8 +3,10 @@
 Started by evolve.scoring.pool as `python -m evolve.scoring.worker` with a clean environment.
 The worker imports numpy/scipy once, warms up the lazy imports of common fitters, picks
 the strongest isolation plan the kernel allows (probing it in a throwaway child), then
-serves requests: fork, isolate the child, run `run_jobs`, read the child's result from a
-pipe with a byte cap and a wall-clock deadline, validate it, kill whatever is left.
+forks its template (template.py: the clean process children fork from, since this
+worker's heap keeps every request it read), then serves requests: a child from the
+template, isolated, runs `run_jobs`; the worker reads its result from a pipe with a byte
+cap and a wall-clock deadline, validates it, kills whatever is left.
 The worker never runs candidate code itself, so it stays trustworthy; it is a child
 subreaper so every process a candidate leaves behind becomes its child and is reaped.
 """
@@ -12,6 +14,7 @@ subreaper so every process a candidate leaves behind becomes its child and is re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -26,9 +29,10 @@ from pathlib import Path
 from evolve.status import Status
 from evolve.scoring.cgroups import CandidateGroup, Cgroups, CgroupError, detect, host_pid
 from evolve.scoring.pidns import serve_in_own_namespace
-from evolve.scoring.outcome import Outcome, classify, collect
-from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_child, run_probe
-from evolve.scoring.in_sandbox import RunReport, checked_fit, with_params
+from evolve.scoring.outcome import Outcome, classify, collect, reap_children, reap_until_clean
+from evolve.scoring.child import FIT_FRAME_CAP, FORMULA_FRAME_CAP, is_texts, run_probe, start_child
+from evolve.scoring.template import Template, TemplateGone, send_assignment
+from evolve.scoring.in_sandbox import GroupJob, RunReport, checked_fit, with_params
 from evolve.scoring.warm import preload, preload_formulas
 from evolve.scoring.isolation import (
     allocate_uid,
@@ -59,24 +63,10 @@ from evolve.scoring.frames import (
 # --------------------------------------------------------------------------- in the worker
 
 
-def reap_children() -> bool:
-    """Reap every exited child; True when no child process remains at all."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if pid == 0:
-            return False
-
-
-def reap_until_clean(bound: float) -> bool:
-    deadline = time.monotonic() + bound
-    while not reap_children():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-    return True
+def without_fit_rows(jobs: list[GroupJob]) -> list[GroupJob]:
+    """The jobs a predict child gets: the rows to predict, none of the rows the fit saw, so
+    prediction cannot find them in memory and refit behind the parameter count."""
+    return [dataclasses.replace(job, X_fit=job.X_fit[:0], y_fit=job.y_fit[:0]) for job in jobs]
 
 
 class Worker:
@@ -95,6 +85,15 @@ class Worker:
         self.dirty = False  # something could not be cleaned up: stop after answering
         self.cgroups: Cgroups | None = None
         self.group_bytes = 0  # one child's tree: memory_mb plus what it may copy of this worker's pages
+        self.template: Template | None = None  # what children fork from once requests come (template.py)
+
+    def spare(self) -> int | None:
+        """The template's pid as /proc numbers it: the one child that is not a candidate's."""
+        return self.template.host_pid if self.template is not None else None
+
+    def start_template(self) -> None:
+        """Fork the template: after the warm imports and the plan, before any request."""
+        self.template = Template(start_child, prctl)
 
     def context(self, scratch: Path, group: CandidateGroup | None = None) -> ChildContext:
         hook = os.environ.get("EVOLVE_SANDBOX_AUDIT_HOOK", "1") != "0"
@@ -205,7 +204,7 @@ class Worker:
         failure, api, trees, params, counted = self.read_fit(fit_outcome, request)
         if failure is not None:
             return self.reply(failure)
-        predict_request = dict(request, api=api, trees=trees)
+        predict_request = dict(request, api=api, trees=trees, jobs=without_fit_rows(request["jobs"]))
         replied: list[bool] = []
 
         def reply_with(outcome: Outcome) -> None:
@@ -238,15 +237,20 @@ class Worker:
         return self.reply_json({"ok": True, "expressions": found["expressions"], "latex": found["latex"]})
 
     def reply_json(self, message: dict) -> bool:
-        try:
-            send_message(self.proto_out, json.dumps(message).encode())
-            return True
-        except WorkerFailure:
-            return False
+        return self.send_reply(json.dumps(message).encode())
 
     def reply(self, report: RunReport) -> bool:
+        return self.send_reply(encode_report(report))
+
+    def send_reply(self, payload: bytes) -> bool:
+        """Send a reply; False once the parent is gone. A worker that stops after this
+        reply (dirty) first closes its request pipe, so the pool's next request fails to
+        send and goes to a fresh worker, instead of being taken by one that is exiting."""
+        if self.dirty and self.proto_in >= 0:
+            os.close(self.proto_in)
+            self.proto_in = -1
         try:
-            send_message(self.proto_out, encode_report(report))
+            send_message(self.proto_out, payload)
             return True
         except WorkerFailure:
             return False
@@ -276,18 +280,19 @@ class Worker:
             group = self.new_group()
         except CgroupError as exc:
             print(f"no cgroup for a child: {exc}", file=sys.stderr)
-            outcome = Outcome(wait_status=EXIT_SETUP_FAILED << 8)  # reported as a sandbox setup failure
-            if before_cleanup is not None:
-                before_cleanup(outcome)
-            return outcome
+            return self.setup_failed(before_cleanup)
         scratch = self.scratch_for_run()
         read_fd, write_fd = os.pipe()
-        ctx = self.context(scratch, group)
-        pid = os.fork()
-        if pid == 0:
+        try:
+            pid = self.fork_child(write_fd, (self.context(scratch, group), request, phase), deadline)
+        except TemplateGone as exc:  # nothing clean to fork from: answer, then let the pool start anew
+            print(f"sandbox template: {exc}", file=sys.stderr)
+            self.dirty = True
             os.close(read_fd)
-            run_child(ctx, write_fd, request, phase)
-        os.close(write_fd)
+            if group is not None:
+                group.remove()
+            self.release_scratch(scratch)
+            return self.setup_failed(before_cleanup)
         outcome, reaped = Outcome(timed_out=True), False
         try:
             outcome = collect(pid, read_fd, cap, deadline, self.proto_in)
@@ -309,6 +314,32 @@ class Worker:
             if group is not None and not group.remove():
                 self.dirty = True
             self.release_scratch(scratch)
+
+    @staticmethod
+    def setup_failed(before_cleanup) -> Outcome:
+        outcome = Outcome(wait_status=EXIT_SETUP_FAILED << 8)  # reported as a sandbox setup failure
+        if before_cleanup is not None:
+            before_cleanup(outcome)
+        return outcome
+
+    def fork_child(self, result_fd: int, assignment: tuple, deadline: float) -> int:
+        """A child forked from the template, never from this worker (whose heap holds every
+        request it read), holding the result pipe; its (context, request, phase) is sent
+        over a pipe of its own. A child that dies before reading shows in `collect`."""
+        request_read, request_write = os.pipe()
+        try:
+            pid = self.template.spawn(request_read, result_fd)
+        except BaseException:
+            os.close(request_write)
+            raise
+        finally:
+            os.close(request_read)
+            os.close(result_fd)
+        try:
+            send_assignment(request_write, assignment, deadline)
+        finally:
+            os.close(request_write)
+        return pid
 
     def scratch_for_run(self) -> Path:
         """Namespaced plans mount a fresh tmpfs on one fixed, always empty mount point;
@@ -342,23 +373,26 @@ class Worker:
         if self.uid is not None and timed_out and (group is None or group.kill_file is None):
             kill_uid(self.uid)  # with cgroup.kill nothing of the child can be left to sweep
         for attempt in range(5):
-            if reap_until_clean(0.05 if attempt == 0 else 0.5):
+            if reap_until_clean(0.05 if attempt == 0 else 0.5, self.spare()):
                 return status
             if group is not None:
                 group.kill()
             self.kill_leftovers()
-        self.dirty = not reap_until_clean(REAP_BOUND_S)
+        self.dirty = not reap_until_clean(REAP_BOUND_S, self.spare())
         return status
 
     def kill_leftovers(self) -> None:
         if self.uid is not None:
             kill_uid(self.uid)
         else:
-            kill_descendants()
+            kill_descendants(self.spare())
 
     def close(self, parent_pid: int | None) -> None:
         """Kill leftovers and remove this slot's folder. If our parent died without closing
         the sandbox, also remove our log and, as the last worker out, the scratch root."""
+        if self.template is not None:
+            self.template.close()
+            self.template = None
         if self.uid is not None:
             kill_uid(self.uid)
         reap_until_clean(REAP_BOUND_S)
@@ -439,9 +473,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if in_pid_namespace:
         worker.layers.append("pidns")
+    try:
+        worker.start_template()
+    except (TemplateGone, OSError) as exc:
+        print(f"sandbox worker cannot start: no template process ({exc})", file=sys.stderr)
+        return 2
     if note and worker.cgroups is None:
         note += "; memory is bounded per process (RLIMIT_AS; RLIMIT_NPROC 1 makes that per candidate), the kill is by process group and slot uid"
-    hello = {"pid": host_pid(), "plan": worker.plan, "layers": ",".join(worker.layers),
+    hello = {"pid": host_pid(), "template": worker.template.host_pid, "plan": worker.plan, "layers": ",".join(worker.layers),
              "uid": worker.uid, "missing": missing, "cgroups": note if worker.cgroups is None else ""}
     send_message(proto_out, json.dumps(hello).encode())
     try:
