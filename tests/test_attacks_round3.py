@@ -93,7 +93,7 @@ def test_hidden_coefficients_are_counted_or_unreachable(name, scorer, task):
 
 
 def test_prediction_cannot_refit_from_rows_left_in_memory(unhooked_scorer, task):
-    """With the audit hook off, prediction walks gc for the fit rows: they are zeroed in its copy."""
+    """With the audit hook off, prediction walks gc for the fit rows: it is never sent them."""
     evaluation = unhooked_scorer.score(code("refit_from_memory"), task, "validation")
     assert evaluation.status != Status.OK and '"found": false' in evaluation.message, (evaluation.status, evaluation.message[-300:])
 
