@@ -29,11 +29,11 @@ from typing import NoReturn
 
 from evolve.scoring.cgroups import host_pid
 from evolve.scoring.frames import REQUEST_CAP_BYTES, WorkerFailure, read_message, send_message
+from evolve.scoring.isolation import PR_SET_PDEATHSIG, prctl
 
 SPAWN = b"spawn"
 PID = struct.Struct("<q")
 ANSWER_TIMEOUT_S = 10.0  # a fork and an exit: far longer than any healthy template takes
-PR_SET_PDEATHSIG = 1
 
 
 class TemplateGone(RuntimeError):
@@ -43,14 +43,14 @@ class TemplateGone(RuntimeError):
 class Template:
     """The worker's handle on its template process (see the module docstring)."""
 
-    def __init__(self, start_child: Callable[[int, int], NoReturn], prctl: Callable[..., int]):
+    def __init__(self, start_child: Callable[[int, int], NoReturn]):
         """Fork the template now; `start_child(request_fd, result_fd)` runs in each child."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             ours.close()
-            serve(theirs, start_child, worker_pid, prctl)
+            serve(theirs, start_child, worker_pid)
         theirs.close()
         self.pid, self.sock = pid, ours
         self.sock.settimeout(ANSWER_TIMEOUT_S)
@@ -85,22 +85,22 @@ class Template:
             pass
 
 
-def serve(sock: socket.socket, start_child: Callable[[int, int], NoReturn], worker_pid: int,
-          prctl: Callable[..., int]) -> NoReturn:
-    """The template's loop: one child per spawn command, until the worker closes the socket."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != worker_pid:
-        os._exit(0)
-    keep = sock.fileno()
-    os.closerange(3, keep)  # the worker's protocol pipes, uid lock, cgroup files: none is ours
-    os.closerange(keep + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+def serve(sock: socket.socket, start_child: Callable[[int, int], NoReturn], worker_pid: int) -> NoReturn:
+    """The template's loop: one child per spawn command, until the worker closes the socket.
+    Nothing may escape: this is a fork of the worker, which must never run twice."""
     try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != worker_pid:
+            os._exit(0)
+        keep = sock.fileno()
+        os.closerange(3, keep)  # the worker's protocol pipes, uid lock, cgroup files: none is ours
+        os.closerange(keep + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
         sock.send(PID.pack(host_pid()))
         while True:
             message, fds, _, _ = socket.recv_fds(sock, len(SPAWN), 2)
             if not message:
                 break
-            pid = fork_child(sock, fds, start_child) if message == SPAWN and len(fds) == 2 else 0
+            pid = fork_through_middle(sock, fds, start_child) if message == SPAWN and len(fds) == 2 else 0
             for fd in fds:
                 os.close(fd)
             sock.send(PID.pack(pid))
@@ -109,7 +109,7 @@ def serve(sock: socket.socket, start_child: Callable[[int, int], NoReturn], work
     os._exit(0)
 
 
-def fork_child(sock: socket.socket, fds: list[int], start_child: Callable[[int, int], NoReturn]) -> int:
+def fork_through_middle(sock: socket.socket, fds: list[int], start_child: Callable[[int, int], NoReturn]) -> int:
     """Fork the child through a middle process that exits at once; the child's pid, or 0."""
     pid_read, pid_write = os.pipe()
     middle = os.fork()
@@ -133,15 +133,15 @@ def fork_child(sock: socket.socket, fds: list[int], start_child: Callable[[int, 
     return PID.unpack(data)[0] if len(data) == PID.size else 0
 
 
-def send_assignment(fd: int, assignment: tuple, deadline: float) -> bool:
+def send_assignment(fd: int, assignment: tuple, deadline: float) -> None:
     """Write a new child's (context, request, phase) to its request pipe (the trusted
-    direction) before the deadline; False if the child is gone or does not read."""
+    direction) before the deadline. A child that is gone or does not read is left to the
+    worker's `collect`, which sees it exit or time out."""
     os.set_blocking(fd, False)
     try:
         send_message(fd, pickle.dumps(assignment, protocol=pickle.HIGHEST_PROTOCOL), deadline)
-        return True
     except WorkerFailure:
-        return False
+        pass
 
 
 def read_assignment(fd: int) -> tuple:

@@ -93,7 +93,7 @@ class Worker:
 
     def start_template(self) -> None:
         """Fork the template: after the warm imports and the plan, before any request."""
-        self.template = Template(start_child, prctl)
+        self.template = Template(start_child)
 
     def context(self, scratch: Path, group: CandidateGroup | None = None) -> ChildContext:
         hook = os.environ.get("EVOLVE_SANDBOX_AUDIT_HOOK", "1") != "0"
@@ -283,18 +283,11 @@ class Worker:
             return self.setup_failed(before_cleanup)
         scratch = self.scratch_for_run()
         read_fd, write_fd = os.pipe()
+        pid, outcome, reaped = None, Outcome(timed_out=True), False
         try:
             pid = self.fork_child(write_fd, (self.context(scratch, group), request, phase), deadline)
-        except TemplateGone as exc:  # nothing clean to fork from: answer, then let the pool start anew
-            print(f"sandbox template: {exc}", file=sys.stderr)
-            self.dirty = True
-            os.close(read_fd)
-            if group is not None:
-                group.remove()
-            self.release_scratch(scratch)
-            return self.setup_failed(before_cleanup)
-        outcome, reaped = Outcome(timed_out=True), False
-        try:
+            if pid is None:
+                return self.setup_failed(before_cleanup)
             outcome = collect(pid, read_fd, cap, deadline, self.proto_in)
             if outcome.parent_gone:
                 return None
@@ -309,7 +302,7 @@ class Worker:
             return outcome
         finally:
             os.close(read_fd)
-            if not reaped:
+            if pid is not None and not reaped:
                 self.finish(pid, outcome.timed_out or outcome.parent_gone, None, group)
             if group is not None and not group.remove():
                 self.dirty = True
@@ -322,13 +315,20 @@ class Worker:
             before_cleanup(outcome)
         return outcome
 
-    def fork_child(self, result_fd: int, assignment: tuple, deadline: float) -> int:
+    def fork_child(self, result_fd: int, assignment: tuple, deadline: float) -> int | None:
         """A child forked from the template, never from this worker (whose heap holds every
         request it read), holding the result pipe; its (context, request, phase) is sent
-        over a pipe of its own. A child that dies before reading shows in `collect`."""
+        over a pipe of its own. A child that dies before reading shows in `collect`. None
+        when the template is gone: nothing clean to fork from, so this worker stops after
+        answering and the pool starts a new one."""
         request_read, request_write = os.pipe()
         try:
             pid = self.template.spawn(request_read, result_fd)
+        except TemplateGone as exc:
+            print(f"sandbox template: {exc}", file=sys.stderr)
+            self.dirty = True
+            os.close(request_write)
+            return None
         except BaseException:
             os.close(request_write)
             raise
