@@ -7,6 +7,11 @@ where an earlier request's rows (labels included) still lay: a fold's fit rows w
 the next fold's fit child, whose scored rows they are, and by later candidates. Children
 now fork from a template process that never holds a request, and each reads its own
 request from a pipe. Judged from outside: the scanning program reports what it found.
+
+The scan reads memory through the kernel (a write to a pipe), never through a view: the
+scanner's own allocations map and unmap pages between a probe and a read, and a view over
+a page unmapped meanwhile killed it with SIGSEGV in CI. Its scratch memory is a mapping of
+its own, so the scan never overwrites a freed heap chunk before reading it.
 """
 
 from __future__ import annotations
@@ -42,40 +47,66 @@ def raw(address, size):
     return np.asarray(view)
 
 
-def readable(center, span, page=4096):
-    """Readable page runs around an address (a write from the page to a pipe fails on an unmapped one)."""
+def copy_out(address, size, r, w, buf):
+    """Copy memory through a pipe: the kernel copies, so an unmapped page is an OSError.
+
+    Reading the pages directly (a view over them) can fault: the scanner's own allocations
+    map and unmap memory (heap trimming, large temporaries) between a probe and the read.
+    """
+    try:
+        n = os.write(w, raw(address, size))
+    except OSError:
+        return 0
+    return os.readv(r, [buf[:n]])
+
+
+def ranges(anchors, span, page=4096):
+    spans = sorted(((a - span) & ~(page - 1), a + span) for a in anchors)
+    merged = [list(spans[0])]
+    for lo, hi in spans[1:]:
+        if lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return merged
+
+
+def count(words, flags):
+    """The 8 bytes looked for, at either 4-byte alignment (flags: scratch, so no allocation)."""
+    hits = 0
+    for first, second in ((words[:-1:2], words[1::2]), (words[1:-1:2], words[2::2])):
+        a, b = flags[0][: len(first)], flags[1][: len(first)]
+        np.equal(first, LOW, out=a)
+        np.equal(second, HIGH, out=b)
+        np.logical_and(a, b, out=a)
+        hits += int(np.count_nonzero(a))
+    return hits
+
+
+def scratch(chunk):
+    """Scratch memory in a mapping of its own (glibc maps any block over 32 MiB): from the
+    heap it could be a freed chunk that holds what is looked for, overwritten by the scan
+    before the scan reaches it."""
+    block = np.empty(48 << 20, dtype=np.uint8)
+    return block[:chunk], block[chunk : chunk + chunk // 8].view(np.bool_), block[2 * chunk :][: chunk // 8].view(np.bool_)
+
+
+def found(span=256 << 20, page=4096, chunk=16 * 4096):
+    buf, *flags = scratch(chunk)
+    anchors = [np.empty(64).ctypes.data, buf.ctypes.data, id(b"x" * 1000)]
     r, w = os.pipe()
-    runs, start = [], None
-    for address in range((center - span) & ~(page - 1), center + span, page):
-        try:
-            os.write(w, raw(address, 1))
-            os.read(r, 1)
-            ok = True
-        except OSError:
-            ok = False
-        if ok and start is None:
-            start = address
-        elif not ok and start is not None:
-            runs.append((start, address))
-            start = None
+    hits = 0
+    for lo, hi in ranges(anchors, span, page):
+        address = lo
+        while address < hi:
+            n = copy_out(address, min(chunk, hi - address), r, w, buf)
+            if n <= 0:
+                address = (address & ~(page - 1)) + page
+                continue
+            hits += count(buf[: n - n % 8].view(np.uint32), flags)
+            address += n
     os.close(r)
     os.close(w)
-    return runs
-
-
-def found():
-    anchors = [np.empty(64).ctypes.data, np.empty(1 << 18).ctypes.data, id(b"x" * 1000)]
-    hits = 0
-    seen = set()
-    for anchor in anchors:
-        for start, end in readable(anchor, 256 << 20):
-            if (start, end) in seen:
-                continue
-            seen.add((start, end))
-            words = raw(start, end - start).view(np.uint32)
-            hits += int(np.count_nonzero((words[:-1:2] == LOW) & (words[1::2] == HIGH)))
-            words = raw(start + 4, end - start - 8).view(np.uint32)  # the other alignment
-            hits += int(np.count_nonzero((words[:-1:2] == LOW) & (words[1::2] == HIGH)))
     return hits
 
 
@@ -99,10 +130,13 @@ def task():
     return load_task("sft_scaling_law")
 
 
+VICTIM_ROWS = 2000  # enough that a later request's buffers cannot overwrite every copy
+
+
 def victim_jobs(value: float) -> list[GroupJob]:
     """Rows whose labels are all the secret value: what a later program must not find."""
-    x = np.linspace(1.0, 2.0, 40)[:, None]
-    return [GroupJob("g", x, np.full(40, value), x[:5])]
+    x = np.linspace(1.0, 2.0, VICTIM_ROWS)[:, None]
+    return [GroupJob("g", x, np.full(VICTIM_ROWS, value), x[:5])]
 
 
 def scanner_jobs() -> list[GroupJob]:
@@ -134,4 +168,4 @@ def test_the_scanner_finds_the_labels_it_was_given(task):
     with Scorer(ScorerConfig(workers=1, timeout_s=30.0)) as scorer:
         report = scorer.run(SCANNER.format(low=low, high=high), jobs, task)
     assert report.status == "ok", report.message
-    assert float(report.params["g"][0]) >= 40
+    assert float(report.params["g"][0]) >= VICTIM_ROWS
