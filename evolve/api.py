@@ -143,7 +143,8 @@ class Law:
     params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     run_name: str = ""  # the run's folder name, for an exported file's header
     cache_dir: Path | None = None  # where interval calibrations are kept between sessions (in the run's folder)
-    _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # interval calibration by resamples
+    _scores: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # resamples -> (grown, base) calibration scores
+    _held_out: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # resamples -> the refits they come from
     _formulas: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # shown formula by group
     _failed_batches: int = dataclasses.field(default=0, init=False, repr=False, compare=False)  # sandbox batches that failed
 
@@ -178,7 +179,7 @@ class Law:
     def _group_rows(self, group: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.task.train.groups == group
         if not mask.any():
-            raise LawError(f"unknown group {group!r} (groups: {name_some(self.task.train.group_names())})")
+            check_groups(self.task, [group])
         return self.task.train.X[mask], self.task.train.y[mask]
 
     def _as_matrix(self, X) -> np.ndarray:
@@ -282,7 +283,7 @@ class Law:
         """The calibration's scores with and without growth: computed once per law (minutes
         on a task with many groups), kept on this object and, for a run's law, in the run's
         folder under a key of everything they depend on, so the next session reads them."""
-        if ("scores", resamples) not in self._scores:
+        if resamples not in self._scores:
             n_targets = len(self.task.targets)
             settings = (self.scorer_config.timeout_s, self.scorer_config.memory_mb, self.trusted)  # they decide which refits fail
             key = calibration_key(self.code, self.task, self.record.n_params or 0, resamples, settings) if self.cache_dir else ""
@@ -294,19 +295,19 @@ class Law:
                 pair = (calibration_scores(held, n_targets), calibration_scores(held, n_targets, base=True))
                 if path is not None and self._failed_batches == failed_before:  # a calibration missing refits is not kept
                     save_scores(path, *pair)
-            self._scores[("scores", resamples)] = pair
-        return self._scores[("scores", resamples)]
+            self._scores[resamples] = pair
+        return self._scores[resamples]
 
     def _calibration(self, resamples: int) -> list:
-        if resamples not in self._scores:
+        if resamples not in self._held_out:
             def counted(jobs: list[GroupJob]):
                 result = self._batch(jobs)
                 self._failed_batches += result is None  # a refit lost: this calibration is not kept on disk
                 return result
 
-            self._scores[resamples] = held_out_fits(calibration_folds(self.task, self.record.n_params or 0), counted, resamples,
-                                                    len(self.task.targets), self.scorer_config.workers)
-        return self._scores[resamples]
+            self._held_out[resamples] = held_out_fits(calibration_folds(self.task, self.record.n_params or 0), counted, resamples,
+                                                      len(self.task.targets), self.scorer_config.workers)
+        return self._held_out[resamples]
 
     def _batch(self, jobs: list[GroupJob]):
         """Predictions and parameters of a batch of jobs, or None when the program fails on it."""
@@ -399,6 +400,15 @@ DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "tra
 SIZE_WORDS = ("params", "parameters", "param")  # the word of a longer name ("Model Parameters") that says model size
 DATA_WORDS = ("tokens", "samples", "examples")
 QUALIFIERS = ("model", "training", "train", "total", "num", "number", "of", "seen", "n", "d")  # words that keep the meaning
+
+
+def check_groups(task: Task, groups, where: str = "") -> None:
+    """Refuse, in one line, groups the task's train rows do not have (`where`: a prefix
+    naming the input they came from)."""
+    unknown = sorted(set(groups) - set(task.train.group_names()))
+    if unknown:
+        word = "group" if len(unknown) == 1 else "groups"
+        raise LawError(f"{where}unknown {word} {name_some([repr(g) for g in unknown], 5)} (the task's groups: {name_some(task.train.group_names())})")
 
 
 def size_and_data_features(features: tuple[str, ...], size: str | None = None, data: str | None = None) -> tuple[int, int]:

@@ -69,6 +69,12 @@ def read_rows(path: Path, features: tuple[str, ...], targets: tuple[str, ...], g
     caller says how many); without it an empty cell is refused, with the count and
     `empty_hint` (what the caller offers instead)."""
     header, records = read_csv_records(path)
+    return rows_from_records(path, header, records, features, targets, group_column, drop_missing, empty_hint)
+
+
+def rows_from_records(path: Path, header: list[str], records: list[dict], features: tuple[str, ...], targets: tuple[str, ...],
+                      group_column: str | None = GROUP_COLUMN, drop_missing: bool = False, empty_hint: str = "") -> Rows:
+    """`read_rows` of a CSV already read (`read_csv_records`); `path` names it in messages."""
     missing = [c for c in (*features, *targets) if c not in header]
     if missing:
         raise TaskError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(header)})")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from evolve.config import TOMLDecodeError, load_toml
-from evolve.table import GROUP_COLUMN, Rows, TaskError, read_csv_records, read_header, read_rows, replicate_labels, write_rows  # noqa: F401 - part of evolve.tasks
+from evolve.table import GROUP_COLUMN, Rows, TaskError, read_csv_records, read_header, read_rows, replicate_labels, rows_from_records, write_rows  # noqa: F401 - part of evolve.tasks
 
 SPLITS = ("validation", "test", "train")
 VALIDATION_SEED = 20250721

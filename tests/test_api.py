@@ -162,6 +162,16 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
     assert plot_allocation(shown, "loss") is not None
 
 
+def test_one_message_for_an_unknown_group_everywhere(tmp_path, capsys):
+    """The API, `evolve predict` and `evolve optimize` refuse a group the task lacks in the same words."""
+    run = evolve.run("data_constrained_scaling_law", iterations=0, seed=0, run_dir=tmp_path / "dc", quiet=True,
+                     proposer="offline", archive={"islands": 1})
+    with pytest.raises(evolve.LawError, match=r"^unknown group 'nope' \(the task's groups: "):
+        run.best.predict(np.array([[1e9, 1e10, 1e10]]), "nope")
+    assert main(["optimize", str(run.path), "--compute", "1e22", "--group", "nope"]) == 2
+    assert "unknown group 'nope' (the task's groups: " in capsys.readouterr().err
+
+
 def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):
     rows = tmp_path / "new.csv"
     lines = (ROOT / "tasks/parallel_scaling_law/test.csv").read_text().splitlines()[:4]
@@ -182,7 +192,11 @@ def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):
     bare = tmp_path / "bare.csv"
     bare.write_text("num_params,parallel_size\n545340552,8\n")
     assert main(["predict", str(sft_run.path), "--csv", str(bare), "--group", "no-such-group"]) == 2
-    assert "unknown group(s) no-such-group" in capsys.readouterr().err and time.monotonic() - started < 5  # before any fit
+    assert "unknown group 'no-such-group'" in capsys.readouterr().err and time.monotonic() - started < 5  # before any fit
+    bare.write_text("num_params,parallel_size,group\n545340552,8,nope\n545340552,4,also-not\n")
+    assert main(["predict", str(sft_run.path), "--csv", str(bare)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bare}: unknown groups 'also-not', 'nope' (the task's groups: " in err and len(err.strip().splitlines()) == 1
     assert main(["optimize", str(sft_run.path), "--compute", "1e22"]) == 2  # no size and data features: one line
     assert "does not apply" in capsys.readouterr().err
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from evolve.api import LawError, open_run, size_and_data_features
+from evolve.api import LawError, check_groups, open_run, size_and_data_features
 from evolve.cli.display import console, print_table
-from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, read_rows
+from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, rows_from_records
 from evolve.text import name_some
 
 
@@ -27,24 +27,24 @@ def pick_law(run: Path, program_id: int | None):
     return opened, law
 
 
-def rows_to_predict(csv_path: Path, task, group: str | None):
-    """The rows of a CSV to predict, each row's group, and the CSV's group column (None when
-    it has none): --group, else the CSV's 'group' column, else the group column of the CSV
-    the task was made from, else the task's one group. A --group that contradicts the
-    CSV's group column is refused rather than silently preferred (blank cells take it)."""
-    header, records = read_csv_records(csv_path)
+def rows_to_predict(csv_path: Path, header: list[str], records: list[dict], task, group: str | None):
+    """The rows of a CSV (read once, `read_csv_records`) to predict, each row's group, and the
+    CSV's group column (None when it has none): --group, else the CSV's 'group' column, else
+    the group column of the CSV the task was made from, else the task's one group. A --group
+    that contradicts the CSV's group column is refused rather than silently preferred (blank
+    cells take it)."""
     longer = next((n for n, r in enumerate(records, start=2) if None in r), None)
     if longer is not None:
         raise TaskError(f"{csv_path}: line {longer} has more cells than the header's {len(header)} columns")
     column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None)
     if group is not None:
-        rows = read_rows(csv_path, task.features, (), None)
+        rows = rows_from_records(csv_path, header, records, task.features, (), None)
         others = sorted({str(r.get(column) or "").strip() for r in records} - {group, ""}) if column else []
         if others:
             raise TaskError(f"{csv_path}: --group {group!r}, but its column '{column}' names other groups "
                             f"({name_some(others, 5)}): drop --group to use the column")
         return rows, np.array([group] * len(rows), dtype=object), column
-    rows = read_rows(csv_path, task.features, (), column)
+    rows = rows_from_records(csv_path, header, records, task.features, (), column)
     if column is None:
         if len(task.train.group_names()) != 1:
             named = f"a '{GROUP_COLUMN}' column" + (f" or a '{task.source_group_column}' column" if task.source_group_column else "")
@@ -69,14 +69,12 @@ def check_writable(output: Path) -> None:
 def predict_command(run: Path, csv_path: Path, program_id: int | None, group: str | None, interval: float | None, output: Path | None) -> int:
     opened, law = pick_law(run, program_id)
     task = opened.task
-    rows, groups, group_column = rows_to_predict(csv_path, task, group)
-    unknown = sorted(set(groups.tolist()) - set(task.train.group_names()))
-    if unknown:  # before the fits, which take seconds to minutes
-        raise TaskError(f"{csv_path}: unknown group(s) {name_some(unknown, 5)} (the task's groups: {name_some(task.train.group_names())})")
+    header, records = read_csv_records(csv_path)  # the rows as given: every column is kept, in its order
+    rows, groups, group_column = rows_to_predict(csv_path, header, records, task, group)
+    check_groups(task, groups.tolist(), f"{csv_path}: ")  # before the fits, which take seconds to minutes
     if output is not None:
         check_writable(output)  # before the fits, which take seconds to minutes
     fitted = law.fit()
-    header, records = read_csv_records(csv_path)  # the rows as given: every column is kept, in its order
     value_columns = [f"predicted_{t}" for t in task.targets]
     if interval:
         value_columns += [f"{t}_{side}" for t in task.targets for side in ("low", "high")]
@@ -121,8 +119,8 @@ def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, p
                      size_feature: str | None, data_feature: str | None) -> int:
     opened, law = pick_law(run, program_id)
     n, d = size_and_data_features(opened.task.features, size_feature, data_feature)  # before any fit: a task it does not apply to is one line
-    if group is not None and group not in opened.task.train.group_names():
-        raise TaskError(f"unknown group {group!r} (the task's groups: {name_some(opened.task.train.group_names())})")
+    if group is not None:
+        check_groups(opened.task, [group])
     fitted = law.fit()
     groups = [group] if group else opened.task.train.group_names()
     rows = []
