@@ -418,7 +418,8 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
     tried = len(distinct_ok(records))
     seed, beating, distinct = seed_standing(rescored, kept, tried)
     held_rows, points = sum(len(score) for _, score in folds), len(scored[0][1])
-    evidence = f"{len(folds)} fold(s), {held_rows} held-out rows" + (f" at {points} distinct inputs" if points < held_rows else "")
+    # the selection folds, deeper than the task's validation folds (`evolve tasks` shows those): say which
+    evidence = (f"{len(folds)} selection fold(s), {held_rows} held-out rows in all" + (f" at {points} distinct inputs" if points < held_rows else ""))
     if seed is not None:
         record, within = seed, ()
         reason = (f"the seed law (law {seed.id}, {seed.n_params} parameters) stands: no law beats it by the margin "
