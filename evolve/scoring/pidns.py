@@ -21,8 +21,8 @@ import signal
 import sys
 from collections.abc import Callable
 
-CLONE_NEWPID = 0x20000000
-PR_SET_PDEATHSIG = 1
+from evolve.scoring.isolation import CLONE_NEWPID, PR_SET_PDEATHSIG, libc, prctl
+
 EXIT_LOST = 3
 
 
@@ -33,14 +33,13 @@ def serve_in_own_namespace(after_parent_died: Callable[[], None]) -> bool:
     calling `after_parent_died` if the pool died meanwhile."""
     if os.geteuid() != 0 or os.environ.get("EVOLVE_SANDBOX_PIDNS", "1") == "0":
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWPID) != 0:
         print(f"no PID namespace: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
         return False
     parent = os.getppid()
     pid = os.fork()
     if pid == 0:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         return True
     for fd in (0, 1):  # the protocol pipes: only the server may hold them, or EOF never comes
         os.close(fd)
