@@ -95,6 +95,7 @@ def found(span=256 << 20, page=4096, chunk=16 * 4096):
     buf, *flags = scratch(chunk)
     anchors = [np.empty(64).ctypes.data, buf.ctypes.data, id(b"x" * 1000)]
     r, w = os.pipe()
+    os.set_blocking(w, False)  # a pipe smaller than a chunk takes part of it rather than block
     hits = 0
     for lo, hi in ranges(anchors, span, page):
         address = lo

@@ -27,12 +27,13 @@ def pick_law(run: Path, program_id: int | None):
     return opened, law
 
 
-def rows_to_predict(csv_path: Path, header: list[str], records: list[dict], task, group: str | None):
-    """The rows of a CSV (read once, `read_csv_records`) to predict, each row's group, and the
-    CSV's group column (None when it has none): --group, else the CSV's 'group' column, else
-    the group column of the CSV the task was made from, else the task's one group. A --group
-    that contradicts the CSV's group column is refused rather than silently preferred (blank
-    cells take it)."""
+def rows_to_predict(csv_path: Path, task, group: str | None, table: tuple[list[str], list[dict]] | None = None):
+    """The rows of a CSV to predict, each row's group, and the CSV's group column (None when
+    it has none): --group, else the CSV's 'group' column, else the group column of the CSV
+    the task was made from, else the task's one group. A --group that contradicts the
+    CSV's group column is refused rather than silently preferred (blank cells take it).
+    `table`: the CSV's header and records when the caller has read them already."""
+    header, records = table if table is not None else read_csv_records(csv_path)
     longer = next((n for n, r in enumerate(records, start=2) if None in r), None)
     if longer is not None:
         raise TaskError(f"{csv_path}: line {longer} has more cells than the header's {len(header)} columns")
@@ -70,7 +71,7 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
     opened, law = pick_law(run, program_id)
     task = opened.task
     header, records = read_csv_records(csv_path)  # the rows as given: every column is kept, in its order
-    rows, groups, group_column = rows_to_predict(csv_path, header, records, task, group)
+    rows, groups, group_column = rows_to_predict(csv_path, task, group, (header, records))
     check_groups(task, groups.tolist(), f"{csv_path}: ")  # before the fits, which take seconds to minutes
     if output is not None:
         check_writable(output)  # before the fits, which take seconds to minutes
