@@ -33,7 +33,7 @@ TASK = "data_constrained_scaling_law"
 CAP = 7
 HIDERS = ["stash_in_file", "stash_in_environ", "stash_in_builtins", "stash_in_string", "stash_in_dict_keys",
           "stash_in_big_int", "stash_in_float_subclass", "stash_in_array_subclass", "stash_in_list_lengths",
-          "stash_in_empty_array_shape"]
+          "stash_in_empty_array_shape", "stash_in_scalar_big_int"]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,36 @@ def test_prediction_cannot_refit_from_rows_left_in_memory(unhooked_scorer, task)
 def test_a_forged_fit_answer_cannot_skip_the_parameter_count(scorer, task):
     evaluation = scorer.score(code("forged_fit_answer"), task, "validation")
     assert evaluation.status == Status.CRASH, (evaluation.status, evaluation.message)
+
+
+def test_a_forged_answer_with_a_huge_shape_is_refused_at_once_and_the_worker_stays(scorer, task):
+    """Before: the trusted worker multiplied 900 dims of 4299 digits, a timeout after
+    timeout_s plus the pool's grace, and a new worker; now a crash, at once."""
+    before = scorer.sandbox.worker_pids()
+    evaluation = scorer.score(code("forged_huge_shape"), task, "validation")
+    assert evaluation.status == Status.CRASH and "malformed parameters: array" in evaluation.message, (evaluation.status, evaluation.message[-300:])
+    assert scorer.sandbox.worker_pids() == before
+
+
+def test_numpy_values_hold_only_what_their_dtype_can():
+    """The trusted reader refuses, quickly, what `encode` never writes: a huge integer under
+    a float or int64 tag (one counted number carrying many), a bool or int in a float
+    array, and dims too many or too large (their product was the reader's time; an empty
+    array's huge dim passed, as a product of 0)."""
+    from evolve.scoring.params_codec import ParamsError, encode, measure
+
+    big = 1 << 640
+    for node in ({"n": "<f8", "v": big}, {"n": "<i8", "v": big}, {"n": "<i8", "v": 2**63}, {"n": "<f8", "v": True},
+                 {"a": "<f8", "shape": [1], "v": [big]}, {"a": "<u8", "shape": [1], "v": [-1]}, {"a": "<f4", "shape": [1], "v": [3]},
+                 {"a": "|b1", "shape": [1], "v": [1]}, {"a": "<f8", "shape": [1] * 65, "v": [0.0]},
+                 {"a": "<f8", "shape": [0, 10**4000], "v": []}):
+        with pytest.raises(ParamsError):
+            measure(node)
+    import numpy as np
+
+    for value in (np.float64(2.5), np.int64(-(2**63)), np.uint64(2**64 - 1), np.bool_(True), np.arange(6, dtype=np.int8).reshape(2, 3),
+                  np.zeros((0, 5)), np.float32(1.5), [np.ones(3, dtype=bool)]):
+        assert measure(encode(value))[0] == np.ravel(np.asarray(value, dtype=float)).tolist()
 
 
 def test_an_honest_law_still_scores_the_same_in_both_modes(scorer, task):

@@ -9,7 +9,8 @@ trusted side and rebuilt exactly (float64 values round-trip through their repr) 
 the fit fails with a message saying so.
 
 Because nothing else crosses, the parameter count is a count of what a law uses: every
-number (an integer as one parameter per 64 bits), every string (a dict key or a value)
+number (a bare integer as one parameter per 64 bits; a numpy value holds only what its
+dtype can), every string (a dict key or a value)
 as one per 8 bytes of text, and every None, empty container and empty array (one per
 dimension), since any of them can carry a number as well as a float can. What is left
 uncounted is the shape of the tree itself (the nesting, list-or-tuple, the dims of a
@@ -25,6 +26,7 @@ import numpy as np
 
 MAX_DEPTH = 16
 MAX_NODES = 200_000
+MAX_DIMS = 64  # numpy's own limit on an array's dimensions
 MAX_STRING_BYTES = 256
 ENCODED_CAP_BYTES = 16 << 20  # one evaluation's parameters, all groups
 NUMERIC_KINDS = "biuf"  # bool, int, unsigned, float arrays
@@ -116,7 +118,6 @@ def measure(tree: object) -> tuple[list[float], int]:
             numbers.extend(numbers_here)
             if not numbers_here and not pairs:  # an empty array (its dims), tuple or dict
                 text_weight += max(1, len(node.get("shape", ())))
-            text_weight += sum(int_weight(v) - 1 for v in node.get("v", ()) if type(v) is int) if "a" in node else 0
             for key, item in reversed(pairs):
                 text_weight += 0 if key is None else string_weight(key)
                 pending.append((item, depth + 1))
@@ -143,14 +144,16 @@ def tagged(node: dict) -> tuple[list[float], list[tuple[str | None, object]]]:
     if set(node) == {"a", "shape", "v"}:
         dtype, shape, values = node["a"], node["shape"], node["v"]
         check_dtype(dtype)
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or not isinstance(values, list):
+        # dims bounded before their product: a product of huge integers is the trusted side's time
+        if (not isinstance(shape, list) or len(shape) > MAX_DIMS or not isinstance(values, list)
+                or not all(type(d) is int and 0 <= d <= MAX_NODES for d in shape)):
             raise ParamsError("malformed parameters: array")
-        if math.prod(shape) != len(values) or not all(is_number(v) for v in values):
+        if math.prod(shape) != len(values) or not fits_dtype(values, dtype):
             raise ParamsError("malformed parameters: array values")
         return [float(v) for v in values], []
     if set(node) == {"n", "v"}:
         check_dtype(node["n"])
-        if not is_number(node["v"]):
+        if not fits_dtype([node["v"]], node["n"]):
             raise ParamsError("malformed parameters: scalar")
         return [float(node["v"])], []
     if set(node) == {"t"} and isinstance(node["t"], list):
@@ -174,8 +177,18 @@ def check_dtype(text: object) -> None:
         raise ParamsError("malformed parameters: dtype")
 
 
-def is_number(value: object) -> bool:
-    return isinstance(value, bool) or type(value) in (int, float)
+def fits_dtype(values: list, dtype: str) -> bool:
+    """Whether every value is what `encode` writes for a numpy value of `dtype`: a float for
+    a float dtype, a bool for bool, an int within the integer dtype's range. A huge integer
+    under a float or int64 tag (a forged `item()`, or an answer written by hand) would
+    carry many floats' worth of bits as one counted parameter."""
+    kind = np.dtype(dtype).kind
+    if kind == "f":
+        return all(type(v) is float for v in values)
+    if kind == "b":
+        return all(type(v) is bool for v in values)
+    info = np.iinfo(np.dtype(dtype))
+    return all(type(v) is int and info.min <= v <= info.max for v in values)
 
 
 def measured_params(trees: list[object]) -> tuple[list[list[float]], list[int]]:
