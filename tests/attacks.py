@@ -419,19 +419,30 @@ def numpy_fingerprint() -> dict[str, object]:
 # --------------------------------------------------------------------------- the harness
 
 
-def processes_of_uids(uids: set[int]) -> list[int]:
+def processes_of_uids(uids: set[int], started_before: int | None = None) -> list[int]:
+    """Processes running as these uids; with `started_before` (`boot_ticks()`), only those
+    started earlier: a slot uid a closed sandbox released can be taken at once by another
+    sandbox on the machine (a parallel test, a user's run), whose processes are not ours."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
+            started = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (OSError, IndexError, ValueError):
+            continue
+        if started_before is not None and started >= started_before:
             continue
         for line in status.splitlines():
             if line.startswith("Uid:") and int(line.split()[1]) in uids:
                 pids.append(int(entry))
     return pids
+
+
+def boot_ticks() -> int:
+    """Now, in the unit of /proc/PID/stat's start time (clock ticks since boot)."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
 
 
 def descendants(root_pids: list[int], spare: list[int] = ()) -> set[int]:

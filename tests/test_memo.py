@@ -31,7 +31,10 @@ def report(values) -> RunReport:
 def test_a_fit_is_found_again_for_the_same_program_and_rows_only():
     memo = FitMemo()
     memo.put(LAW, jobs(), report([1.0, 2.0]))
-    assert memo.get(LAW + "\n# a comment: the same syntax tree\n", jobs()) is not None
+    assert memo.get(LAW, jobs()) is not None
+    # the same syntax tree, another text: a program can read its own source, comments included
+    # (an attack hunt's point), so only the exact text is the same program here
+    assert memo.get(LAW + "\n# a comment: the same syntax tree\n", jobs()) is None
     assert memo.get(LAW, jobs(shift=1e-9)) is None  # other rows
     assert memo.get(LAW.replace("np.mean", "np.median"), jobs()) is None  # another program
     memo.put(LAW, jobs(shift=1.0), RunReport(Status.TIMEOUT, "slow"))

@@ -34,7 +34,7 @@ from evolve.scoring.frames import (
     is_memory_failure,
 )
 from evolve.scoring.pool import Sandbox
-from tests.attacks import Listener, candidate_processes, processes_of_uids
+from tests.attacks import Listener, boot_ticks, candidate_processes, processes_of_uids
 
 SECRET = "sk-test-secret"
 FEATURES, TARGETS = ("x",), ("y",)
@@ -494,10 +494,11 @@ def test_close_leaves_no_process_and_no_folder(secret_in_environment):
     children = candidate_processes(box)
     assert children  # an evaluation is running while we close
     box.close()
+    closed = boot_ticks() + 1  # anything of ours started before close returned
     in_flight.join(timeout=10)
     assert not in_flight.is_alive()
     assert not any(Path(f"/proc/{pid}").exists() for pid in set(workers) | children)
-    assert processes_of_uids(uids) == []
+    assert processes_of_uids(uids, started_before=closed) == []
     assert not scratch.exists()
     assert run(box, LINEAR).status == "crash"  # a closed sandbox refuses politely
 

@@ -5,7 +5,8 @@ first ones are the task's validation folds, exactly the fits the search made to 
 programs (same program, same rows). A Scorer with a memo keeps the report of each successful
 fit by (program, rows) and hands it back when the same fit is asked again; a program whose
 fit is random gets the fit the archive ranked it by. Failures are not kept (a retry may
-succeed). Bounded by the values it holds: past MAX_VALUES the oldest reports go first.
+succeed). The program is keyed by its exact text, not its syntax tree: a program can read its
+own source (comments included), so two that differ only in comments may fit differently. Bounded by the values it holds: past MAX_VALUES the oldest reports go first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from evolve.program import code_key
 from evolve.scoring.in_sandbox import GroupJob, RunReport
 from evolve.status import Status
 
@@ -36,7 +36,7 @@ def jobs_digest(jobs: list[GroupJob]) -> str:
 
 
 class FitMemo:
-    """Successful RunReports by (program's syntax-tree key, jobs); thread-safe."""
+    """Successful RunReports by (digest of the program's text, jobs); thread-safe."""
 
     def __init__(self, max_values: int = MAX_VALUES):
         self.max_values = max_values
@@ -48,8 +48,8 @@ class FitMemo:
     @staticmethod
     def key(program_text: str, jobs: list[GroupJob]) -> tuple[str, str] | None:
         try:
-            return code_key(program_text), jobs_digest(jobs)
-        except Exception:  # noqa: BLE001 - a program that does not parse is not kept
+            return hashlib.sha256(program_text.encode("utf-8", "surrogatepass")).hexdigest(), jobs_digest(jobs)
+        except Exception:  # noqa: BLE001 - jobs that cannot be digested are not kept
             return None
 
     def put(self, program_text: str, jobs: list[GroupJob], report: RunReport) -> None:
