@@ -74,7 +74,7 @@ def prepare(source: Path) -> tuple[Path, Path]:
         shutil.copy(source / name, folder / name)
     task = load_task(folder)
     seed = WORK / "data" / f"{source.name}_power_law.py"
-    seed.write_text(dict(default_seeds(task))["power_law_with_offset"])
+    seed.write_text(next(code for name, code in default_seeds(task) if name.startswith("power_law_with_offset")))
     return folder, seed
 
 

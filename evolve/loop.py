@@ -21,7 +21,7 @@ from evolve.config import RunConfig
 from evolve.propose.client import BudgetExceeded
 from evolve.metrics import failed_metrics
 from evolve.program import code_key
-from evolve.propose.base import Proposal, ProposalRequest, Proposer
+from evolve.propose.base import Proposal, ProposalRequest, Proposer, built_from
 from evolve.records import ProgramRecord
 from evolve.scoring.factory import open_scorer
 from evolve.scoring.memo import FitMemo
@@ -161,7 +161,7 @@ class Evolution:
             validation=evaluation,
             iteration=iteration,
             island=request.parent.island,
-            parent_id=request.parent.id,
+            parent_id=built_from(request, proposal),
             proposer=proposal.proposer or self.proposer.name,
             model=proposal.model,
             explanation=proposal.explanation,

@@ -304,6 +304,15 @@ def one_se_choice(candidates: list[tuple[ProgramRecord, np.ndarray, np.ndarray]]
     return within[0][3], tuple(t[3].id for t in within if t[3].id is not None)
 
 
+def suspect_reason(record: ProgramRecord, scale: float, cap: int | None, n_targets: int) -> str:
+    """Why a finalist is a suspect (step 3), in words; empty when it is clean."""
+    if cancelling(record.validation.params, scale):
+        return "coefficients that cancel (two huge fitted parameters of opposite signs summing to little)"
+    if cap is not None and record.n_params is not None and record.n_params > cap * n_targets:
+        return f"{record.n_params} parameters, over the default cap of {cap} per target"
+    return ""
+
+
 def drop_suspects(scored: list[tuple], suspect: set[int]) -> list[tuple]:
     """Laws with cancelling coefficients or over the default cap stay in the running only
     when they beat every clean law by more than two standard errors (strong evidence);
@@ -404,7 +413,8 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
         return None
     scale = target_scale(task)
     cap = default_param_cap(task) if task.param_cap is None else None
-    refused = [r for r in pool if cancelling(r.validation.params, scale) or (cap is not None and r.n_params is not None and r.n_params > cap * len(task.targets))]
+    suspicion = {id(r): why for r in pool if (why := suspect_reason(r, scale, cap, len(task.targets)))}
+    refused = [r for r in pool if id(r) in suspicion]
     folds = selection_folds(task, max((r.n_params or 0) // max(1, len(task.targets)) for r in pool))
     sample = redundancy_sample(records, pool)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="select") as executor:
@@ -436,7 +446,11 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
             reason += f"; beats the seed by the margin {distinct:.0f} distinct laws (of {tried} tried) call for"
         reason += f" ({evidence})"
     if refused_ids:
-        reason += f"; {len(refused_ids)} finalist(s) refused (cancelling coefficients or over the default cap, and not better by two standard errors)"
+        over = f"over the default cap of {cap} parameters per target" if cap is not None else ""
+        reason += f"; {len(refused_ids)} finalist(s) refused ({' or '.join(filter(None, ['cancelling coefficients', over]))}, and not better by two standard errors)"
+    if id(record) in suspicion:  # kept on strong evidence: the user should know what it is
+        reason += (f"; warning: the chosen law has {suspicion[id(record)]}, kept because it beats every clean law by more "
+                   "than two standard errors on validation: check how it extrapolates")
     return Choice(record, reason, len(pool), within, refused_ids)
 
 

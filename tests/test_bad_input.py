@@ -274,3 +274,27 @@ def test_any_program_text_is_a_status_in_the_sandbox(text, fuzz_scorer):
     evaluation = fuzz_scorer.score(text, task, "validation")
     assert evaluation.status in ("ok", *FAILURE_STATUSES)
     assert evaluation.ok or evaluation.rank_r2 == -1.0
+
+
+def test_a_ctrl_c_names_a_run_to_resume_only_where_one_was_stored(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C before a run's archive exists (or in another command) has nothing to resume:
+    a new-user trial was told to `evolve run --resume RUN` for a folder that did not exist."""
+    import evolve.cli.run_cmd as run_cmd
+    from evolve.cli.main import main
+
+    def interrupted(run_dir):
+        def stop(*args, **kwargs):
+            exc = KeyboardInterrupt()
+            if run_dir is not None:
+                exc.run_dir = str(run_dir)
+            raise exc
+        return stop
+
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    (stored / "archive.db").write_bytes(b"")
+    for run_dir, expected in ((None, "evolve: interrupted\n"), (tmp_path / "never", "evolve: interrupted; nothing of the run was stored\n"),
+                              (stored, f"evolve: interrupted; resume with `evolve run --resume {stored}`\n")):
+        monkeypatch.setattr(run_cmd, "run_evolution", interrupted(run_dir))
+        assert main(["run", "sft_scaling_law", "--iterations", "1", "--run-dir", str(tmp_path / "x")]) == 130
+        assert capsys.readouterr().err.endswith(expected)

@@ -142,6 +142,35 @@ def test_generic_seeds_are_not_climbed_from(tasks):
     assert sum(not c.explanation.startswith("fresh") for c in climbed) >= 9
 
 
+def test_a_child_names_the_program_it_was_built_from(tasks):
+    """What the archive stores as a child's parent (its lineage, its gain): the program the
+    grammar climbed from, which is an inspiration when the request's parent is a generic seed
+    or a law it cannot read, and nothing for a law written fresh (a new-user trial found an
+    11-parameter law recorded as the child of the 3-parameter log-linear seed)."""
+    import dataclasses
+
+    from evolve.loop import built_from
+    from evolve.propose.seed_kinds import GENERIC_NOTE
+    from evolve.propose.seeds import default_seeds
+
+    task = tasks["sft_scaling_law"]
+    proposer = OfflineProposer(task)
+    generic = dataclasses.replace(record(default_seeds(task)[0][1], task), id=1, proposer="seed",
+                                  explanation=f"seed law x {GENERIC_NOTE}")
+    donors = tuple(dataclasses.replace(record(proposer.propose(ProposalRequest(task, record("", task), seed=s)).code, task), id=10 + s)
+                   for s in range(3))
+    children = [proposer.propose(ProposalRequest(task, generic, donors, seed=s)) for s in range(30)]
+    named = [c.extra["built_from"] for c in children]
+    assert set(named) <= {None, 10, 11, 12} and {10, 11, 12} & set(named)  # never the generic seed
+    assert all((n is None) == c.explanation.startswith("fresh") for n, c in zip(named, children))
+    parent = dataclasses.replace(donors[0], id=20)
+    climbed = [proposer.propose(ProposalRequest(task, parent, donors, seed=s)) for s in range(30)]
+    assert sum(c.extra["built_from"] == 20 for c in climbed) >= 25
+    request = ProposalRequest(task, generic, donors)
+    assert [built_from(request, c) for c in children] == named
+    assert built_from(request, dataclasses.replace(children[0], extra={})) == 1  # a proposer that does not say: the request's parent
+
+
 def test_mutations_never_leave_duplicate_terms(tasks):
     proposer = OfflineProposer(tasks["easy_question_scaling_law"])
     for spec in random_specs(proposer, 60, seed=5)[4:]:
@@ -202,3 +231,19 @@ def test_targets_paired_with_features_get_a_per_target_template(tasks, scorer):
     assert owns == [[i] for i in range(5)]  # target i leads with feature i
     assert scorer.score(program_code(spec, proposer.ctx), task, "validation").ok
     assert paired_template(OfflineProposer(tasks["sft_scaling_law"]).ctx) is None
+
+
+def test_picking_a_scale_warns_nothing_on_the_terminal():
+    """The grammar's look at a variable's range is trusted code: numpy's overflow warning on
+    10**x of a large feature reached a new user's terminal in the middle of a run."""
+    import warnings
+
+    import numpy as np
+
+    from evolve.propose.grammar import var_raw_values
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = var_raw_values({"op": "exp10", "args": [0]}, np.array([[400.0], [1.0]]))
+        ratio = var_raw_values({"op": "ratio", "args": [0, 1]}, np.array([[1.0, 0.0]]))
+    assert np.isinf(values[0]) and values[1] == 10.0 and np.isinf(ratio[0])

@@ -103,3 +103,17 @@ def test_seed_fit_is_deterministic(tasks: dict[str, Task], scorer: Scorer) -> No
     first = scorer.score(seed_text(task, "human"), task, "validation")
     second = scorer.score(seed_text(task, "human"), task, "validation")
     assert first.params == second.params
+
+
+def test_a_generic_seed_trimmed_to_the_cap_says_which_features_it_left_out():
+    """A new-user trial's capped task got `seed power_law_with_offset` reading one feature of
+    two, with no word of it."""
+    import dataclasses
+
+    from evolve.propose.seeds import default_seeds
+    from evolve.tasks import load_task
+
+    task = load_task("data_constrained_scaling_law")
+    assert [name for name, _ in default_seeds(dataclasses.replace(task, param_cap=None))] == ["power_law_with_offset", "log_linear"]
+    names = [name for name, _ in default_seeds(dataclasses.replace(task, param_cap=4))]
+    assert names[0] == "power_law_with_offset without params, tokens (the parameter cap leaves no room)" and names[1] == "log_linear"

@@ -68,7 +68,7 @@ def test_cancelling_law_loses_to_the_simple_law(tmp_path):
     simple = record(1, 0.95, 3, [2.0, 5.0, 0.5])
     cancel = record(2, 0.951, 5, [-56302.5, 56304.8, 0.5, 0.1, 0.2])
     choice = choose([cancel, simple], task, fake_run(task, laws))
-    assert choice.record.id == 1 and 2 in choice.refused
+    assert choice.record.id == 1 and 2 in choice.refused and "warning" not in choice.reason
 
 
 def test_cancelling_law_is_kept_when_far_better(tmp_path):
@@ -76,6 +76,8 @@ def test_cancelling_law_is_kept_when_far_better(tmp_path):
     laws = {1: lambda x, y: truth(x) + 0.5, 2: lambda x, y: truth(x)}
     choice = choose([record(2, 0.9, 4, [-5e4, 5e4, 0.5, 0.1]), record(1, 0.2, 3)], task, fake_run(task, laws))
     assert choice.record.id == 2
+    # and the reason says what it is (a new-user trial got such a law with no word of it)
+    assert "warning: the chosen law has coefficients that cancel" in choice.reason and "check how it extrapolates" in choice.reason
 
 
 def test_one_standard_error_rule_takes_the_smaller_law_within_noise(tmp_path):

@@ -142,7 +142,7 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None
 
     console = display_console()
     v = record.validation
-    console.print(f"[bold]program {record.id}[/bold]: island {record.island}, iteration {record.iteration}, parent {record.parent_id if record.parent_id is not None else '— (seed)'}, {escape(safe_text(record.proposer))}{' (' + escape(safe_text(record.model)) + ')' if record.model else ''}", highlight=False)
+    console.print(f"[bold]program {record.id}[/bold]: island {record.island}, iteration {record.iteration}, parent {record.parent_id if record.parent_id is not None else ('— (seed)' if record.proposer == 'seed' else '— (written fresh)')}, {escape(safe_text(record.proposer))}{' (' + escape(safe_text(record.model)) + ')' if record.model else ''}", highlight=False)
     status = "[green]ok[/green]" if v.ok else f"[red]{v.status}[/red]"
     console.print(f"status {status}; validation R² {format_r2(r2_or_none(v))}, NMSE {v.metrics.nmse:.6g}, NMAE {v.metrics.nmae:.6g}; test R² {format_r2(r2_or_none(record.test)) if record.test else 'not scored'}", highlight=False)
     console.print(f"{record.n_params if record.n_params is not None else '—'} fitted parameters per group; size {record.complexity} AST nodes; cell {record.cell}; tokens {record.prompt_tokens} prompt + {record.completion_tokens} completion", highlight=False)

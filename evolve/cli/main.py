@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -60,6 +61,14 @@ def tolerant_streams() -> None:
             pass
 
 
+def interrupted_message(run_dir: str | None) -> str:
+    """What a Ctrl-C leaves: a run to resume only where one was stored (a Ctrl-C before a
+    run's archive exists, or in another command, leaves nothing to resume)."""
+    if run_dir and (Path(run_dir) / "archive.db").is_file():
+        return f"interrupted; resume with `evolve run --resume {run_dir}`"
+    return "interrupted" + ("; nothing of the run was stored" if run_dir else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     tolerant_streams()
     try:
@@ -71,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         return error(str(exc).strip() or type(exc).__name__)
     except (KeyboardInterrupt, click.exceptions.Abort) as exc:
-        run_dir = getattr(exc, "run_dir", None)
-        where = f" {run_dir}" if run_dir else " RUN"
-        print(f"evolve: interrupted; resume with `evolve run --resume{where}`", file=sys.stderr)
+        print(f"evolve: {interrupted_message(getattr(exc, 'run_dir', None))}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         quiet_closed_stdout()

@@ -39,6 +39,16 @@ class Proposal:
     extra: dict = field(default_factory=dict)
 
 
+def built_from(request: ProposalRequest, proposal: Proposal) -> int | None:
+    """The child's parent in the archive: the program the proposer says it built the child
+    from (the offline grammar climbs from an inspiration when the parent is a law it cannot
+    read or a generic seed, and sometimes writes a law fresh), else the request's parent."""
+    if "built_from" in proposal.extra:
+        named = proposal.extra["built_from"]
+        return named if named is None or isinstance(named, int) else request.parent.id
+    return request.parent.id
+
+
 class Proposer(Protocol):
     name: str  # stored with every program it wrote
     duplicate_retries: int  # how often to ask again for a program already stored (0 where asking costs tokens)

@@ -166,7 +166,14 @@ def allowed_kinds(var: dict, ctx: TaskContext) -> tuple[str, ...]:
 
 
 def var_raw_values(var: dict, X: np.ndarray) -> np.ndarray:
-    """The unscaled variable on rows X (effective data with R* = e^1, only to pick a scale)."""
+    """The unscaled variable on rows X (effective data with R* = e^1, only to pick a scale).
+    Overflow or a zero divisor gives inf or nan here, which the callers handle; numpy's
+    warning about it would reach the user's terminal from trusted code, so it is silenced."""
+    with np.errstate(all="ignore"):
+        return raw_values(var, X)
+
+
+def raw_values(var: dict, X: np.ndarray) -> np.ndarray:
     op, args = var["op"], var["args"]
     if op == "feat":
         return X[:, args[0]]

@@ -24,6 +24,7 @@ from evolve.tasks import Task
 
 MAX_TERMS = 8
 ATTEMPTS = 40
+PARENT = -1  # `one_try`: the child was built from the request's parent
 
 
 # ----------------------------------------------------------------------------- random pieces
@@ -419,7 +420,7 @@ class OfflineProposer:
         started = time.perf_counter()
         rng = random.Random(request.seed)
         seen = {canonical(s) for s in self.known_specs(request)}
-        spec, explanation = self.child_spec(request, rng, seen)
+        spec, explanation, built_from = self.child_spec(request, rng, seen)
         spec = canonical_order(spec)
         code = program_code(spec, self.ctx, explanation, self.n_starts)
         return Proposal(
@@ -428,42 +429,53 @@ class OfflineProposer:
             proposer=self.name,
             seconds=time.perf_counter() - started,
             edit_mode="full",
-            extra={"law": describe_spec(spec, self.ctx), "n_params": sum(law_param_count(x) for x in spec["laws"])},
+            extra={"law": describe_spec(spec, self.ctx), "n_params": sum(law_param_count(x) for x in spec["laws"]),
+                   "built_from": built_from},
         )
 
     def known_specs(self, request: ProposalRequest) -> list[dict]:
         records = (request.parent, *request.inspirations, *request.failures)
         return [s for s in (readable_spec(r.code, self.ctx) for r in records) if s is not None]
 
-    def child_spec(self, request: ProposalRequest, rng: random.Random, seen: set[str]) -> tuple[dict, str]:
-        """A new valid spec not already among the parent, inspirations and recent failures.
+    def child_spec(self, request: ProposalRequest, rng: random.Random, seen: set[str]) -> tuple[dict, str, int | None]:
+        """A new valid spec not already among the parent, inspirations and recent failures,
+        and the id of the program it was built from (None for a law written fresh).
 
         The generic seeds (a task with no seed law) are neither climbed from nor crossed: they
         are reference points, scored and protected, and the search beside them starts from the
         grammar's templates exactly as it does beside a user's or a task's seed (which the
         grammar cannot read). Climbing from them made a run without a seed a different search:
         every island filled with mutations of the two generic laws, the best of which on
-        validation (the log-linear law, on several held-out sets) took over."""
+        validation (the log-linear law, on several held-out sets) took over. So the program
+        a child was built from is not always the request's parent: it is what the archive
+        records as the child's parent (its lineage and gain are measured against it)."""
         parent = None if is_generic_seed(request.parent) else readable_spec(request.parent.code, self.ctx)
-        donors = [s for s in (readable_spec(r.code, self.ctx) for r in request.inspirations if not is_generic_seed(r)) if s is not None]
+        donor_records = [r for r in request.inspirations if not is_generic_seed(r)]
+        readable = [(r.id, readable_spec(r.code, self.ctx)) for r in donor_records]
+        donor_ids = [i for i, spec in readable if spec is not None]
+        donors = [spec for _, spec in readable if spec is not None]
         for _ in range(ATTEMPTS):
-            result = self.one_try(parent, donors, rng)
+            result, base = self.one_try(parent, donors, rng)
             if result is not None and canonical(result[0]) not in seen:
-                return result
-        return fresh_spec(self.ctx, rng)
+                built_from = request.parent.id if base == PARENT else donor_ids[base] if base is not None else None
+                return result[0], result[1], built_from
+        return (*fresh_spec(self.ctx, rng), None)
 
-    def one_try(self, parent: dict | None, donors: list[dict], rng: random.Random) -> tuple[dict, str] | None:
+    def one_try(self, parent: dict | None, donors: list[dict], rng: random.Random) -> tuple[tuple[dict, str] | None, int | None]:
+        """One attempt at a child, and what it was built from: PARENT, a donor's index, or
+        None (written fresh)."""
         if parent is None:  # a seed or model-written parent: climb from the best grammar law on show
             if donors and rng.random() < 0.8:
                 if len(donors) >= 2 and rng.random() < 0.3:
-                    return crossover(donors[0], donors[1], self.ctx, rng)
-                return mutate(donors[0] if rng.random() < 0.6 else rng.choice(donors), self.ctx, rng)
-            return fresh_spec(self.ctx, rng)
+                    return crossover(donors[0], donors[1], self.ctx, rng), 0
+                index = 0 if rng.random() < 0.6 else rng.randrange(len(donors))
+                return mutate(donors[index], self.ctx, rng), index
+            return fresh_spec(self.ctx, rng), None
         if donors and rng.random() < self.crossover_rate:
-            return crossover(parent, rng.choice(donors), self.ctx, rng)
+            return crossover(parent, rng.choice(donors), self.ctx, rng), PARENT
         if rng.random() < 0.04:
-            return fresh_spec(self.ctx, rng)
-        return mutate(parent, self.ctx, rng)
+            return fresh_spec(self.ctx, rng), None
+        return mutate(parent, self.ctx, rng), PARENT
 
     def preflight(self) -> None:
         """Nothing can be missing: the grammar needs only the task."""

@@ -66,8 +66,20 @@ def default_seeds(task: Task) -> list[tuple[str, str]]:
     for name, law in forms:
         spec = fit_to_cap(new_spec([dict(law, terms=[list(t) for t in law["terms"]]) for _ in task.targets]), ctx, random.Random(0))
         if spec is not None:
-            seeds.append((name, program_code(spec, ctx, f"generic seed: {describe_spec(spec, ctx)}")))
+            left_out = [task.features[i] for i in idx if i not in features_used(spec)]
+            shown = f"{name} without {', '.join(left_out)} (the parameter cap leaves no room)" if left_out else name
+            seeds.append((shown, program_code(spec, ctx, f"generic seed: {describe_spec(spec, ctx)}")))
     return seeds
+
+
+def features_used(node: object) -> set[int]:
+    """The feature indices a spec reads anywhere (every variable names its features in `args`)."""
+    if isinstance(node, dict):
+        found = set(node["args"]) if "op" in node and isinstance(node.get("args"), list) else set()
+        return found.union(*(features_used(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(features_used(v) for v in node))
+    return set()
 
 
 def seed_programs(task: Task, config: RunConfig) -> list[tuple[str, str]]:

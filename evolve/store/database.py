@@ -355,7 +355,7 @@ class Archive:
         return self._select(clauses, params, order="id DESC", limit=max(0, k))
 
     def lineage(self, program_id: int) -> list[ProgramRecord]:
-        """The program, its parent, and so on back to its seed."""
+        """The program, its parent, and so on back to its seed (or a law written fresh)."""
         chain, seen = [], set()
         current: int | None = program_id
         while current is not None and current not in seen:
