@@ -304,6 +304,11 @@ def one_se_choice(candidates: list[tuple[ProgramRecord, np.ndarray, np.ndarray]]
     return within[0][3], tuple(t[3].id for t in within if t[3].id is not None)
 
 
+def margin_words(distinct: float, tried: int) -> str:
+    count = round(distinct)
+    return f"{count} distinct law{'' if count == 1 else 's'} (of {tried} tried) call{'s' if count == 1 else ''} for"
+
+
 def suspect_reason(record: ProgramRecord, scale: float, cap: int | None, n_targets: int) -> str:
     """Why a finalist is a suspect (step 3), in words; empty when it is clean."""
     if cancelling(record.validation.params, scale):
@@ -433,7 +438,7 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
     if seed is not None:
         record, within = seed, ()
         reason = (f"the seed law (law {seed.id}, {seed.n_params} parameters) stands: no law beats it by the margin "
-                  f"{distinct:.0f} distinct laws (of {tried} tried) call for ({evidence})")
+                  f"{margin_words(distinct, tried)} ({evidence})")
     else:
         pool_for_pick = beating if protected(scored) else kept
         record, within = one_se_choice(pool_for_pick)
@@ -443,7 +448,7 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
         else:
             reason = f"fewest parameters ({record.n_params}) within one standard error of the best kept validation error (best: law {best.id}, {best.n_params} parameters)"
         if pool_for_pick is beating:
-            reason += f"; beats the seed by the margin {distinct:.0f} distinct laws (of {tried} tried) call for"
+            reason += f"; beats the seed by the margin {margin_words(distinct, tried)}"
         reason += f" ({evidence})"
     if refused_ids:
         over = f"over the default cap of {cap} parameters per target" if cap is not None else ""

@@ -104,8 +104,9 @@ class Task:
             "features": list(self.features),
             "targets": list(self.targets),
             "groups": len(self.train.group_names()),
-            "train_rows": len(self.train) - held_out,
-            "validation_rows": held_out,
+            "train_rows": len(self.train),  # train.csv's rows, as `evolve tasks new` counts them
+            "validation_rows": held_out,  # of them, held out by the first validation fold
+            "fit_rows": len(self.train) - held_out,
             "validation_folds": len(folds),
             "test_rows": len(self.test),
             "param_cap": self.param_cap,

@@ -122,7 +122,7 @@ def show_summary(summary) -> None:
     for record in summary.top:
         test = record.test
         rows.append([record.id, record.proposer, record.iteration, record.n_params, format_r2(record.r2), format_r2(test.metrics.r2 if test and test.ok else None if test is None else -1.0)])
-    print_table(f"Top programs of {summary.run_dir} (test R² is for reporting; selection used validation only)", ["id", "proposer", "iteration", "params", "validation R²", "test R²"], rows, out)
+    print_table(f"Top programs of {summary.run_dir} (the chosen law first, then by validation R²; test R² is for reporting, selection used validation only)", ["id", "proposer", "iteration", "params", "validation R²", "test R²"], rows, out)
     out.print(f"{summary.iterations} iterations, {summary.evaluations} programs ({summary.failures} failed) in {summary.seconds:.0f} s; {safe_text(summary.stopped_reason)}", markup=False)
     if summary.usage:
         cut = summary.usage.get("cut_short") or {}

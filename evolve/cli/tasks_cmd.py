@@ -18,7 +18,7 @@ def validation_cell(summary: dict) -> str:
     return f"{summary['validation_rows']}" + (f" ({folds} folds)" if folds > 1 else "")
 
 
-COLUMNS = ["task", "features → targets", "groups", "train", "validation", "test", "cap"]
+COLUMNS = ["task", "features → targets", "groups", "train", "validation (of train)", "test", "cap"]
 
 
 def summary_row(s: dict) -> list:
