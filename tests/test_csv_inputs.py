@@ -269,3 +269,19 @@ def test_a_missing_group_column_names_the_columns_there_are(tmp_path, capsys):
     source = write(tmp_path / "d.csv", ["model", "size", "loss"], grid())
     code, _, err = new_task(tmp_path, "--csv", str(source), "--features", "size", "--targets", "loss", "--group-column", "cfg", capsys=capsys)
     assert code == 2 and "missing group column 'cfg' (has 'model', 'size', 'loss')" in err and not (tmp_path / "t").exists()
+
+
+def test_a_feature_constant_in_train_is_named_and_a_prediction_outside_the_domain_too(tmp_path, capsys):
+    """A new-user trial: a constant feature came out of `tasks new` unremarked (the law then
+    read `1.12/const**0.81 + 1.12`), and `predict` at a size of -5 answered 69.3 silently
+    (the law's floor at 1e-12 answered for it)."""
+    from evolve.cli.use_cmd import outside_the_domain
+
+    rows = [[g, n, 7.0, loss] for g, n, loss in grid()]
+    source = write(tmp_path / "d.csv", ["model", "size", "const", "loss"], rows)
+    code, _, err = new_task(tmp_path, "--csv", str(source), "--features", "size,const", "--targets", "loss", "--group-column", "model", capsys=capsys)
+    assert code == 0 and "note: const is 7 in every train row: no law can learn its effect" in err
+    task = load_task(tmp_path / "t")
+    assert outside_the_domain(task, np.array([[1e9, 7.0], [-5.0, 7.0], [0.0, 7.0]])) == [
+        "2 row(s) have size <= 0, where every train row has it positive: the law is not defined there, and what it predicts for them means nothing"]
+    assert outside_the_domain(task, np.array([[1e12, 7.0]])) == []

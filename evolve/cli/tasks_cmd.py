@@ -136,6 +136,10 @@ def suspicious_scale_values(task) -> list[str]:
         if bad and bad <= 0.05 * len(column) and len(positive) and positive.max() / positive.min() > SCALE_SPAN:
             found.append(f"{bad} row(s) have {name} <= 0 ({name} otherwise spans {positive.min():.3g} to {positive.max():.3g}): "
                          "powers of it cannot fit them; check those rows")
+        fitted = task.train.X[:, j]
+        if np.all(fitted == fitted[0]):
+            found.append(f"{name} is {fitted[0]:.6g} in every train row: no law can learn its effect from them "
+                         "(leave it out of --features, or predict only at that value)")
     return found
 
 

@@ -54,6 +54,19 @@ def rows_to_predict(csv_path: Path, task, group: str | None, table: tuple[list[s
     return rows, rows.groups, column
 
 
+def outside_the_domain(task, X: np.ndarray) -> list[str]:
+    """Features of the rows to predict that are zero or negative where every train row has
+    them positive: the law's guards (a floor at 1e-12 before a power or a log) then answer
+    for a value it was never fitted at, and silently."""
+    found = []
+    for j, name in enumerate(task.features):
+        bad = int((X[:, j] <= 0).sum())
+        if bad and np.all(task.train.X[:, j] > 0):
+            found.append(f"{bad} row(s) have {name} <= 0, where every train row has it positive: the law is not "
+                         "defined there, and what it predicts for them means nothing")
+    return found
+
+
 def check_writable(output: Path) -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -75,6 +88,8 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
     check_groups(task, groups.tolist(), f"{csv_path}: ")  # before the fits, which take seconds to minutes
     if output is not None:
         check_writable(output)  # before the fits, which take seconds to minutes
+    for line in outside_the_domain(task, rows.X):
+        click.echo(f"note: {line}", err=True)
     fitted = law.fit()
     value_columns = [f"predicted_{t}" for t in task.targets]
     if interval:
