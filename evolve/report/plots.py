@@ -56,7 +56,8 @@ def plot_progress(records: list[ProgramRecord]) -> str | None:
     ax.step(iterations, clipped(best), where="post", color="black", linewidth=2, label="best so far")
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"validation R² (clipped at {R2_FLOOR:g})")
-    ax.set_title(f"Best validation R² over iterations: {best[-1]:.4f} at the end")
+    ax.set_title(f"The search's best validation R² over iterations: {best[-1]:.4f} at the end "
+                 "(the law returned is chosen from train alone after it)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return png_base64(fig)
