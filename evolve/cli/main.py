@@ -28,6 +28,7 @@ from evolve.program import ProgramError
 from evolve.propose.client import LLMError
 from evolve.propose.seeds import SeedError
 from evolve.store.errors import ArchiveError
+from evolve.store.rundir import DATABASE_NAME
 from evolve.tasks import TaskError
 from evolve.text import one_line, safe_text
 
@@ -64,7 +65,7 @@ def tolerant_streams() -> None:
 def interrupted_message(run_dir: str | None) -> str:
     """What a Ctrl-C leaves: a run to resume only where one was stored (a Ctrl-C before a
     run's archive exists, or in another command, leaves nothing to resume)."""
-    if run_dir and (Path(run_dir) / "archive.db").is_file():
+    if run_dir and (Path(run_dir) / DATABASE_NAME).is_file():
         return f"interrupted; resume with `evolve run --resume {run_dir}`"
     return "interrupted" + ("; nothing of the run was stored" if run_dir else "")
 

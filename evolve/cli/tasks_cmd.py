@@ -112,9 +112,9 @@ def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str,
     dropped = len(read_csv_records(csv_path)[1]) - len(task.train) - len(task.test) if drop_missing else 0
     note = f"; {dropped} row(s) with an empty cell left out" if dropped else ""
     folds = f" by the first of {s['validation_folds']} folds" if s["validation_folds"] > 1 else ""
-    click.echo(f"wrote task {task.path}: {s['groups']} group(s), {len(task.train)} train rows ({s['validation_rows']} of them held out "
+    click.echo(f"wrote task {task.path}: {s['groups']} group(s), {s['train_rows']} train rows ({s['validation_rows']} of them held out "
                f"for validation{folds}), {s['test_rows']} test rows{note}")
-    for line in suspicious_scale_values(task):
+    for line in suspicious_feature_values(task):
         click.echo(f"note: {line}", err=True)
     share = len(task.test) / max(1, len(task.train) + len(task.test))
     if abs(share - fraction) > max(0.05, 0.25 * fraction):
@@ -124,10 +124,11 @@ def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str,
     return 0
 
 
-def suspicious_scale_values(task) -> list[str]:
+def suspicious_feature_values(task) -> list[str]:
     """Features that span scales (positive values over more than a factor of 20) yet have a
     few rows at zero or below: likely a typo or a missing value written as 0, and a power
-    of the feature (every generic seed law) cannot be fitted through such a row."""
+    of the feature (every generic seed law) cannot be fitted through such a row. And
+    features with one value in every train row, whose effect no fit can see."""
     X = np.concatenate([task.train.X, task.test.X])
     found = []
     for j, name in enumerate(task.features):

@@ -450,15 +450,14 @@ class OfflineProposer:
         a child was built from is not always the request's parent: it is what the archive
         records as the child's parent (its lineage and gain are measured against it)."""
         parent = None if is_generic_seed(request.parent) else readable_spec(request.parent.code, self.ctx)
-        donor_records = [r for r in request.inspirations if not is_generic_seed(r)]
-        readable = [(r.id, readable_spec(r.code, self.ctx)) for r in donor_records]
-        donor_ids = [i for i, spec in readable if spec is not None]
-        donors = [spec for _, spec in readable if spec is not None]
+        readable = [(r.id, spec) for r in request.inspirations
+                    if not is_generic_seed(r) and (spec := readable_spec(r.code, self.ctx)) is not None]
+        donors = [spec for _, spec in readable]
+        sources = {PARENT: request.parent.id, **{index: record_id for index, (record_id, _) in enumerate(readable)}}
         for _ in range(ATTEMPTS):
             result, base = self.one_try(parent, donors, rng)
             if result is not None and canonical(result[0]) not in seen:
-                built_from = request.parent.id if base == PARENT else donor_ids[base] if base is not None else None
-                return result[0], result[1], built_from
+                return result[0], result[1], sources.get(base)  # None: written fresh
         return (*fresh_spec(self.ctx, rng), None)
 
     def one_try(self, parent: dict | None, donors: list[dict], rng: random.Random) -> tuple[tuple[dict, str] | None, int | None]:

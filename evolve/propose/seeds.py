@@ -72,14 +72,9 @@ def default_seeds(task: Task) -> list[tuple[str, str]]:
     return seeds
 
 
-def features_used(node: object) -> set[int]:
-    """The feature indices a spec reads anywhere (every variable names its features in `args`)."""
-    if isinstance(node, dict):
-        found = set(node["args"]) if "op" in node and isinstance(node.get("args"), list) else set()
-        return found.union(*(features_used(v) for v in node.values()))
-    if isinstance(node, list):
-        return set().union(*(features_used(v) for v in node))
-    return set()
+def features_used(spec: dict) -> set[int]:
+    """The feature indices a spec reads: every factor's variable names its features in `args`."""
+    return {i for law in spec["laws"] for term in law["terms"] for fac in term for i in fac["var"]["args"]}
 
 
 def seed_programs(task: Task, config: RunConfig) -> list[tuple[str, str]]:

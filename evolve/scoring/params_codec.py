@@ -142,8 +142,7 @@ def string_weight(text: str) -> int:
 def tagged(node: dict) -> tuple[list[float], list[tuple[str | None, object]]]:
     """The numbers held directly by a tagged node, and its (key, child) pairs."""
     if set(node) == {"a", "shape", "v"}:
-        dtype, shape, values = node["a"], node["shape"], node["v"]
-        check_dtype(dtype)
+        dtype, shape, values = check_dtype(node["a"]), node["shape"], node["v"]
         # dims bounded before their product: a product of huge integers is the trusted side's time
         if (not isinstance(shape, list) or len(shape) > MAX_DIMS or not isinstance(values, list)
                 or not all(type(d) is int and 0 <= d <= MAX_NODES for d in shape)):
@@ -152,8 +151,7 @@ def tagged(node: dict) -> tuple[list[float], list[tuple[str | None, object]]]:
             raise ParamsError("malformed parameters: array values")
         return [float(v) for v in values], []
     if set(node) == {"n", "v"}:
-        check_dtype(node["n"])
-        if not fits_dtype([node["v"]], node["n"]):
+        if not fits_dtype([node["v"]], check_dtype(node["n"])):
             raise ParamsError("malformed parameters: scalar")
         return [float(node["v"])], []
     if set(node) == {"t"} and isinstance(node["t"], list):
@@ -168,26 +166,27 @@ def tagged(node: dict) -> tuple[list[float], list[tuple[str | None, object]]]:
     raise ParamsError("malformed parameters: unknown node")
 
 
-def check_dtype(text: object) -> None:
+def check_dtype(text: object) -> np.dtype:
+    """The numeric dtype a tag names; ParamsError for any other tag."""
     try:
-        kind = np.dtype(text).kind if isinstance(text, str) and len(text) <= 8 else ""
+        dtype = np.dtype(text) if isinstance(text, str) and len(text) <= 8 else None
     except TypeError:
-        kind = ""
-    if not kind or kind not in NUMERIC_KINDS:
+        dtype = None
+    if dtype is None or dtype.kind not in NUMERIC_KINDS:
         raise ParamsError("malformed parameters: dtype")
+    return dtype
 
 
-def fits_dtype(values: list, dtype: str) -> bool:
+def fits_dtype(values: list, dtype: np.dtype) -> bool:
     """Whether every value is what `encode` writes for a numpy value of `dtype`: a float for
     a float dtype, a bool for bool, an int within the integer dtype's range. A huge integer
     under a float or int64 tag (a forged `item()`, or an answer written by hand) would
     carry many floats' worth of bits as one counted parameter."""
-    kind = np.dtype(dtype).kind
-    if kind == "f":
+    if dtype.kind == "f":
         return all(type(v) is float for v in values)
-    if kind == "b":
+    if dtype.kind == "b":
         return all(type(v) is bool for v in values)
-    info = np.iinfo(np.dtype(dtype))
+    info = np.iinfo(dtype)
     return all(type(v) is int and info.min <= v <= info.max for v in values)
 
 
