@@ -160,6 +160,17 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
         row = [point["N"] if f == "params" else point["D"] if f == "tokens" else shown.held[f] for f in run.task.features]
         assert point["loss"] == pytest.approx(float(np.ravel(law.predict(np.array([row]), group))[0]), rel=1e-6)
     assert plot_allocation(shown, "loss") is not None
+    from evolve.report.law_plots import plot_extrapolation
+    from evolve.report.law_view import extrapolations, sweep_feature
+
+    (curve,) = extrapolations(law, [group])  # a slice: the other features held at one train row
+    j, train = sweep_feature(run.task), run.task.train.X[run.task.train.groups == group]
+    others = [i for i, f in enumerate(run.task.features) if i != j]
+    same = np.all(train[:, others] == [curve.held[run.task.features[i]] for i in others], axis=1)
+    assert same.any() and (curve.train_on_slice == same).all()  # drawn solid: the rows the curve predicts
+    assert not curve.train_on_slice.all()  # this data set's rows differ in the held features: the rest drawn apart
+    assert len(curve.test_on_slice) == len(curve.test_x)
+    assert plot_extrapolation([curve], "loss") is not None
 
 
 def test_one_message_for_an_unknown_group_everywhere(tmp_path, capsys):

@@ -25,18 +25,28 @@ def plot_extrapolation(curves: list[Extrapolation], target: str) -> str | None:
         ax.fill_between(c.xs, within_view(c.low, reference), within_view(c.high, reference), color="#4c72b0", alpha=0.2,
                         label=f"{BAND_LEVEL:.0%} interval")
         ax.plot(c.xs, within_view(c.center, reference), color="black", linewidth=1.3, label="law (fit on all train)")
-        ax.scatter(c.train_x, c.train_y, s=12, color=SPLIT_COLOURS["train"], label="train data", zorder=3)
+        draw_rows(ax, c.train_x, c.train_y, c.train_on_slice, dict(s=12, color=SPLIT_COLOURS["train"], zorder=3), "train")
         if len(c.test_x):
             middle = (c.test_low + c.test_high) / 2
             ax.errorbar(c.test_x, within_view(middle, reference), yerr=np.abs(c.test_high - c.test_low) / 2, fmt="none",
-                        ecolor=SPLIT_COLOURS["test"], alpha=0.6, label="interval at each test point")
-            ax.scatter(c.test_x, c.test_y, s=22, marker="s", color=SPLIT_COLOURS["test"], label="test data", zorder=4)
+                        ecolor=SPLIT_COLOURS["test"], alpha=0.6, label="interval at each test point (its own inputs)")
+            draw_rows(ax, c.test_x, c.test_y, c.test_on_slice, dict(s=22, marker="s", color=SPLIT_COLOURS["test"], zorder=4), "test")
         ax.axvline(c.train_max, color="#888888", linestyle=":", linewidth=1)
         if c.log_x:
             ax.set_xscale("log")
         held = ", ".join(f"{k}={v:.3g}" for k, v in c.held.items())
         label_panel(ax, shorten(f"{c.group}" + (f" ({held})" if held else ""), 70), c.feature + " (dotted: largest train value)", target)
     return finish_panels(fig, axes, len(curves), legend_space=0.05)
+
+
+def draw_rows(ax, x: np.ndarray, y: np.ndarray, on: np.ndarray, style: dict, split: str) -> None:
+    """Rows on the curve's slice solid, rows at other values of the held features faded
+    (the curve is not their prediction); a legend entry only for what is drawn."""
+    on = on if len(on) == len(x) else np.ones(len(x), dtype=bool)
+    if on.any():
+        ax.scatter(x[on], y[on], label=f"{split} data on this slice" if not on.all() else f"{split} data", **style)
+    if (~on).any():
+        ax.scatter(x[~on], y[~on], alpha=0.25, label=f"{split} data at other held values", **style)
 
 
 def plot_allocation(a: Allocation | None, target: str) -> str | None:

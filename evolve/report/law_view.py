@@ -4,6 +4,9 @@ size and data, iso-loss and iso-compute curves with the compute-optimal allocati
 
 Both hold the other features at one row of the group (the train row with the largest
 value of the swept feature, or of compute), so they show a slice of the law, and say so.
+Data rows whose other features differ from the slice's are drawn apart: on IsoFLOP data
+(every run its own model size and token count) a curve at one token count passes through
+one run, and a plot that drew every run against it would read as a law that misses them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class Extrapolation:
     test_low: np.ndarray
     test_high: np.ndarray
     train_max: float
+    train_on_slice: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # rows whose other features are the held ones
+    test_on_slice: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 @dataclass
@@ -65,6 +70,17 @@ def sweep_feature(task) -> int:
     factor of a product), else the first feature."""
     names = [n for n in (task.validation.column or "").split("*") if n in task.features]
     return task.features.index(names[0]) if names else 0
+
+
+SLICE_RTOL = 1e-3  # a row is on the slice when each other feature is within this of the held value
+
+
+def on_slice(X: np.ndarray, held_row: np.ndarray, j: int) -> np.ndarray:
+    """Rows whose features other than j equal the held row's (to SLICE_RTOL)."""
+    others = [i for i in range(X.shape[1]) if i != j]
+    if not others or not len(X):
+        return np.ones(len(X), dtype=bool)
+    return np.all(np.isclose(X[:, others], held_row[others], rtol=SLICE_RTOL, atol=0.0), axis=1)
 
 
 def sweep_grid(values: np.ndarray, reach: float) -> tuple[np.ndarray, bool]:
@@ -104,6 +120,7 @@ def extrapolations(law: Law, groups: list[str]) -> list[Extrapolation]:
             g, task.features[j], log_x, held, xs, center[curve], low[curve], high[curve],
             train[:, j], task.train.y[task.train.groups == g][:, 0], task.test.X[test_mask][:, j], task.test.y[test_mask][:, 0],
             low[points], high[points], float(train[:, j].max()),
+            on_slice(train, grid[0], j), on_slice(task.test.X[test_mask], grid[0], j),
         ))  # fmt: skip
         start += k + t
     return found
