@@ -9,7 +9,7 @@ law (the run's best, program code only) is calibrated on that inner train's fold
 fitted on all of it, and its interval at the pseudo-test rows is checked against their
 labels. Candidates differ only in how the calibration folds are cut, how reach is
 measured and how a held-out error is scored, so the sandbox refits are run once per task
-and fold set and cached (/tmp/evolve-interval-proxy/<task>-<resamples>-v3.pkl, with every
+and fold set and cached (/tmp/evolve-interval-proxy/<task>-<resamples>-v4.pkl, with every
 fit's rows so reach can be recomputed); every candidate is then numpy on the cache.
 
     python bench/interval_proxy.py --runs /work/notes/runs150 [--tasks a,b] [--resamples 30]
@@ -28,7 +28,12 @@ Candidates (round 4; round 3's table is in git history), each a choice of
   (round 3's method); 'floored' max(q₀·d, q₁·d·(1 + reach)), q₀ and q₁ each calibrated
   by conformal on its own scores, so the interval is never narrower at small reach than
   the one calibrated without growth;
-- noise: s (absolute) or s_r·|ŷ| (relative, for positive targets).
+- noise: s (absolute) or s_r·|ŷ| (relative, for positive targets);
+- models (round 5): 'one' the law alone; 'top4' also the disagreement of the run's next four
+  distinct laws by validation R² (selection's refused laws left out), each fitted on the same
+  rows: m(x) = sqrt(mean_k (ŷ_k(x) − ŷ(x))²) joins the scale, d = sqrt(spread² + s² + m²).
+  Why: misspecification the bootstrap of one law cannot see shows as laws that fit train
+  alike and part beyond it; where they agree the term adds nothing.
 
 The decision rule, written here before any candidate of this round was measured (on the
 pseudo-test or on test): among the candidates whose width grows with reach (growth
@@ -42,6 +47,12 @@ law was picked by validation on all of train (the pseudo-test rows included), so
 the pseudo-test better than a law picked without them would; pseudo-tests are small (12
 to 195 points per task), and picking among many candidates on eight small pseudo-tests
 overfits them somewhat.
+
+Round 5's rule, written before any 'top4' figure was measured: the models term is adopted
+only if the best 'top4' candidate with growth (linear or floored) has a pseudo-test error
+below round 4's choice (rule | fit | floored | s) by more than the tie (0.005), with a
+nested error not worse by more than the tie; otherwise round 4's choice stands. It costs
+four more fits per fold, so it must win clearly.
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ import numpy as np  # noqa: E402
 import evolve  # noqa: E402
 from bench.selection import TEST_AXIS  # noqa: E402
 from evolve import intervals  # noqa: E402
+from evolve.scoring.in_sandbox import GroupJob  # noqa: E402
 from evolve.tasks import ValidationRule, column_values, largest_mask, shipped_task_names, validation_mask  # noqa: E402
 
 CACHE = Path(os.environ.get("EVOLVE_INTERVAL_PROXY", "/tmp/evolve-interval-proxy"))
@@ -123,32 +135,68 @@ def _inner_folds(inner, n_params: int, fold_set: str):
     return inner.validation_folds() if fold_set == "rule" else scale_step_folds(inner, n_params)
 
 
-def _fits(law, inner, folds, resamples: int, reference: dict) -> list[dict]:
-    """Per fold and group: the fit's rows, the asked rows, the group's reference rows and the Fitted."""
+ALTERNATIVES = 4  # round 5: the run's next distinct laws by validation whose disagreement is measured
+
+
+def alternative_laws(run, law, inner) -> list:
+    """The run's next ALTERNATIVES distinct laws by validation R² (not the law itself, not one
+    selection refused), each on the inner task."""
+    from evolve.selection import distinct_ok
+    from evolve.store.rundir import open_read_only
+
+    with open_read_only(run.path) as archive:
+        refused = set((archive.get_meta("selection") or {}).get("refused", []))
+    picked = [r for r in distinct_ok(run.records) if r.id != law.id and r.id not in refused][:ALTERNATIVES]
+    return [dataclasses.replace(run.law(r.id), task=inner) for r in picked]
+
+
+def _alternative_predictions(alternatives: list, problems: dict, n_targets: int) -> dict:
+    """{group: (k, n, targets)} predictions of the alternative laws that fitted the group."""
+    found: dict[str, list] = {g: [] for g in problems}
+    for alt in alternatives:
+        result = alt._batch([GroupJob(g, X, y, P) for g, (X, y, P) in problems.items()])
+        if result is None:
+            continue
+        for g, (_, _, P) in problems.items():
+            values = np.asarray(result[0].get(g, []), dtype=float)
+            if values.size == len(P) * n_targets and np.isfinite(values).all():
+                found[g].append(values.reshape(len(P), n_targets))
+    return {g: np.stack(v) if v else np.zeros((0, len(problems[g][2]), n_targets)) for g, v in found.items()}
+
+
+def _fits(law, inner, folds, resamples: int, reference: dict, alternatives: list = ()) -> list[dict]:
+    """Per fold and group: the fit's rows, the asked rows, the group's reference rows, the
+    Fitted and the alternative laws' predictions there."""
     n_targets = len(inner.targets)
     found = []
     for k, (fit_rows, held_rows) in enumerate(folds):
         problems = intervals.fold_problems(fit_rows, held_rows)
+        alts = _alternative_predictions(list(alternatives), problems, n_targets)
         for g, fitted in intervals.fit_many(problems, law._batch, resamples, n_targets, law.scorer_config.workers).items():
             found.append({"fold": k, "group": g, "X_fit": problems[g][0], "P": problems[g][2], "X_ref": reference[g],
-                          "fitted": fitted, "actual": held_rows.y[held_rows.groups == g].reshape(-1, n_targets)})
+                          "fitted": fitted, "actual": held_rows.y[held_rows.groups == g].reshape(-1, n_targets),
+                          "alternatives": alts[g]})
     return found
 
 
 def collect(task_name: str, runs: Path, resamples: int) -> dict:
     """The refits every candidate needs, on the inner task (cached)."""
-    path = CACHE / f"{task_name}-{resamples}-v3.pkl"  # v3: fold sets 'rule' and 'steps', with every fit's rows
+    path = CACHE / f"{task_name}-{resamples}-v4.pkl"  # v4: with the alternative laws' predictions (round 5)
     if path.exists():
         return pickle.loads(path.read_bytes())
     started = time.perf_counter()
-    law = evolve.open_run(runs / task_name).best
+    run = evolve.open_run(runs / task_name)
+    law = run.best
     inner = pseudo_split(law.task)
     inner_law = dataclasses.replace(law, task=inner)
+    alternatives = alternative_laws(run, law, inner)
     reference = {g: inner.train.X[inner.train.groups == g] for g in inner.train.group_names()}
-    held = {name: _fits(inner_law, inner, _inner_folds(inner, law.record.n_params or 0, name), resamples, reference)
+    held = {name: _fits(inner_law, inner, _inner_folds(inner, law.record.n_params or 0, name), resamples, reference,
+                        alternatives if name == "rule" else ())
             for name in FOLD_SETS}
-    pseudo = _fits(inner_law, inner, [(inner.train, inner.test)], resamples, reference)
+    pseudo = _fits(inner_law, inner, [(inner.train, inner.test)], resamples, reference, alternatives)
     data = {"task": task_name, "program": law.id, "held": held, "target": pseudo,
+            "alternatives": [a.id for a in alternatives],
             "folds": {name: len({h["fold"] for h in held[name]}) for name in FOLD_SETS},
             "seconds": time.perf_counter() - started, "load": os.getloadavg()[0]}
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -178,11 +226,13 @@ class Candidate:
     reach: str  # fit, train, train×
     growth: str  # none, linear, floored
     relative: bool
+    models: str = "one"  # one, top4 (round 5)
 
     @property
     def name(self) -> str:
         noise = "s_r·ŷ" if self.relative else "s"
-        return f"{self.folds} | {self.reach if self.growth != 'none' else '-'} | {self.growth} | {noise}"
+        models = " | top4" if self.models != "one" else ""
+        return f"{self.folds} | {self.reach if self.growth != 'none' else '-'} | {self.growth} | {noise}{models}"
 
     @property
     def grows(self) -> bool:
@@ -190,12 +240,15 @@ class Candidate:
 
     def order(self) -> tuple:  # the rule's tie-break: fewer refits, then simpler
         return (("rule", "steps", "rule+steps").index(self.folds), ("fit", "train", "train×").index(self.reach),
-                ("none", "linear", "floored").index(self.growth), self.relative)
+                ("none", "linear", "floored").index(self.growth), self.relative, self.models != "one")
 
     def parts(self, h: dict):
         """|error|, base scale d and growth factor (1 + reach) of one fit's asked rows."""
         f = h["fitted"]
-        d = np.maximum(np.sqrt(f.spread**2 + _noise(f, self.relative) ** 2), 1e-12 * np.maximum(np.abs(f.center), 1e-300))
+        variance = f.spread**2 + _noise(f, self.relative) ** 2
+        if self.models != "one":
+            variance = variance + disagreement(f.center, h["alternatives"]) ** 2
+        d = np.maximum(np.sqrt(variance), 1e-12 * np.maximum(np.abs(f.center), 1e-300))
         growth = 1.0 + _reach(h, self.reach)[:, None] if self.growth != "none" else np.ones((len(d), 1))
         return np.abs(h["actual"] - f.center), d, growth
 
@@ -223,7 +276,17 @@ def candidates() -> list[Candidate]:
             for reach in ("fit", "train", "train×"):
                 for growth in ("linear", "floored"):
                     found.append(Candidate(folds, reach, growth, relative))
+    found.append(Candidate("rule", "fit", "none", False, "top4"))  # round 5: the task's folds only (where alternatives are fitted)
+    for growth in ("linear", "floored"):
+        found.append(Candidate("rule", "fit", growth, False, "top4"))
     return found
+
+
+def disagreement(center: np.ndarray, alternatives: np.ndarray) -> np.ndarray:
+    """m(x) = sqrt(mean_k (ŷ_k − ŷ)²) of the alternative laws around the law's prediction (0 with none)."""
+    if len(alternatives) == 0:
+        return np.zeros_like(center)
+    return np.sqrt(np.mean((alternatives - center[None]) ** 2, axis=0))
 
 
 def _held(d: dict, folds: str) -> list:
@@ -253,10 +316,17 @@ TIE = 0.005
 
 
 def chosen(rows: list[dict]) -> dict:
-    """The decision rule of the module docstring."""
-    growing = [r for r in rows if r["candidate"].grows]
+    """The decision rules of the module docstring: round 4's among single-law candidates,
+    then round 5's (the models term only if it wins by more than the tie)."""
+    growing = [r for r in rows if r["candidate"].grows and r["candidate"].models == "one"]
     best = min(r["pseudo_error"] for r in growing)
-    return min((r for r in growing if r["pseudo_error"] <= best + TIE), key=lambda r: r["candidate"].order())
+    round4 = min((r for r in growing if r["pseudo_error"] <= best + TIE), key=lambda r: r["candidate"].order())
+    multi = [r for r in rows if r["candidate"].grows and r["candidate"].models != "one"]
+    if not multi:
+        return round4
+    challenger = min(multi, key=lambda r: (r["pseudo_error"], r["candidate"].order()))
+    nested_ok = not (challenger["nested_error"] > round4["nested_error"] + TIE)
+    return challenger if challenger["pseudo_error"] < round4["pseudo_error"] - TIE and nested_ok else round4
 
 
 def mean_error(by_task: dict) -> float:
@@ -302,6 +372,18 @@ def write(rows: list[dict], datas: list[dict], args) -> None:
 
 READING = """
 ## How to read this
+
+- Round 5 (2026-12-04, on new 150-iteration runs that return the same laws as round 4's): the disagreement of the
+  run's next four distinct laws ('top4') was measured as a further scale. It loses by the rule written before it was
+  measured (error 0.160 against 0.110; nested 0.066-0.070 against 0.088 is better, but the rule asks for both) and is
+  not adopted. Where it fails: moe, covered at 0.30 / 0.31 with it and 1.00 / 1.00 without. moe's inner validation fold
+  fits on one model size, where the alternative laws part widely, so the calibrated multiplier is small; at the
+  pseudo-test they agree, and the small multiplier times a small disagreement gives a narrow interval. The term is not
+  exchangeable between validation and the asked points, which is the assumption split conformal rests on. Round 4's
+  figures here differ from round 4's own table (0.110 against 0.106 for the chosen method, domain_mixture 0.45 / 0.51
+  against 0.51 / 0.69) on the same laws: they are measured with the code of 2026-12-04, and which later change
+  moved them was not traced (the replicate bootstrap alters moe alone); the same method is chosen either way, tied
+  with no growth at all as before.
 
 - The rule picked the round-3 method (task folds, reach in spans of the fit rows, linear growth, absolute noise)
   with the floor added. On this pseudo-test the floored interval has the same coverage as no growth at all on every
