@@ -429,7 +429,6 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
     if not scored:
         return Choice(pool[0], "best validation R² (re-scoring the finalists failed)", len(pool))
     kept = drop_suspects(scored, {id(r) for r in refused})
-    refused_ids = tuple(r.id for r in refused if r.id is not None and all(c[0] is not r for c in kept))
     tried = len(distinct_ok(records))
     seed, beating, distinct = seed_standing(rescored, kept, tried)
     held_rows, points = sum(len(score) for _, score in folds), len(scored[0][1])
@@ -450,12 +449,15 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
         if pool_for_pick is beating:
             reason += f"; beats the seed by the margin {margin_words(distinct, tried)}"
         reason += f" ({evidence})"
+    # refused: the suspects out of the running, never the law returned (a protected seed stands even as a suspect)
+    refused_ids = tuple(r.id for r in refused if r.id is not None and r is not record and all(c[0] is not r for c in kept))
     if refused_ids:
         over = f"over the default cap of {cap} parameters per target" if cap is not None else ""
         reason += f"; {len(refused_ids)} finalist(s) refused ({' or '.join(filter(None, ['cancelling coefficients', over]))}, and not better by two standard errors)"
-    if id(record) in suspicion:  # kept on strong evidence: the user should know what it is
-        reason += (f"; warning: the chosen law has {suspicion[id(record)]}, kept because it beats every clean law by more "
-                   "than two standard errors on validation: check how it extrapolates")
+    if id(record) in suspicion:  # kept as the seed, or on strong evidence: the user should know what it is
+        why = ("kept because it is the seed law and no law beat it by the margin" if seed is not None else
+               "kept because it beats every clean law by more than two standard errors on validation")
+        reason += f"; warning: the chosen law has {suspicion[id(record)]}, {why}: check how it extrapolates"
     return Choice(record, reason, len(pool), within, refused_ids)
 
 

@@ -1,6 +1,8 @@
 """The law a run returns (evolve.selection): simpler laws within noise, no cancelling
 coefficients, a default cap from rows per group, and choices made from train alone."""
 
+import dataclasses
+
 import numpy as np
 
 from evolve.metrics import Metrics
@@ -219,8 +221,6 @@ def test_auto_rule_holds_out_half_the_scales_of_a_few_scale_sweep():
 
 
 def seeded(ident, r2, n_params):
-    import dataclasses
-
     return dataclasses.replace(record(ident, r2, n_params), proposer="seed")
 
 
@@ -228,6 +228,19 @@ def distinct_noise(i):
     """A law of its own: errs on its own rows (a fixed random perturbation per law)."""
     bumps = np.random.default_rng(1000 + i).normal(0, 0.08, 4096)
     return lambda x, y: truth(x) + 1.0 + bumps[(np.log(x) * 97).astype(int) % 4096]
+
+
+def test_a_seed_that_stands_with_cancelling_coefficients_is_not_called_refused_nor_kept_on_evidence(tmp_path):
+    # a new-user trial: 7 rows, the generic power-law seed fitted on 5 of them cancels; it stood as the seed, and the
+    # reason said both that it was among the finalists refused and that it beat every clean law by two standard errors
+    task = make_task(tmp_path, param_cap=10)
+    laws = {1: lambda x, y: truth(x), 2: lambda x, y: truth(x) + 0.05}
+    seed = seeded(1, 0.9, 3)
+    seed = dataclasses.replace(seed, validation=dataclasses.replace(seed.validation, params={"all_data": [-5e4, 5e4, 0.5]}))
+    choice = choose([seed, record(2, 0.8, 3)], task, fake_run(task, laws))
+    assert choice.record.id == 1 and 1 not in choice.refused and "refused" not in choice.reason
+    assert "kept because it is the seed law and no law beat it by the margin" in choice.reason
+    assert "two standard errors" not in choice.reason
 
 
 def test_the_seed_stands_unless_the_search_beats_it_beyond_luck(tmp_path):
