@@ -14,7 +14,7 @@ import ast
 import numpy as np
 
 from evolve.program import parse_python
-from evolve.symbolic import WHOLE_BELOW, Formula, feature_symbols, load_sympy, param_symbols, tidy
+from evolve.symbolic import WHOLE_BELOW, Formula, feature_symbols, load_sympy, param_symbols, tidy, unbounded_arithmetic
 
 
 SAFE_FUNCTIONS = frozenset({
@@ -34,12 +34,14 @@ DISPLAY_RTOL = 1e-4  # the rounded formula still computes the full one's values 
 def parse_checked(text: str, features: tuple[str, ...], n_params: int):
     """The sympy expression of a formula text, refused (ValueError) unless it is arithmetic
     on the features, p0..pk, numbers and known functions: the text came from a process that
-    ran candidate code, and sympify evaluates what it parses."""
+    ran candidate code, and sympify evaluates what it parses (exactly: a forged `10**10**9`
+    would never return, so numbers are bounded first)."""
     sympy = load_sympy()
     names = {**{s.name: s for s in feature_symbols(features)}, **{s.name: s for s in param_symbols(n_params)}}
     if len(text) > 200_000:
         raise ValueError("formula text too long")
-    for node in ast.walk(parse_python(text, mode="eval")):
+    tree = parse_python(text, mode="eval")
+    for node in ast.walk(tree):
         if not isinstance(node, SAFE_NODES):
             raise ValueError(f"not arithmetic: {type(node).__name__}")
         if isinstance(node, ast.Name) and node.id not in names and node.id not in SAFE_FUNCTIONS | SAFE_CONSTANTS:
@@ -48,6 +50,9 @@ def parse_checked(text: str, features: tuple[str, ...], n_params: int):
             raise ValueError("unknown function")
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, bool)):
             raise ValueError("not a number")
+    reason = unbounded_arithmetic(tree, set(names))
+    if reason:
+        raise ValueError(reason)
     return sympy.sympify(text, locals=names)
 
 

@@ -204,3 +204,50 @@ def test_a_fit_answer_with_bytes_beyond_the_protocol_is_refused():
     for forged in (hidden, padded, longer):
         failure = read(forged)[0]
         assert failure is not None and failure.status == Status.CRASH, forged
+
+
+FORGED_NUMBERS = ["Min(p0, 10**10**9)", "Min(p0, (2**1000)**1000)", "Max(p0, 10**300*10**300)", "p0 + 0*x_0**(10**9)",
+                  "Min(p0, exp(exp(exp(100))))", "Min(p0, gamma(10**9))"]
+
+
+@pytest.mark.parametrize("text", FORGED_NUMBERS)
+def test_a_forged_formula_with_an_unbounded_number_is_refused_before_sympy(text):
+    """sympify computes number ** number exactly and Min/Max compare at any precision: these
+    texts would hang the trusted side (10**10**9 has a billion digits). Both parsers refuse
+    them at once; the float evaluator alone would have passed the first (Min(p0, inf) is p0)."""
+    import numpy as np
+
+    from evolve.formula_display import parse_checked
+    from evolve.scoring.formula_check import Unsupported, evaluate
+
+    with pytest.raises(ValueError):
+        parse_checked(text, ("x_0",), 1)
+    with pytest.raises(Unsupported):
+        evaluate(text, {"p0": 1.0, "x_0": np.ones(3)})
+
+
+def test_an_honest_formula_with_small_exact_numbers_still_parses():
+    from evolve.formula_display import parse_checked
+
+    expression = parse_checked("p0 + p1*x_0**(-0.34) + 2**10*Max(1.0e-12, x_0)**2 + sqrt(2)", ("x_0",), 2)
+    assert "1024" in str(expression)
+
+
+def test_a_program_that_forges_a_formula_bomb_gets_no_formula_and_nothing_hangs(scorer, task):
+    """The program writes the forged answer itself when traced (its input is an object array)
+    and exits. The float check passes it, so before the bound `archive show`, the report and
+    the end of `evolve run` (best.py) hung in sympify. Now: no formula, in seconds."""
+    import threading
+
+    from evolve.report.formula import shown_formulas
+
+    code = (PROGRAMS / "formula_bomb.py").read_text()
+    evaluation = scorer.score(code, task, "train")
+    assert evaluation.status == Status.OK, evaluation.message
+    shown: list = []
+    worker = threading.Thread(target=lambda: shown.append(shown_formulas([formula_case(code, task, evaluation)], task, scorer=scorer)),
+                              daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "showing the formula hung"
+    assert shown == [[None]]

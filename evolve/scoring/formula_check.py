@@ -17,7 +17,7 @@ import numpy as np
 from scipy import special
 
 from evolve.program import parse_python
-from evolve.symbolic import symbol_names
+from evolve.symbolic import symbol_names, unbounded_arithmetic
 
 MAX_CHARS = 20_000
 MAX_NODES = 4_000
@@ -61,6 +61,9 @@ def evaluate(text: str, names: dict[str, np.ndarray]) -> np.ndarray:
         raise Unsupported("formula does not parse") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
         raise Unsupported("formula too large")
+    reason = unbounded_arithmetic(tree, set(names))
+    if reason:  # floats would pass it (Min(p0, inf) is p0), but the sympy that shows it never returns
+        raise Unsupported(reason)
     with np.errstate(all="ignore"):
         try:
             return np.asarray(walk(tree.body, names), dtype=float)
