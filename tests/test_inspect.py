@@ -574,3 +574,29 @@ def test_a_rounded_whole_number_prints_its_decimal_value():
     full = 37995.15 / rows[:, 0] ** 0.5 + 1.7
     values = sympy.lambdify([tokens], shown, "numpy")(rows[:, 0])
     assert np.allclose(values, full, rtol=1e-4, atol=0)
+
+
+def test_export_to_stdout_and_lineage_keep_program_text_harmless_and_whole(capsys, tmp_path):
+    """Attack hunt 2026-12-04: `archive export ID` wrote a program's ESC, BEL and U+202E raw to
+    the terminal (show and diff sanitized them). New-user trial: lineage cut the proposer's
+    note at 70 characters even through a pipe."""
+    task = load_task(TASK)
+    hostile = POWER_LAW.replace("def scaling_law_func", "# \x1b]0;owned\x07 \u202e\x1b[2J\ndef scaling_law_func", 1)
+    note = "widen the exponent term and add an offset " * 4 + "END"
+    with Scorer(ScorerConfig(isolate=False)) as scorer:
+        evaluation = scorer.score(hostile, task, "validation")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    archive = Archive.create(run_dir / "archive.db", ArchiveConfig(islands=1), task.param_cap)
+    archive.set_meta("config", config_to_dict(RunConfig(task=TASK, iterations=1, run_dir=str(run_dir))))
+    archive.set_meta("task", TASK)
+    seed = archive.add(ProgramRecord(POWER_LAW, evaluation, explanation="seed"))
+    child = archive.add(ProgramRecord(hostile, evaluation, iteration=1, parent_id=seed.id, proposer="llm", explanation=note))
+    archive.close()
+    code, out, _ = run_cli(capsys, "archive", run_dir, "export", child.id)
+    assert code == 0 and "scaling_law_func" in out
+    assert not any(c in out for c in "\x1b\x07\u202e")
+    path = tmp_path / "law.py"
+    assert run_cli(capsys, "archive", run_dir, "export", child.id, "-o", path)[0] == 0
+    code, out, _ = run_cli(capsys, "archive", run_dir, "lineage", child.id)
+    assert code == 0 and "END" in out.replace("\n", " ").replace("│", " ")

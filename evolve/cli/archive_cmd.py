@@ -20,7 +20,7 @@ from rich.syntax import Syntax
 
 from evolve.cli.display import console as display_console, format_params, format_r2, format_tokens, print_code, print_table, r2_or_none, safe_text
 from evolve.records import ProgramRecord
-from evolve.text import format_timestamp, one_line, shorten, strict_json
+from evolve.text import format_timestamp, one_line, strict_json
 from evolve.store.rundir import DATABASE_NAME, database_path, find_runs, open_read_only, relative_name, run_name, run_overview, run_task
 
 
@@ -210,7 +210,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     rows = []
     for record, parent in zip(chain, chain[1:] + [None]):
         gain = record.r2 - parent.r2 if parent is not None and record.ok and parent.ok else None
-        rows.append([record.id, record.iteration, record.island, record.proposer, record.validation.status, format_r2(r2_or_none(record.validation)), "—" if gain is None else f"{gain:+.4f}", record.n_params if record.n_params is not None else "—", shorten(one_line(safe_text(record.explanation)), 70)])
+        rows.append([record.id, record.iteration, record.island, record.proposer, record.validation.status, format_r2(r2_or_none(record.validation)), "—" if gain is None else f"{gain:+.4f}", record.n_params if record.n_params is not None else "—", one_line(safe_text(record.explanation))])  # whole: the table folds it
     print_table(f"Lineage of program {args.id}, back to its seed", ["id", "iter", "island", "proposer", "status", "val R²", "gain", "params", "explanation"], rows)
     return 0
 
@@ -226,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text)
         print(f"wrote program {record.id} ({args.api} API) to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(safe_text(text, limit=0))  # program-written: no escape sequence reaches a terminal
     return 0
 
 
