@@ -231,3 +231,33 @@ def test_evolve_tasks_counts_train_rows_as_tasks_new_does(user_task, capsys):
     assert main(["tasks", "--json", "--dir", str(Path(user_task).parent)]) == 0
     listed = [s for s in json.loads(capsys.readouterr().out) if s["name"] == task.name]
     assert listed and listed[0]["train_rows"] == len(task.train)
+
+
+def test_feature_names_never_collide_with_the_generated_code_s_names(tmp_path):
+    """New-user trial 2026-12-04: a column named `C` became the variable `c` and overwrote the
+    constant the generated law unpacks as `c` (seeds scored R² -2e24); `N (params)` and
+    `N params` both became `n_params`, so the search used one of the two. Identifiers are
+    distinct and never a parameter, keyword or builtin name, and the seeds fit."""
+    from evolve.config import ScorerConfig
+    from evolve.propose.grammar import task_context
+    from evolve.scoring.scorer import Scorer
+
+    source = write_csv(tmp_path / "runs.csv")
+    scores = {}
+    for header in ("params,tokens", "C,N params"):  # the same numbers under plain and colliding names
+        renamed = tmp_path / f"{header}.csv"
+        renamed.write_text(source.read_text().replace("model,params,tokens,loss", f"model,{header},loss", 1))
+        folder = tmp_path / header.replace(",", "_").replace(" ", "_")
+        create_task_folder(folder, renamed, header.split(","), ["loss"], group_column="model", test_column=header.split(",")[0], test_fraction=0.2)
+        task = load_task(str(folder))
+        idents = [f.ident for f in task_context(task).features]
+        assert len(set(idents)) == 2 and "c" not in idents
+        with Scorer(ScorerConfig(isolate=False)) as scorer:
+            scores[header] = {name: scorer.score(code, task, "validation") for name, code in default_seeds(task)}
+    plain, colliding = scores.values()
+    assert plain.keys() == colliding.keys() and all(e.ok for e in colliding.values())
+    for name in plain:
+        assert colliding[name].metrics.r2 == pytest.approx(plain[name].metrics.r2, abs=1e-9), name
+    from evolve.propose.grammar import feature_identifiers
+
+    assert feature_identifiers(("N (params)", "N params", "len", "if", "a1")) == ["n_params", "n_params_2", "x_len", "x_if", "x_a1"]

@@ -17,8 +17,10 @@ as `LAW_SPEC = {...}` and read back from a parent to be mutated.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -93,12 +95,32 @@ def identifier(name: str) -> str:
     return f"x_{text}" if text[0].isdigit() else text
 
 
+GENERATED_NAMES = re.compile(r"[a-z]\d*|log_r\d+")  # c, a1, b2, k1, l1, log_r1: the law's parameters
+CODE_NAMES = frozenset({"p", "theta", "np"})  # what a law function reads besides its variables (and builtins)
+
+
+def feature_identifiers(names: tuple[str, ...]) -> list[str]:
+    """One distinct identifier per feature for the generated code, never a name the code
+    already uses: a column called `C` became `c`, the constant the law unpacks from p, and
+    overwrote it (seeds scored R² -2e24); `N (params)` and `N params` were one variable."""
+    taken: list[str] = []
+    for name in names:
+        ident = identifier(name)
+        if GENERATED_NAMES.fullmatch(ident) or ident in CODE_NAMES or keyword.iskeyword(ident) or hasattr(builtins, ident):
+            ident = f"x_{ident}"
+        base, n = ident, 2
+        while ident in taken:
+            ident, n = f"{base}_{n}", n + 1
+        taken.append(ident)
+    return taken
+
+
 def round_scale(value: float) -> float:
     """A scale written with three significant digits so the code stays readable."""
     return float(f"{value:.3g}") if np.isfinite(value) and value > 0 else 1.0
 
 
-def feature_info(index: int, name: str, column: np.ndarray) -> FeatureInfo:
+def feature_info(index: int, name: str, column: np.ndarray, ident: str) -> FeatureInfo:
     low = float(np.min(column))
     if low > 0:
         sign, scale = "positive", round_scale(float(np.exp(np.mean(np.log(column)))))
@@ -106,7 +128,7 @@ def feature_info(index: int, name: str, column: np.ndarray) -> FeatureInfo:
         sign, scale = "nonneg", round_scale(float(np.max(column))) if np.max(column) > 1 else 1.0
     else:
         sign, scale = "real", 1.0
-    return FeatureInfo(index, name, identifier(name), sign, scale)
+    return FeatureInfo(index, name, ident, sign, scale)
 
 
 ROWS_PER_PARAM = 4  # fit rows each fitted parameter needs, for a task without a cap
@@ -136,7 +158,8 @@ def task_context(task, max_params_uncapped: int | None = None) -> TaskContext:
     search gets 20 parameters per target (`default_param_cap` is not a hard limit on the
     search: evolve.selection reads it as a warning sign, outweighed by strong evidence)."""
     X = np.asarray(task.train.X, dtype=float)
-    infos = tuple(feature_info(i, name, X[:, i]) for i, name in enumerate(task.features))
+    idents = feature_identifiers(tuple(task.features))
+    infos = tuple(feature_info(i, name, X[:, i], ident) for i, (name, ident) in enumerate(zip(task.features, idents)))
     n_targets = len(task.targets)
     cap = task.param_cap
     per_target = cap // n_targets if cap is not None else (max_params_uncapped or MAX_PARAMS_UNCAPPED)
