@@ -181,6 +181,16 @@ def test_one_message_for_an_unknown_group_everywhere(tmp_path, capsys):
         run.best.predict(np.array([[1e9, 1e10, 1e10]]), "nope")
     assert main(["optimize", str(run.path), "--compute", "1e22", "--group", "nope"]) == 2
     assert "unknown group 'nope' (the task's groups: " in capsys.readouterr().err
+    assert main(["optimize", str(run.path), "--compute", "1e22"]) == 0
+    shown = capsys.readouterr()
+    assert "minimise predicted loss" in shown.out.replace("\n", " ") and "warning" not in shown.err
+    from types import SimpleNamespace
+
+    from evolve.cli.use_cmd import rises_with_scale
+
+    train = run.task.train  # new-user trial: optimize minimised an accuracy without a word
+    assert not rises_with_scale(run.task, 1, 2)
+    assert rises_with_scale(SimpleNamespace(train=SimpleNamespace(X=train.X, y=-train.y)), 1, 2)
 
 
 def test_predict_and_optimize_commands(sft_run, tmp_path, capsys):

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from evolve.api import LawError, check_groups, open_run, size_and_data_features
-from evolve.cli.display import console, print_table
+from evolve.cli.display import console, print_table, safe_text
 from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, rows_from_records
 from evolve.text import name_some
 
@@ -147,8 +147,23 @@ def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, p
                                                (best["at_search_edge"], "at the edge of the N searched: no optimum found"),
                                                (not best["within_data"], "beyond the data's N or D")) if flag]
             rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "; ".join(caveats)])
-    print_table(f"Compute-optimal allocation of program {law.record.id} (C ≈ 6·N·D; N = {opened.task.features[n]}, D = {opened.task.features[d]})", ["group", "compute", "N", "D", "predicted loss", "caveat"], rows, console())
+    target = opened.task.targets[0]
+    if rises_with_scale(opened.task, n, d):
+        print(f"warning: {safe_text(target, keep_newlines=False)} rises with {safe_text(opened.task.features[n], keep_newlines=False)} and {safe_text(opened.task.features[d], keep_newlines=False)} in the train rows, so higher looks better; this allocation minimises it", file=sys.stderr)
+    print_table(f"Compute-optimal allocation of program {law.record.id}: the N, D with C ≈ 6·N·D that minimise predicted {target} (N = {opened.task.features[n]}, D = {opened.task.features[d]})",
+                ["group", "compute", "N", "D", f"predicted {target}", "caveat"], rows, console())
     return 0
+
+
+def rises_with_scale(task, n: int, d: int) -> bool:
+    """Whether the first target grows with N·D on train (rank correlation): a loss falls with
+    scale, an accuracy rises, and `optimize` minimises, so for an accuracy it says so."""
+    from scipy.stats import spearmanr
+
+    X, y = task.train.X, task.train.y[:, 0] if task.train.y.ndim > 1 else task.train.y
+    with np.errstate(all="ignore"):
+        rho = spearmanr(X[:, n] * X[:, d], y).statistic
+    return bool(np.isfinite(rho) and rho > 0)
 
 
 __all__ = ["predict_command", "optimize_command", "LawError"]
