@@ -136,6 +136,7 @@ def test_a_folder_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path
 def test_predict_reads_the_group_column_of_the_csv_the_task_was_made_from(tmp_path, capsys):
     source = write(tmp_path / "d.csv", ["model", "size", "loss"], grid())
     assert main(["tasks", "new", str(tmp_path / "t"), "--csv", str(source), "--features", "size", "--targets", "loss", "--group-column", "model"]) == 0
+    assert "note: test is the largest 20% of size per group (the first feature" in capsys.readouterr().err  # the default split, said
     task = load_task(tmp_path / "t")
     rows, groups, column = rows_to_predict(source, task, None)  # the user's own CSV, with its own 'model' column
     assert groups.tolist() == [r[0] for r in grid()] and len(rows) == len(groups) and column == "model"
@@ -240,7 +241,7 @@ def test_a_test_share_far_from_the_fraction_asked_is_explained(tmp_path, capsys)
     assert "note: test is 33% of the rows, not the 20% asked" in err and "size go to the same side" in err
     even = write(tmp_path / "e.csv", ["size", "loss"], [r[1:] for r in grid(groups=("a",), sizes=tuple(10.0**k for k in range(7, 17)))])
     code, _, err = new_task(tmp_path / "x", "--csv", str(even), "--features", "size", "--targets", "loss", capsys=capsys)
-    assert code == 0 and "note" not in err, err
+    assert code == 0 and "not the 20% asked" not in err, err
 
 
 def test_a_zero_in_a_feature_that_spans_scales_gets_a_note(tmp_path, capsys):

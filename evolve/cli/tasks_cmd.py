@@ -114,6 +114,9 @@ def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str,
     folds = f" by the first of {s['validation_folds']} folds" if s["validation_folds"] > 1 else ""
     click.echo(f"wrote task {task.path}: {s['groups']} group(s), {s['train_rows']} train rows ({s['validation_rows']} of them held out "
                f"for validation{folds}), {s['test_rows']} test rows{note}")
+    if not test_largest:
+        click.echo(f"note: test is the largest {fraction:.0%} of {split_names(features)[0]} per group (the first feature; "
+                   "--test-largest COLUMN FRACTION chooses, e.g. params*tokens for compute)", err=True)
     for line in suspicious_feature_values(task):
         click.echo(f"note: {line}", err=True)
     share = len(task.test) / max(1, len(task.train) + len(task.test))
