@@ -142,6 +142,9 @@ def test_predict_reads_the_group_column_of_the_csv_the_task_was_made_from(tmp_pa
     assert groups.tolist() == [r[0] for r in grid()] and len(rows) == len(groups) and column == "model"
     with pytest.raises(TaskError, match="--group 'b', but its column 'model' names other groups \\(a\\)"):
         rows_to_predict(source, task, "b")  # a contradiction is refused, not settled silently
+    both = write(tmp_path / "both.csv", ["group", "model", "size"], [["cohort-1", "a", 1e12]])  # an unrelated 'group' too
+    assert rows_to_predict(both, task, None)[2] == "model"
+    assert rows_to_predict(both, task, None)[1].tolist() == ["a"]
     only_b = write(tmp_path / "b.csv", ["model", "size"], [["b", 1e12]])
     assert rows_to_predict(only_b, task, "b")[1].tolist() == ["b"]
     bare = write(tmp_path / "new.csv", ["size"], [[1e12]])

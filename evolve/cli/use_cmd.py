@@ -29,15 +29,16 @@ def pick_law(run: Path, program_id: int | None):
 
 def rows_to_predict(csv_path: Path, task, group: str | None, table: tuple[list[str], list[dict]] | None = None):
     """The rows of a CSV to predict, each row's group, and the CSV's group column (None when
-    it has none): --group, else the CSV's 'group' column, else the group column of the CSV
-    the task was made from, else the task's one group. A --group that contradicts the
+    it has none): --group, else the group column of the CSV the task was made from (its own
+    name for groups: a CSV may also carry an unrelated 'group'), else the CSV's 'group'
+    column, else the task's one group. A --group that contradicts the
     CSV's group column is refused rather than silently preferred (blank cells take it).
     `table`: the CSV's header and records when the caller has read them already."""
     header, records = table if table is not None else read_csv_records(csv_path)
     longer = next((n for n, r in enumerate(records, start=2) if None in r), None)
     if longer is not None:
         raise TaskError(f"{csv_path}: line {longer} has more cells than the header's {len(header)} columns")
-    column = next((c for c in (GROUP_COLUMN, task.source_group_column) if c and c in header), None)
+    column = next((c for c in (task.source_group_column, GROUP_COLUMN) if c and c in header), None)
     if group is not None:
         rows = rows_from_records(csv_path, header, records, task.features, (), None)
         others = sorted({str(r.get(column) or "").strip() for r in records} - {group, ""}) if column else []
