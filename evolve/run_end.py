@@ -32,8 +32,8 @@ def score_top_on_test(archive: Archive, task: Task, scorer: Scorer, top_k: int) 
     programs on test: for reporting only, after selection is over.
 
     The choice (`evolve.selection.choose`) reads train alone: the finalists are re-fitted
-    on the validation folds, laws whose coefficients cancel are refused, and among the
-    laws within one standard error of the best validation error the fewest-parameter
+    on the selection folds, laws whose coefficients cancel are refused, and among the
+    laws within one standard error of the lowest error there the fewest-parameter
     one is returned first (it becomes best.py). Test is scored only after the choice."""
     records = archive.programs(failed=False, order="r2")
     choice = choose(records, task, scorer.run_remembered)  # the search's own fits are not made again

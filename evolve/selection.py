@@ -443,9 +443,9 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
         record, within = one_se_choice(pool_for_pick)
         best = best_of(pool_for_pick)[0]
         if record is best:
-            reason = "best validation error; no simpler law within one standard error"
+            reason = "lowest error on the selection folds (not the search's validation R²); no simpler law within one standard error"
         else:
-            reason = f"fewest parameters ({record.n_params}) within one standard error of the best kept validation error (best: law {best.id}, {best.n_params} parameters)"
+            reason = f"fewest parameters ({record.n_params}) within one standard error of the lowest kept error on the selection folds (best: law {best.id}, {best.n_params} parameters)"
         if pool_for_pick is beating:
             reason += f"; beats the seed by the margin {margin_words(distinct, tried)}"
         reason += f" ({evidence})"

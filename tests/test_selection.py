@@ -293,6 +293,7 @@ def test_a_law_that_beats_the_seed_is_returned_over_a_simpler_one_that_does_not(
     records = [record(2, 0.97, 8), record(3, 0.9, 4), seeded(1, 0.5, 3)]
     choice = choose(records, task, fake_run(task, laws))
     assert choice.record.id == 2 and "beats the seed" in choice.reason
+    assert "lowest error on the selection folds (not the search's validation R²)" in choice.reason  # a trial read "best validation error" against val R²
 
 
 def test_selection_folds_add_evidence_only_where_train_allows(tmp_path):
