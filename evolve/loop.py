@@ -459,8 +459,8 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
                 raise
             executor.shutdown(wait=True)
             progress.stop()
-            progress.phase(f"choosing the law from train alone, then scoring the top {config.top_k_test} on test")
-            top = end_of_run(archive, task, scorer, config.top_k_test, run_dir)  # inside this block: a Ctrl-C there is "interrupted" too
+            progress.phase("choosing the law from train alone: the finalists re-fitted on the selection folds")
+            top = end_of_run(archive, task, scorer, config.top_k_test, run_dir, lambda text: (progress.stop(), progress.phase(text)))  # inside this block: a Ctrl-C there is "interrupted" too
             progress.stop()
         summary = summarize(archive, run_dir, task, stopped, time.perf_counter() - started, top, usage)
         archive.set_meta("finished_at", time.time())

@@ -9,6 +9,7 @@ that turns a Ctrl-C into an "interrupted" run, so a stop here stays resumable.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from evolve.records import ProgramRecord
@@ -19,15 +20,20 @@ from evolve.store.database import Archive
 from evolve.tasks import Task
 
 
-def end_of_run(archive: Archive, task: Task, scorer: Scorer, top_k: int, run_dir: Path) -> list[ProgramRecord]:
-    """The top laws, chosen law first, each with its test evaluation; best.py written."""
-    top = score_top_on_test(archive, task, scorer, top_k)
+def end_of_run(archive: Archive, task: Task, scorer: Scorer, top_k: int, run_dir: Path,
+               phase: Callable[[str], None] = lambda text: None) -> list[ProgramRecord]:
+    """The top laws, chosen law first, each with its test evaluation; best.py written.
+    `phase` is told each step as it starts: together they take minutes, and a log that
+    stops at one line for as long looks hung."""
+    top = score_top_on_test(archive, task, scorer, top_k, phase)
     if top:
+        phase("writing best.py: the chosen law's formula traced in the sandbox and checked against the program")
         write_best_program(run_dir, top[0], task, scorer)
     return top
 
 
-def score_top_on_test(archive: Archive, task: Task, scorer: Scorer, top_k: int) -> list[ProgramRecord]:
+def score_top_on_test(archive: Archive, task: Task, scorer: Scorer, top_k: int,
+                      phase: Callable[[str], None] = lambda text: None) -> list[ProgramRecord]:
     """Choose the law the run returns, then re-score it and the next best distinct
     programs on test: for reporting only, after selection is over.
 
@@ -40,6 +46,7 @@ def score_top_on_test(archive: Archive, task: Task, scorer: Scorer, top_k: int) 
     if choice is not None:
         archive.set_meta("selection", choice.to_dict())
     top = ordered_top(records, choice, top_k)
+    phase(f"scoring the top {len(top)} on test (for reporting only: the choice is made)")
     futures = [(r, scorer.submit(r.code, task, "test")) for r in top]
     scored = []
     for record, future in futures:
