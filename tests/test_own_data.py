@@ -262,3 +262,15 @@ def test_feature_names_never_collide_with_the_generated_code_s_names(tmp_path):
     from evolve.propose.grammar import feature_identifiers
 
     assert feature_identifiers(("N (params)", "N params", "len", "if", "a1")) == ["n_params", "n_params_2", "x_len", "x_if", "x_a1"]
+
+
+def test_an_unrecovered_formula_shows_the_code_that_computes_the_law():
+    """New-user trial: with no formula, `evolve run` printed the grammar's scaling_law_func,
+    a dispatcher that shows nothing of the law; it prints the predict_ functions now."""
+    from evolve.cli.run_cmd import law_source
+
+    task = load_task("sft_scaling_law")
+    (_, generated), *_ = default_seeds(task)
+    shown = law_source(generated)
+    assert "def predict_" in shown and "def scaling_law_func" not in shown and " = p" in shown
+    assert law_source(BROKEN_SEED).startswith("def scaling_law_func")

@@ -12,7 +12,7 @@ from evolve.cli.options import add_setting_options, flag_of, given_settings
 from evolve.cli.progress import RunProgress
 from evolve.config import ConfigError, ModelSpec, RunConfig, load_config_file, run_config_from_dict
 from evolve.loop import run_evolution
-from evolve.program import function_source
+from evolve.program import function_source, top_level_functions
 from evolve.propose.prompts import SYSTEM_TEMPLATE, USER_TEMPLATE
 from evolve.report.export import FORMULA_HEADER
 from evolve.store.rundir import BEST_PROGRAM_NAME, open_read_only
@@ -145,11 +145,21 @@ def show_best_law(summary, out) -> None:
     if shown:
         out.print("\n".join(safe_text(line, keep_newlines=False) for line in shown), markup=False)
     else:
-        source = function_source(best.code, "scaling_law_func") or function_source(best.code, "law")
+        source = law_source(best.code)
         if source:
-            out.print("formula: could not be recovered from the code; its prediction function:", markup=False)
+            out.print("formula: could not be recovered from the code; the code that computes it:", markup=False)
             print_code(out, safe_text(source, limit=20_000))
     out.print(f"written to {summary.run_dir / BEST_PROGRAM_NAME}")
+
+
+def law_source(code: str) -> str | None:
+    """The functions that compute the law: the grammar's `predict_<target>` functions where
+    there are some (its `scaling_law_func` only dispatches to them, and showed nothing of
+    the law), else `scaling_law_func` or `law`."""
+    laws = [function_source(code, name) for name in sorted(top_level_functions(code)) if name.startswith("predict_")]
+    if any(laws):
+        return "\n\n".join(filter(None, laws))
+    return function_source(code, "scaling_law_func") or function_source(code, "law")
 
 
 def formula_lines(best_program: Path) -> list[str]:
