@@ -673,3 +673,27 @@ def test_a_candidate_sees_only_the_pids_of_its_workers_namespace(sandbox):
     pid, parent = map(int, report.message.split("PIDS ")[1].split()[:2])
     assert parent == 1, report.message
     assert pid not in sandbox.worker_pids() + [os.getpid()], report.message
+
+
+@pytest.mark.parametrize("failure", [OSError(11, "Resource temporarily unavailable"), KeyboardInterrupt()])
+def test_a_start_that_fails_at_spawning_leaves_no_scratch_behind(monkeypatch, failure):
+    """The suite left /tmp/evolve-sandbox-* folders holding slot-0 and an empty worker log: a
+    start that failed while spawning its second worker (no process left, Ctrl-C) skipped the
+    clean-up that a worker failing to say hello got."""
+    from evolve.scoring import pool as pool_module
+    from evolve.scoring.pool import WorkerPool
+
+    roots = []
+    real_spawn = WorkerPool.spawn
+
+    def spawn(self, slot):
+        roots.append(self.scratch_root)
+        if slot == 1:
+            raise failure
+        return real_spawn(self, slot)
+
+    monkeypatch.setattr(WorkerPool, "spawn", spawn)
+    expected = pool_module.SandboxError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected):
+        Sandbox(ScorerConfig(workers=2))
+    assert roots and not roots[0].exists()

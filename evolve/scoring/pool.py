@@ -197,17 +197,24 @@ class WorkerPool:
         return WorkerProcess(slot, self.argv(slot), self.env, self.scratch_root)
 
     def start(self, count: int) -> None:
-        """Start every worker at once and wait for all of them to say hello."""
-        started = [self.spawn(slot) for slot in range(count)]
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        """Start every worker at once and wait for all of them to say hello. Any failure on
+        the way (a worker that does not say hello, a process that cannot be started, Ctrl-C)
+        leaves nothing behind: the scratch folders of a start that failed at spawning used to
+        stay in /tmp."""
+        started: list[WorkerProcess] = []
         try:
+            for slot in range(count):
+                started.append(self.spawn(slot))
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
             for worker in started:
                 worker.wait_ready(deadline)
-        except WorkerFailure as exc:
+        except BaseException as exc:
             for worker in started:
                 worker.kill()
             self.remove_scratch()
-            raise SandboxError(str(exc)) from None
+            if isinstance(exc, (WorkerFailure, OSError)):
+                raise SandboxError(str(exc) if isinstance(exc, WorkerFailure) else f"a sandbox worker could not be started: {exc}") from None
+            raise
         for worker in started:
             self.workers[worker.slot] = worker
             self.free.put(worker.slot)
