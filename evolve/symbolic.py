@@ -347,6 +347,10 @@ BOUNDED_FUNCTIONS = {
 }  # fmt: skip
 
 
+class Unbounded(Exception):
+    """A part of a formula text whose exact value sympy could not compute in bounded time."""
+
+
 def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
     """Why giving this parsed formula to sympy could compute without bound, or None.
 
@@ -361,7 +365,7 @@ def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
     def value(node: ast.AST) -> float | None:  # None: the part contains a symbol
         number = part_value(node)
         if number is not None and math.isinf(number):
-            raise OverflowError("a number too large")
+            raise Unbounded("a number too large")
         return number
 
     def part_value(node: ast.AST) -> float | None:
@@ -375,7 +379,7 @@ def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
         if isinstance(node, ast.BinOp):
             left, right = value(node.left), value(node.right)
             if isinstance(node.op, ast.Pow) and right is not None and not abs(right) <= MAX_CONSTANT_EXPONENT:
-                raise OverflowError("constant exponent too large")
+                raise Unbounded("constant exponent too large")
             if left is None or right is None:
                 return None
             return {ast.Add: lambda: left + right, ast.Sub: lambda: left - right, ast.Mult: lambda: left * right,
@@ -385,7 +389,7 @@ def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
         if isinstance(node, ast.Call) and all(c is not None for c in children[1:]):
             function = BOUNDED_FUNCTIONS.get(getattr(node.func, "id", ""))
             if function is None:
-                raise OverflowError("a number sympy would compute with an unlisted function")
+                raise Unbounded("a number sympy would compute with an unlisted function")
             try:
                 return float(function(*children[1:]))
             except (ValueError, ZeroDivisionError):
@@ -394,8 +398,10 @@ def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
 
     try:
         value(tree.body if isinstance(tree, ast.Expression) else tree)
-    except (OverflowError, RecursionError) as error:
-        return "constant exponent too large" if "exponent" in str(error) else "a number too large"
+    except Unbounded as reason:
+        return str(reason)
+    except (OverflowError, RecursionError):  # float arithmetic overflowed on the way, or the text nests too deep
+        return "a number too large"
     return None
 
 
