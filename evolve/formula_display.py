@@ -14,13 +14,10 @@ import ast
 import numpy as np
 
 from evolve.program import parse_python
-from evolve.symbolic import WHOLE_BELOW, Formula, feature_symbols, load_sympy, param_symbols, tidy, unbounded_arithmetic
+from evolve.formula_numbers import SHOWN_FUNCTIONS, unbounded_arithmetic
+from evolve.symbolic import WHOLE_BELOW, Formula, feature_symbols, load_sympy, param_symbols, tidy
 
 
-SAFE_FUNCTIONS = frozenset({
-    "exp", "log", "sqrt", "cbrt", "Abs", "sign", "sin", "cos", "tan", "sinh", "cosh", "tanh", "atan", "asin",
-    "acos", "atanh", "Max", "Min", "Piecewise", "Eq", "Ne", "And", "Or", "Not", "Rational", "Float", "Integer",
-})  # fmt: skip
 SAFE_CONSTANTS = frozenset({"E", "pi", "True", "False"})
 SAFE_NODES = (
     ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name, ast.Constant, ast.Tuple, ast.Load,
@@ -44,9 +41,9 @@ def parse_checked(text: str, features: tuple[str, ...], n_params: int):
     for node in ast.walk(tree):
         if not isinstance(node, SAFE_NODES):
             raise ValueError(f"not arithmetic: {type(node).__name__}")
-        if isinstance(node, ast.Name) and node.id not in names and node.id not in SAFE_FUNCTIONS | SAFE_CONSTANTS:
+        if isinstance(node, ast.Name) and node.id not in names and node.id not in SHOWN_FUNCTIONS | SAFE_CONSTANTS:
             raise ValueError(f"unknown name {node.id!r}")
-        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in SAFE_FUNCTIONS or node.keywords):
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in SHOWN_FUNCTIONS or node.keywords):
             raise ValueError("unknown function")
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, bool)):
             raise ValueError("not a number")

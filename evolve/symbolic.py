@@ -14,7 +14,6 @@ isolates anything.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import io
 import keyword
@@ -335,74 +334,6 @@ def agrees(expected: np.ndarray, got: np.ndarray) -> bool:
     if not np.array_equal(np.isfinite(expected), np.isfinite(got)):
         return False
     return bool(np.allclose(expected[both_finite], got[both_finite], rtol=CHECK_RTOL, atol=1e-12))
-
-
-MAX_CONSTANT_EXPONENT = 1000.0  # a law's constant exponents are small; sympy raises numbers to them exactly
-BOUNDED_FUNCTIONS = {
-    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "cbrt": lambda x: math.copysign(abs(x) ** (1 / 3), x),
-    "Abs": abs, "sign": lambda x: math.copysign(1.0, x) if x else 0.0, "sin": math.sin, "cos": math.cos,
-    "tan": math.tan, "sinh": math.sinh, "cosh": math.cosh, "tanh": math.tanh, "atan": math.atan,
-    "asin": math.asin, "acos": math.acos, "atanh": math.atanh, "Max": max, "Min": min,
-    "Rational": lambda a, b=1.0: a / b, "Float": float, "Integer": float,
-}  # fmt: skip
-
-
-class Unbounded(Exception):
-    """A part of a formula text whose exact value sympy could not compute in bounded time."""
-
-
-def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
-    """Why giving this parsed formula to sympy could compute without bound, or None.
-
-    sympy evaluates number ** number exactly (`10**10**9` has a billion digits) and compares
-    the numbers in Min/Max at whatever precision it takes, so a formula text forged by the
-    process that traced it can hang the trusted side that parses it. Float arithmetic says
-    how large each symbol-free part is in bounded time: every one must be finite, and every
-    constant exponent at most MAX_CONSTANT_EXPONENT (a symbolic base raised to 10**9 is as
-    expensive once numbers are put in). A symbol-free call of a function not listed here is
-    refused too: sympy prints such parts of a traced law as numbers."""
-
-    def value(node: ast.AST) -> float | None:  # None: the part contains a symbol
-        number = part_value(node)
-        if number is not None and math.isinf(number):
-            raise Unbounded("a number too large")
-        return number
-
-    def part_value(node: ast.AST) -> float | None:
-        if isinstance(node, ast.Constant):
-            return float(node.value) if isinstance(node.value, (int, float)) and abs(node.value) < 1e308 else math.inf
-        if isinstance(node, ast.Name):
-            return {"pi": math.pi, "E": math.e, "True": 1.0, "False": 0.0}.get(node.id) if node.id not in symbols else None
-        if isinstance(node, ast.UnaryOp):
-            inner = value(node.operand)
-            return None if inner is None else -inner
-        if isinstance(node, ast.BinOp):
-            left, right = value(node.left), value(node.right)
-            if isinstance(node.op, ast.Pow) and right is not None and not abs(right) <= MAX_CONSTANT_EXPONENT:
-                raise Unbounded("constant exponent too large")
-            if left is None or right is None:
-                return None
-            return {ast.Add: lambda: left + right, ast.Sub: lambda: left - right, ast.Mult: lambda: left * right,
-                    ast.Div: lambda: left / right if right else math.nan,
-                    ast.Pow: lambda: abs(left) ** right if left or right > 0 else math.nan}.get(type(node.op), lambda: math.nan)()
-        children = [value(child) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
-        if isinstance(node, ast.Call) and all(c is not None for c in children[1:]):
-            function = BOUNDED_FUNCTIONS.get(getattr(node.func, "id", ""))
-            if function is None:
-                raise Unbounded("a number sympy would compute with an unlisted function")
-            try:
-                return float(function(*children[1:]))
-            except (ValueError, ZeroDivisionError):
-                return math.nan
-        return None
-
-    try:
-        value(tree.body if isinstance(tree, ast.Expression) else tree)
-    except Unbounded as reason:
-        return str(reason)
-    except (OverflowError, RecursionError):  # float arithmetic overflowed on the way, or the text nests too deep
-        return "a number too large"
-    return None
 
 
 WHOLE_BELOW = 1e6  # a whole-number float smaller than this reads as an integer (larger ones keep their exponent)

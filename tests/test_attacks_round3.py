@@ -218,12 +218,34 @@ def test_a_forged_formula_with_an_unbounded_number_is_refused_before_sympy(text)
     import numpy as np
 
     from evolve.formula_display import parse_checked
-    from evolve.scoring.formula_check import Unsupported, evaluate
+    from evolve.formula_numbers import Unsupported, evaluate
 
     with pytest.raises(ValueError):
         parse_checked(text, ("x_0",), 1)
     with pytest.raises(Unsupported):
         evaluate(text, {"p0": 1.0, "x_0": np.ones(3)})
+
+
+def test_the_bound_folds_each_part_once_with_the_evaluators_own_functions():
+    """The bound and the numeric check share one function table (evolve.formula_numbers):
+    a symbol-free part is folded with the function the check computes (gamma(200) overflows
+    there, erf(2) does not), and every part is folded once, so a deep tower of constant
+    powers costs linear time (folding an exponent twice per level would take 2**depth)."""
+    import ast
+    import time
+
+    from evolve.formula_numbers import unbounded_arithmetic
+
+    def reason(text):
+        return unbounded_arithmetic(ast.parse(text, mode="eval"), {"x_0", "p0"})
+
+    assert reason("x_0*gamma(200)") == "a number too large"
+    assert reason("x_0*erf(2) + p0*log1p(3)") is None
+    assert reason("x_0*unknown(2)") == "a number sympy would compute with an unlisted function"
+    tower = "x_0**" + "**".join(["1.0"] * 200)
+    started = time.monotonic()
+    assert reason(tower) is None
+    assert time.monotonic() - started < 1.0
 
 
 def test_an_honest_formula_with_small_exact_numbers_still_parses():

@@ -18,7 +18,8 @@ import json
 import numpy as np
 
 from evolve.config import ScorerConfig
-from evolve.scoring.formula_check import Unsupported, formula_values
+from evolve.formula_numbers import Unsupported
+from evolve.scoring.formula_check import formula_values
 from evolve.scoring.frames import SandboxError
 from evolve.symbolic import Formula, FormulaJob, agrees
 

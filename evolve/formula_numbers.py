@@ -1,0 +1,181 @@
+"""A formula text's numbers, computed in bounded time without sympy: the one evaluator of
+formula texts in the trusted parent.
+
+Formula texts come from a process that ran candidate code, so they are never given to
+`eval`, and to `sympify` (which executes what it parses) only after this module has
+passed them. Two uses share one table of functions:
+- `evaluate` computes a text's values on rows with numpy (evolve.scoring.formula_check
+  compares them with the program's own predictions: a formula that does not reproduce them
+  is not shown);
+- `unbounded_arithmetic` folds every symbol-free part of a text to a float, so that a part
+  sympy would compute without bound (`10**10**9` exactly, `Min(p0, 10**10**9)` compared at
+  any precision) is refused before evolve.formula_display gives the text to sympy.
+`SHOWN_FUNCTIONS`, a part of the same table, is the whitelist formula_display lets sympy read.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import numpy as np
+from scipy import special
+
+from evolve.program import parse_python
+
+MAX_CHARS = 20_000
+MAX_NODES = 4_000
+MAX_CONSTANT_EXPONENT = 1000.0  # a law's constant exponents are small; sympy raises numbers to them exactly
+
+
+class Unsupported(ValueError):
+    """A formula this evaluator cannot compute (an unknown function, say): shown unchecked."""
+
+
+class Unbounded(Exception):
+    """A part of a formula text whose exact value sympy could not compute in bounded time."""
+
+
+def piecewise(*pairs):
+    result = None
+    for value, condition in reversed(pairs):
+        value = np.asarray(value, dtype=float)
+        result = value if result is None else np.where(condition, value, result)
+    return result
+
+
+def reduced(function):
+    """A sympy n-ary function (Max, And, ...) as a numpy reduction over broadcast arguments."""
+    return lambda *args: function.reduce(np.broadcast_arrays(*args))
+
+
+# the functions sympy prints for what evolve.symbolic traces, by their sympy names
+FUNCTIONS = {
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "cbrt": np.cbrt, "Abs": np.abs, "sign": np.sign,
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh,
+    "atan": np.arctan, "asin": np.arcsin, "acos": np.arccos, "asinh": np.arcsinh, "acosh": np.arccosh,
+    "atanh": np.arctanh, "atan2": np.arctan2, "erf": special.erf, "erfc": special.erfc, "gamma": special.gamma,
+    "loggamma": special.gammaln, "floor": np.floor, "ceiling": np.ceil, "expm1": np.expm1, "log1p": np.log1p,
+    "sigmoid": special.expit, "Mod": np.mod, "Heaviside": lambda x, h=0.5: np.heaviside(x, h),
+    "Max": reduced(np.maximum), "Min": reduced(np.minimum), "Piecewise": piecewise,
+    "Eq": np.equal, "Ne": np.not_equal, "And": reduced(np.logical_and), "Or": reduced(np.logical_or),
+    "Not": np.logical_not, "Rational": lambda a, b=1.0: np.divide(a, b), "Float": np.float64, "Integer": np.float64,
+}  # fmt: skip
+# the part of FUNCTIONS evolve.formula_display lets sympy read (and lambdify compute with numpy)
+SHOWN_FUNCTIONS = frozenset({
+    "exp", "log", "sqrt", "cbrt", "Abs", "sign", "sin", "cos", "tan", "sinh", "cosh", "tanh", "atan", "asin",
+    "acos", "atanh", "Max", "Min", "Piecewise", "Eq", "Ne", "And", "Or", "Not", "Rational", "Float", "Integer",
+})  # fmt: skip
+assert SHOWN_FUNCTIONS <= set(FUNCTIONS)
+CONSTANTS = {"pi": np.pi, "E": np.e, "True": True, "False": False}
+BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power,
+          ast.BitAnd: np.logical_and, ast.BitOr: np.logical_or, ast.Mod: np.mod}
+COMPARE = {ast.Gt: np.greater, ast.GtE: np.greater_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
+           ast.Eq: np.equal, ast.NotEq: np.not_equal}
+
+
+def evaluate(text: str, names: dict[str, np.ndarray]) -> np.ndarray:
+    """The formula's values for the given name bindings; Unsupported when it cannot be computed."""
+    if not isinstance(text, str) or len(text) > MAX_CHARS:
+        raise Unsupported("formula too long")
+    try:
+        tree = parse_python(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise Unsupported("formula does not parse") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+        raise Unsupported("formula too large")
+    reason = unbounded_arithmetic(tree, set(names))
+    if reason:  # floats would pass it (Min(p0, inf) is p0), but the sympy that shows it never returns
+        raise Unsupported(reason)
+    with np.errstate(all="ignore"):
+        try:
+            return np.asarray(walk(tree.body, names), dtype=float)
+        except RecursionError:
+            raise Unsupported("formula too deep") from None
+
+
+def number(node: ast.Constant) -> float:
+    """A literal as a float; a literal past float range is infinite (never a huge exact integer)."""
+    if type(node.value) not in (int, float):
+        raise Unsupported(f"not a number: {type(node.value).__name__}")
+    return float(node.value) if abs(node.value) < 1e308 else float("inf")
+
+
+def walk(node: ast.AST, names: dict[str, np.ndarray]):
+    """The value of a parsed formula node under the name bindings (numpy, elementwise)."""
+    if isinstance(node, ast.Constant):
+        return number(node)
+    if isinstance(node, ast.Name):
+        if node.id in names:
+            return names[node.id]
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
+        raise Unsupported(f"unknown name {node.id[:40]!r}")
+    if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
+        left, right = walk(node.left, names), walk(node.right, names)
+        if isinstance(node.op, ast.Pow):
+            left = np.asarray(left, dtype=float)  # integer powers of integers must not overflow silently
+        return BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = walk(node.operand, names)
+        return np.negative(value) if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in COMPARE:
+        return COMPARE[type(node.ops[0])](walk(node.left, names), walk(node.comparators[0], names))
+    if isinstance(node, ast.Tuple):
+        return tuple(walk(item, names) for item in node.elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS and not node.keywords:
+        return FUNCTIONS[node.func.id](*[walk(arg, names) for arg in node.args])
+    raise Unsupported(f"unsupported syntax {type(node).__name__}")
+
+
+def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
+    """Why giving this parsed formula to sympy could compute without bound, or None.
+
+    sympy evaluates number ** number exactly (`10**10**9` has a billion digits) and compares
+    the numbers in Min/Max at whatever precision it takes, so a formula text forged by the
+    process that traced it can hang the trusted side that parses it. Float arithmetic says
+    how large each symbol-free part is in bounded time: every one must be finite, and every
+    constant exponent at most MAX_CONSTANT_EXPONENT (a symbolic base raised to 10**9 is as
+    expensive once numbers are put in). A symbol-free call of a function not in FUNCTIONS is
+    refused too: sympy prints such parts of a traced law as numbers."""
+
+    def value(node: ast.AST) -> float | None:  # None: the part contains a symbol (or is not a number)
+        folded = part_value(node)
+        if folded is not None and np.isinf(folded):
+            raise Unbounded("a number too large")
+        return folded
+
+    def part_value(node: ast.AST) -> float | None:
+        if isinstance(node, ast.Constant):
+            return number(node) if type(node.value) in (int, float) else None
+        if isinstance(node, ast.Name):
+            return None if node.id in symbols else CONSTANTS.get(node.id)
+        children = [value(child) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            if children[1] is not None and not abs(children[1]) <= MAX_CONSTANT_EXPONENT:
+                raise Unbounded("constant exponent too large")
+        if isinstance(node, ast.Call):
+            children = children[1:]  # the first child is the function's own name
+        if any(child is None for child in children):
+            return None
+        try:  # from the children's values: each node is computed once, whatever the depth
+            if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
+                return float(BINARY[type(node.op)](np.float64(children[0]), children[1]))
+            if isinstance(node, ast.UnaryOp):
+                return -children[0]
+            if isinstance(node, ast.Call):
+                function = FUNCTIONS.get(getattr(node.func, "id", None))
+                if function is None or node.keywords:
+                    raise Unbounded("a number sympy would compute with an unlisted function")
+                return float(function(*children))
+        except (TypeError, ValueError, ZeroDivisionError):
+            return float("nan")
+        return None
+
+    with np.errstate(all="ignore"):
+        try:
+            value(tree.body if isinstance(tree, ast.Expression) else tree)
+        except Unbounded as reason:
+            return str(reason)
+        except (OverflowError, RecursionError):  # the text nests too deep
+            return "a number too large"
+    return None
