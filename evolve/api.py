@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
-from evolve.intervals import calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, save_scores
+from evolve.intervals import calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, save_scores, within_observed_sign
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
@@ -254,6 +254,8 @@ class Law:
         left out; reach sees each feature's range, not products of features (a point inside
         every feature's range that extends N·D gets no growth). With too few calibration
         rows for the level the largest score is used; with none, errors are assumed normal.
+        A bound past zero on the side no train value of the target lies (a negative loss)
+        is cut at zero, unless the law predicts that side itself (`within_observed_sign`).
         The calibration is kept on this Law object and, for a run's law, in the run's
         `cache/` folder, so later calls (and later sessions) cost only the group's own refits."""
         if not 0 < level < 1:
@@ -272,7 +274,7 @@ class Law:
         low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
         for g, fit in fitted.items():
             half = calibrated.half_width(fit)
-            low[names == g], high[names == g] = fit.center - half, fit.center + half
+            low[names == g], high[names == g] = within_observed_sign(fit.center - half, fit.center + half, fit.center, self.task.train.y)
         return self._shape(low), self._shape(high)
 
     def calibration_scores(self, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:

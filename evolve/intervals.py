@@ -287,6 +287,30 @@ def conformal_multiplier(scores: np.ndarray, level: float) -> tuple[np.ndarray, 
     return ordered[min(k, m) - 1], k <= m
 
 
+def within_observed_sign(low: np.ndarray, high: np.ndarray, center: np.ndarray, train_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds kept on the side of zero where every train value of the target lies (a
+    loss, a perplexity or an error rate is never below zero): (low, high) per target.
+
+    A target whose train values are all ≥ 0 (and not all 0) gets low ≥ 0; all ≤ 0, high ≤ 0.
+    Where the truth has that sign this never uncovers a point, it only drops bounds no
+    such value can take (a law whose coefficients cancel gave a perplexity a negative
+    lower bound). A target whose train values take both signs is left alone, and so is a
+    point the law itself predicts on the other side of zero: clipping there would exclude
+    the prediction, and the interval is the law's, so it shows what the law says.
+    Assumption: the sign seen on every train row holds beyond train."""
+    y = np.asarray(train_y, dtype=float).reshape(len(train_y), -1)
+    low, high = low.copy(), high.copy()
+    for j in range(y.shape[1]):
+        column = y[:, j][np.isfinite(y[:, j])]
+        if column.size and (column >= 0).all() and (column > 0).any():
+            keep = center[:, j] >= 0
+            low[keep, j] = np.maximum(low[keep, j], 0.0)
+        elif column.size and (column <= 0).all() and (column < 0).any():
+            keep = center[:, j] <= 0
+            high[keep, j] = np.minimum(high[keep, j], 0.0)
+    return low, high
+
+
 def calibration_folds(task: Task, n_params: int, deep: bool = False) -> list[tuple[Rows, Rows]]:
     """The rolling-origin folds the interval is calibrated on: the task's validation folds,
     and with `deep` also the further cuts of the same rule selection re-fits on (while every

@@ -172,3 +172,21 @@ def test_replicates_are_resampled_together_and_widen_the_spread_honestly():
     jittered = x * (1 + 1e-9 * np.arange(48))[:, None]
     rowwise = fit_many({"g": (jittered, y, point)}, power_law_batch, resamples=40, n_targets=1)["g"]
     assert clustered.spread[0, 0] > 1.4 * rowwise.spread[0, 0]
+
+
+def test_bounds_stay_on_the_side_of_zero_every_train_value_lies():
+    """A positive target (a loss) never gets a negative lower bound, a negative one never a
+    positive upper bound; a point the law itself predicts across zero keeps its interval
+    (it must contain the prediction), and a target of both signs is left alone."""
+    from evolve.intervals import within_observed_sign
+
+    center = np.array([[1.0, -1.0, 0.5], [-0.2, -3.0, 0.1]])
+    low, high = center - 2.0, center + 2.0
+    train_y = np.array([[0.3, -0.4, -1.0], [2.0, -0.1, 1.0], [0.0, -5.0, 0.2]])
+    clipped_low, clipped_high = within_observed_sign(low, high, center, train_y)
+    assert clipped_low[0, 0] == 0.0 and clipped_high[0, 0] == high[0, 0]  # positive target: cut at zero
+    assert clipped_low[1, 0] == low[1, 0]  # the law predicts below zero there: not cut, the prediction stays inside
+    assert clipped_high[0, 1] == 0.0 and clipped_high[1, 1] == high[1, 1] == -1.0 and clipped_low[0, 1] == low[0, 1]  # negative target
+    assert np.array_equal(clipped_low[:, 2], low[:, 2]) and np.array_equal(clipped_high[:, 2], high[:, 2])  # both signs
+    assert ((clipped_low <= center) & (center <= clipped_high)).all()
+    assert np.array_equal(low, center - 2.0)  # the inputs are not changed in place
