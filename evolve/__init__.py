@@ -14,12 +14,12 @@ try:
 except PackageNotFoundError:  # a checkout on sys.path without an install
     __version__ = "0.0.0+checkout"
 
-__all__ = ["run", "open_run", "Run", "Law", "LawError", "__version__"]
+__all__ = ["run", "open_run", "Run", "Law", "LawError", "IntervalWarning", "__version__"]
 
 
 def __getattr__(name: str):
     """The API loads on first use, so `import evolve` (and the sandbox's imports) stay light."""
-    if name in ("run", "open_run", "Run", "Law", "LawError"):
+    if name in ("run", "open_run", "Run", "Law", "LawError", "IntervalWarning"):
         from evolve import api
 
         return getattr(api, name)

@@ -16,7 +16,10 @@ yourself). Nothing here writes to a run's archive.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,10 @@ BOOTSTRAP_RESAMPLES = 30
 CACHE_FOLDER = "cache"  # in a run's folder: interval calibrations, safe to delete
 class LawError(ValueError):
     """A law that cannot do what was asked (it failed, or the question does not apply)."""
+
+
+class IntervalWarning(UserWarning):
+    """An interval whose level is not guaranteed (too few validation rows to calibrate it)."""
 
 
 def run(task: str, iterations: int = 50, seed: int | None = None, run_dir: str | Path | None = None,
@@ -210,10 +217,10 @@ class Law:
         params = {g: np.asarray(p, dtype=float) for g, p in self._run(jobs).params.items() if p is not None}
         return dataclasses.replace(self, params=params)
 
-    def predict(self, X, group) -> np.ndarray:
+    def predict(self, X, group: str | Any = None) -> np.ndarray:
         """Predictions for rows X (array of shape (n, features) or a DataFrame with the
-        feature columns) of `group` (a name, or one name per row), the law fitted on each
-        group's train rows: (n,) or (n, targets)."""
+        feature columns) of `group` (a name, or one name per row; may be left out when the
+        task has one group), the law fitted on each group's train rows: (n,) or (n, targets)."""
         X = self._as_matrix(X)
         names = self._row_groups(group, len(X))
         jobs = [GroupJob(g, *self._group_rows(g), X[names == g]) for g in sorted(set(names.tolist()))]
@@ -223,13 +230,24 @@ class Law:
             out[names == job.group] = np.asarray(predictions[job.group], dtype=float).reshape(len(job.X_predict), -1)
         return self._shape(out)
 
+    def _one_group(self, group: str | None) -> str:
+        """`group`, or the task's only group when it is left out (a task made from a CSV
+        with no group column has one, `all_data`)."""
+        if group is not None:
+            return group
+        names = sorted(set(self.task.train.groups.tolist()))
+        if len(names) != 1:
+            raise LawError(f"the task has {len(names)} groups: name one ({', '.join(map(str, names[:5]))}{', ...' if len(names) > 5 else ''})")
+        return names[0]
+
     def _row_groups(self, group, n: int) -> np.ndarray:
+        group = self._one_group(group) if group is None else group
         names = np.array([group] * n, dtype=object) if isinstance(group, str) else np.asarray(group, dtype=object)
         if names.shape != (n,):
             raise LawError(f"group must be one name or one name per row ({n} rows)")
         return names
 
-    def interval(self, X, group, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    def interval(self, X, group: str | Any = None, level: float = 0.9, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
         """A prediction interval at `level` for rows X of `group` (a group name, or one name
         per row): (low, high), each shaped as `predict` returns.
 
@@ -270,7 +288,13 @@ class Law:
             self._run([GroupJob(missing[0], *problems[missing[0]])])  # raises the program's own error
             raise LawError(f"program {self.record.id}: the fit of group {missing[0]!r} failed (it passed when tried again: a flaky "
                            "program or a busy machine); ask again")
-        calibrated = multipliers(*self._score_arrays(resamples), level)
+        scores = self._score_arrays(resamples)
+        calibrated = multipliers(*scores, level)
+        if not calibrated.enough:
+            needed = next(m for m in itertools.count(1) if math.ceil((m + 1) * level) <= m)  # as conformal_multiplier counts
+            warnings.warn(IntervalWarning(
+                f"the {level:g} interval is calibrated on {len(scores[0])} validation row(s), fewer than the {needed} "
+                "its level needs: its level is not guaranteed (it is no narrower than normal errors would need)"), stacklevel=2)
         low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
         for g, fit in fitted.items():
             half = calibrated.half_width(fit)
@@ -319,12 +343,13 @@ class Law:
             return None
         return report.predictions, report.params
 
-    def formula(self, group: str):
+    def formula(self, group: str | None = None):
         """The law of `group` as shown everywhere (evolve.report.formula.ShownFormula): traced
         from the code, fitted constants in, checked against the program on the group's rows,
         idle guards dropped; `.expressions` keep every digit, `.text` / `.latex` are rounded."""
         from evolve.report.formula import FormulaCase, shown_formulas
 
+        group = self._one_group(group)
         law = self if group in self.params else self.fit()
         if group not in law.params:
             self._group_rows(group)  # an unknown group is named as such
@@ -338,7 +363,7 @@ class Law:
             raise LawError(f"program {self.record.id}: its formula could not be recovered and checked")
         return shown
 
-    def sympy(self, group: str):
+    def sympy(self, group: str | None = None):
         """The law as a sympy expression in the task's feature names with the group's fitted
         constants in, every digit kept (a list for several targets); checked against the
         program's own predictions on the group's rows, else a LawError. A name that is not a
@@ -346,7 +371,7 @@ class Law:
         expressions = list(self.formula(group).expressions)
         return expressions[0] if len(expressions) == 1 else expressions
 
-    def latex(self, group: str):
+    def latex(self, group: str | None = None):
         """The shown formula as LaTeX (numbers rounded for reading only; a list for several targets)."""
         latex = list(self.formula(group).latex)
         return latex[0] if len(latex) == 1 else latex
@@ -365,7 +390,7 @@ class Law:
         path.write_text(standalone_program(self.record, self.task, self.params or None, run_name=self.run_name, formula=formula))
         return path
 
-    def optimal(self, compute: float, group: str, points: int = 241, size: str | None = None, data: str | None = None) -> dict[str, float]:
+    def optimal(self, compute: float, group: str | None = None, points: int = 241, size: str | None = None, data: str | None = None) -> dict[str, float]:
         """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve
         with the lowest predicted loss (first target). Applies to laws whose task has a
         model-size and a data feature (by name: params/N/model_size, tokens/D/data, or
@@ -377,6 +402,7 @@ class Law:
         n_index, d_index = size_and_data_features(self.task.features, size, data)
         if not compute > 0:
             raise LawError("compute must be positive")
+        group = self._one_group(group)
         X_fit, y_fit = self._group_rows(group)
         n_low, n_high = X_fit[:, n_index].min() / 100, X_fit[:, n_index].max() * 100
         grid_n = np.geomspace(max(n_low, 1.0), n_high, points)

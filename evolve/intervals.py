@@ -11,7 +11,9 @@ The method, and why:
   drawn with replacement, so a resample may lack the largest rows and extrapolates further,
   as it should; rows at the same inputs, the replicates of one configuration, are drawn
   together as one unit, since they are one independent observation of where the law runs,
-  and a row bootstrap would count them as several and understate the spread) and taking the spread of their predictions at P; the second by s, the
+  and a row bootstrap would count them as several and understate the spread) and taking the spread of their predictions at P
+  (their interquartile range in standard deviations, `robust_spread`: a few refits that
+  diverge must not own it); the second by s, the
   fit's residual standard deviation on R (n − p degrees of freedom). The textbook
   prediction scale of a point is d(P) = sqrt(spread² + s²).
 - Misspecification, which the bootstrap cannot see (a law with fixed exponents, or one
@@ -57,8 +59,8 @@ The method, and why:
   the bootstrap; a resample the law fails on is left out; reach is 0 along a feature the fit rows hold constant (no span to measure in),
   so a point that differs only there gets no growth, and a point inside the box feature by
   feature gets none even when it extends a product of them (N·D). With fewer scores than
-  the level needs (⌈(m+1)·level⌉ > m), the largest is used and the interval's level is
-  not guaranteed; with no validation rows at all, errors are assumed normal with scale d.
+  the level needs (⌈(m+1)·level⌉ > m, or none) the level is not guaranteed: the multiplier
+  is then the largest score, and never less than normal errors of scale d need.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class Fitted:
     """One group fitted on some rows, asked about points: prediction, spread and noise scale."""
 
     center: np.ndarray  # (n, targets) prediction of the fit on all the rows
-    spread: np.ndarray  # (n, targets) standard deviation of the bootstrap refits' predictions
+    spread: np.ndarray  # (n, targets) spread of the bootstrap refits' predictions (robust_spread)
     noise: np.ndarray  # (targets,) the fit's residual scale on its own rows
     n_fit: int  # rows the fit had
     reach: np.ndarray | None = None  # (n,) how far each point lies beyond the fit rows (extrapolation_reach)
@@ -140,13 +142,28 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
             continue
         both = np.asarray(centers[g], dtype=float).reshape(len(P) + len(X), n_targets)
         boots = [np.asarray(r[0][g], dtype=float).reshape(len(P), n_targets) for r in results[1:] if r is not None and g in r[0]]
-        spread = np.std(np.stack(boots), axis=0, ddof=1) if len(boots) >= MIN_RESAMPLES else np.zeros((len(P), n_targets))
+        spread = robust_spread(np.stack(boots)) if len(boots) >= MIN_RESAMPLES else np.zeros((len(P), n_targets))
         n_params = len(params.get(g) or []) / max(1, n_targets)
         on_rows, actual = both[len(P):], y.reshape(len(X), n_targets)
         noise = noise_scale(on_rows, actual, n_params)
         relative = relative_noise_scale(on_rows, actual, n_params)
         fitted[g] = Fitted(both[: len(P)], spread, noise, len(X), extrapolation_reach(X, P), relative)
     return fitted
+
+
+IQR_PER_SD = 1.3489795  # the interquartile range of a normal distribution, in standard deviations
+
+
+def robust_spread(predictions: np.ndarray) -> np.ndarray:
+    """The spread of the bootstrap refits' predictions (resamples, points, targets): their
+    interquartile range in standard-deviation units (the standard deviation where they are
+    normal). A few refits that diverge far from the data (a resample that drops the rows
+    holding an exponent, landing a fit at −51 where the others say 2.1) would own a standard
+    deviation, and more resamples would then draw more of them: a new user's interval at 4×
+    beyond the data grew from [−20, 24] to [−869, 873] to [−1141, 1145] with 10, 30 and 60
+    resamples. Up to a quarter of the refits can diverge without moving this."""
+    low, high = np.percentile(predictions, [25.0, 75.0], axis=0)
+    return (high - low) / IQR_PER_SD
 
 
 def replicate_sets(X: np.ndarray) -> list[np.ndarray]:
@@ -275,16 +292,24 @@ def multipliers(grown_scores: np.ndarray, base_scores: np.ndarray, level: float)
 
 
 def conformal_multiplier(scores: np.ndarray, level: float) -> tuple[np.ndarray, bool]:
-    """Per target, the ⌈(m+1)·level⌉-th smallest score; and whether m was enough for it
-    (if not, the largest score, and the level is not guaranteed)."""
-    m = len(scores)
-    if m == 0:  # no validation rows to calibrate on: assume normal errors of scale d
-        from scipy.stats import norm
+    """Per target, the ⌈(m+1)·level⌉-th smallest score; and whether m was enough for it.
 
-        return np.full(scores.shape[1], float(norm.ppf(0.5 + level / 2))), False
+    With too few scores for the level (none at all, or ⌈(m+1)·level⌉ > m) conformal
+    certifies nothing, so the multiplier is no smaller than normal errors of scale d
+    would need, nor than the largest score: a new user's 5-row task calibrated on three
+    held-out rows, each predicted from a fit on two, got 0.016 and an interval a tenth
+    of the law's own residuals, covering none of its rows."""
+    from scipy.stats import norm
+
+    normal = float(norm.ppf(0.5 + level / 2))
+    m = len(scores)
+    if m == 0:
+        return np.full(scores.shape[1], normal), False
     k = math.ceil((m + 1) * level)
     ordered = np.sort(scores, axis=0)
-    return ordered[min(k, m) - 1], k <= m
+    if k > m:
+        return np.maximum(ordered[-1], normal), False
+    return ordered[k - 1], True
 
 
 def within_observed_sign(low: np.ndarray, high: np.ndarray, center: np.ndarray, train_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

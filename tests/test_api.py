@@ -55,6 +55,8 @@ def test_fit_predict_interval_and_formula_on_several_groups(sft_run):
     X = sft_run.task.test.X[sft_run.task.test.groups == group]
     predicted = law.predict(X, group)
     assert predicted.shape == (len(X),) and np.isfinite(predicted).all()
+    with pytest.raises(evolve.LawError, match=r"^the task has \d+ groups: name one \("):
+        law.predict(X)  # several groups: which one is not guessed
     low, high = law.interval(X, group, level=0.9, resamples=6)
     assert (low <= predicted).all() and (predicted <= high).all()
     narrow = law.interval(X, group, level=0.5, resamples=6)  # the calibration is kept: only the refits again
@@ -114,6 +116,33 @@ def test_conformal_multiplier_is_the_finite_sample_quantile():
     assert multiplier.tolist() == [18.0] and enough
     multiplier, enough = conformal_multiplier(scores[:5], 0.9)  # too few for 90%: the largest, flagged
     assert multiplier.tolist() == [5.0] and not enough
+    multiplier, enough = conformal_multiplier(scores[:3] / 100, 0.9)  # too few, and small: no narrower than normal errors
+    assert multiplier.tolist() == [pytest.approx(1.6448536)] and not enough
+
+
+def test_a_task_with_one_group_needs_no_group_name_and_a_tiny_one_warns_its_interval_is_unsure(tmp_path):
+    """A new user's 7-row CSV: 3 validation rows calibrate a 90% interval that needs 9, so
+    the interval says its level is not guaranteed and is no narrower than normal errors of
+    its scale would need (it was a tenth of the law's residuals and covered none of its rows)."""
+    import csv
+
+    from evolve.tasks import create_task_folder
+
+    with open(tmp_path / "tiny.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["params", "tokens", "loss"])
+        for k, n in enumerate(np.geomspace(1e7, 1e9, 7)):
+            writer.writerow([n, 20 * n, 1.8 + 400 / n**0.34 + 0.004 * (-1) ** k])
+    create_task_folder(tmp_path / "tiny", tmp_path / "tiny.csv", ["params", "tokens"], ["loss"], test_column="params", test_fraction=0.2)
+    run = evolve.run(str(tmp_path / "tiny"), iterations=0, seed=0, run_dir=tmp_path / "run", quiet=True, proposer="offline",
+                     archive={"islands": 1}, scorer={"workers": 1})
+    law = run.best.fit()
+    X = run.task.train.X
+    assert np.array_equal(law.predict(X), law.predict(X, "all_data"))  # the only group, by default
+    with pytest.warns(evolve.IntervalWarning, match="calibrated on 3 validation row"):
+        low, high = law.interval(X, resamples=6)
+    residual = np.abs(law.predict(X) - run.task.train.y.ravel())
+    assert np.median(high - low) > np.median(residual)  # not a sliver inside the law's own errors
 
 
 def test_export_is_standalone(sft_run, tmp_path):
@@ -148,6 +177,7 @@ def test_optimal_on_a_law_in_size_and_data(tmp_path):
     assert small["N"] * small["D"] * 6 == pytest.approx(1e20, rel=1e-6)
     assert large["loss"] <= small["loss"]
     assert isinstance(small["within_data"], bool) and small["negative_loss"] is False  # losses stay positive here
+    assert law.optimal(compute=1e20) == small  # one group: it need not be named
     far = law.optimal(compute=1e40, group=group)  # 1e18 times beyond the data's compute
     assert far["within_data"] is False
     from evolve.report.law_plots import plot_allocation
@@ -229,3 +259,16 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     code = code.replace("iterations=100", "iterations=0").replace('"runs/sft"', repr(str(tmp_path / "sft")))
     namespace: dict = {}
     exec(compile(code, "README", "exec"), namespace)
+
+
+def test_predict_notes_a_prediction_across_zero_from_every_train_value():
+    """`evolve predict` says so when the law predicts a negative loss (a new user saw −2801
+    printed with no word), and says nothing for a target whose train values take both signs."""
+    from types import SimpleNamespace
+
+    from evolve.cli.use_cmd import across_zero
+
+    task = SimpleNamespace(targets=("loss", "delta"), train=SimpleNamespace(y=np.array([[2.0, -1.0], [3.0, 1.0], [0.0, 0.5]])))
+    notes = across_zero(task, np.array([[-2801.0, -5.0], [2.5, 9.0], [-1.0, 0.0]]))
+    assert notes == ["2 row(s) have predicted loss below zero, where no train row has it: the law is past anything its data hold there"]
+    assert across_zero(task, np.array([[1.0, -5.0]])) == []

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
 import numpy as np
 
-from evolve.api import LawError, check_groups, open_run, size_and_data_features
+from evolve.api import IntervalWarning, LawError, check_groups, open_run, size_and_data_features
 from evolve.cli.display import console, print_table, safe_text
 from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, rows_from_records
 from evolve.text import name_some
@@ -68,6 +69,19 @@ def outside_the_domain(task, X: np.ndarray) -> list[str]:
     return found
 
 
+def across_zero(task, predicted: np.ndarray) -> list[str]:
+    """Notes for predictions on the other side of zero from every train value of their
+    target (a negative loss): the law is past anything its data hold there."""
+    found = []
+    for j, target in enumerate(task.targets):
+        column, values = task.train.y.reshape(len(task.train.y), -1)[:, j], predicted[:, j]
+        for side, observed, beyond in (("below", column >= 0, values < 0), ("above", column <= 0, values > 0)):
+            if observed.all() and (column != 0).any() and beyond.any():
+                found.append(f"{int(beyond.sum())} row(s) have predicted {target} {side} zero, where no train row has it: "
+                             "the law is past anything its data hold there")
+    return found
+
+
 def check_writable(output: Path) -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -101,15 +115,22 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
     if stale:  # an earlier output read back in: its figures are not this call's
         click.echo(f"note: the input's {', '.join(stale)} column(s) are left empty: this call does not compute them", err=True)
     out_rows = [{**record, **dict.fromkeys(stale, "")} for record in records]
+    predictions, notes = [], []
     for name in sorted(set(groups.tolist())):
         mask = groups == name
         values = np.asarray(fitted.predict(rows.X[mask], name), dtype=float).reshape(int(mask.sum()), -1)
+        predictions.append(values)
         if interval:
-            low, high = (np.asarray(side, dtype=float).reshape(len(values), -1) for side in fitted.interval(rows.X[mask], name, interval))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", IntervalWarning)
+                low, high = (np.asarray(side, dtype=float).reshape(len(values), -1) for side in fitted.interval(rows.X[mask], name, interval))
+            notes += [str(w.message) for w in caught if issubclass(w.category, IntervalWarning) and str(w.message) not in notes]
             values = np.column_stack([values, *[np.column_stack([low[:, k], high[:, k]]) for k in range(values.shape[1])]])
         for index, row_values in zip(np.flatnonzero(mask), values):
             filled = [group_column] if group_column and not str(out_rows[index].get(group_column) or "").strip() else []
             out_rows[index].update({**dict.fromkeys([*group_added, *filled], name), **dict(zip(value_columns, row_values.tolist()))})
+    for line in [*notes, *across_zero(task, np.concatenate(predictions))]:
+        click.echo(f"note: {line}", err=True)
     try:
         handle = open(output, "w", newline="") if output else sys.stdout
     except OSError as exc:
