@@ -53,16 +53,44 @@ def parse_checked(text: str, features: tuple[str, ...], n_params: int):
     return sympy.sympify(text, locals=names)
 
 
+WIDEN_DECADES = (-3.0, -1.0, 1.0, 3.0)  # how far beyond the data a dropped guard is shown never to bind
+
+
+def widened_rows(rows: np.ndarray) -> np.ndarray:
+    """The rows, and copies of them moved beyond the data one feature at a time and all at
+    once: a feature never negative on the rows multiplied by 10^k (k in WIDEN_DECADES), any
+    other shifted by k/3 spans of it, so a ratio or difference of features (tokens/params − 1) leaves the
+    range the rows hold."""
+    positive = (rows >= 0).all(axis=0)  # scaled: a share of 0 stays 0, no feature leaves its sign
+    span = np.where(positive, 0.0, rows.max(axis=0) - rows.min(axis=0))
+    variants = [rows]
+    for k in WIDEN_DECADES:
+        moved = np.where(positive, rows * 10.0**k, rows + span * k / 3)
+        variants.append(moved)
+        for j in range(rows.shape[1]):
+            one = rows.copy()
+            one[:, j] = moved[:, j]
+            variants.append(one)
+    return np.concatenate(variants)
+
+
 def drop_idle_guards(expression, symbols: list, rows: np.ndarray):
-    """`Max(tiny, e)` → `e` (and `Min(huge, e)` → `e`) where the guard never binds on the
-    given rows: the numerical safety nets programs add are noise to a reader. A guard that
-    binds on any row is kept, so the expression still computes what the program does there."""
+    """`Max(tiny, e)` → `e` (and `Min(huge, e)` → `e`) where the guard cannot bind near the
+    data: the numerical safety nets programs add are noise to a reader. Not binding on the
+    rows is not enough: `Max(0, tokens/params − 1)` never binds where every run has more
+    tokens than parameters, and dropping it made the shown formula compute another law
+    (complex numbers, even) for a model trained on fewer tokens than it has parameters. So
+    e must clear the guard on the rows moved up to three decades beyond them, one feature
+    at a time and all together (`widened_rows`): `Max(1e-12, 8e-12·tokens)` binds only
+    below 0.12 tokens and goes; the ratio's guard stays."""
     sympy = load_sympy()
+    wide = widened_rows(rows)
 
     def idle(guard, other, binds) -> bool:
         try:
-            values = sympy.lambdify(symbols, other, "numpy")(*rows.T)
-            return bool(np.all(np.isfinite(values)) and np.all(binds(np.broadcast_to(values, (len(rows),)), float(guard))))
+            with np.errstate(all="ignore"):
+                values = sympy.lambdify(symbols, other, "numpy")(*wide.T)
+            return bool(np.all(np.isfinite(values)) and np.all(binds(np.broadcast_to(values, (len(wide),)), float(guard))))
         except Exception:  # noqa: BLE001 - keep the guard when it cannot be checked
             return False
 
@@ -129,11 +157,30 @@ def fitted_law(formula: Formula, features: tuple[str, ...], params: list[float],
     return laws
 
 
+FLAT_EXPONENT = 1e-11  # x**e with |e| below this is within 1e-8 of 1 for any float x (|log x| < 710)
+
+
+def without_flat_powers(expression, features: tuple[str, ...], rows: np.ndarray):
+    """The expression with powers whose exponent cannot move them off 1 shown as 1
+    (`tokens**2.8e-21`, an exponent the fit drove to nothing), when the whole still computes
+    its values on the rows to DISPLAY_RTOL. For reading only, as rounding is."""
+    sympy = load_sympy()
+    flat = expression.replace(lambda node: node.is_Pow and node.exp.is_Float and abs(float(node.exp)) < FLAT_EXPONENT,
+                              lambda node: sympy.Integer(1))
+    if flat == expression:
+        return expression
+    try:
+        return flat if same_values(values_on(expression, features, rows), values_on(flat, features, rows), DISPLAY_RTOL) else expression
+    except Exception:  # noqa: BLE001 - shown as it is
+        return expression
+
+
 def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
     """The expression with each number shown to the fewest significant digits (at least 4)
     for which the whole still computes its values on the rows to DISPLAY_RTOL; a number the
     law is sensitive to (an exponent inside exp) keeps more. Rounding for reading only."""
     sympy = load_sympy()
+    expression = without_flat_powers(expression, features, rows)
     numbers = sorted(expression.atoms(sympy.Float), key=lambda f: -abs(float(f)))
     if not numbers:
         return tidy(expression)

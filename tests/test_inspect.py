@@ -600,3 +600,24 @@ def test_export_to_stdout_and_lineage_keep_program_text_harmless_and_whole(capsy
     assert run_cli(capsys, "archive", run_dir, "export", child.id, "-o", path)[0] == 0
     code, out, _ = run_cli(capsys, "archive", run_dir, "lineage", child.id)
     assert code == 0 and "END" in out.replace("\n", " ").replace("│", " ")
+
+
+def test_a_guard_that_binds_just_beyond_the_data_is_kept_and_a_flat_power_is_shown_as_one():
+    """A new user's law held `Max(0, tokens/params - 1)`: it never binds where every run has
+    more tokens than parameters, and the shown formula dropped it, so below that line it
+    computed another law (complex numbers at params 1e9, tokens 1e7). Guards go only where
+    they clear the rows moved three decades beyond them; a fitted exponent of 2.8e-21 is
+    shown as nothing, the value unchanged."""
+    import sympy
+
+    from evolve.formula_display import drop_idle_guards, rounded
+    from evolve.symbolic import feature_symbols
+
+    params, tokens = feature_symbols(("params", "tokens"))
+    rows = np.array([[n, n * r] for n in (1e7, 1e8, 1e9) for r in (2.0, 20.0, 200.0)])
+    law = (2.0 - sympy.exp(-sympy.Max(0, tokens / params - 1))) * sympy.Max(sympy.Float(1e-12), sympy.Float(8e-12) * tokens) ** -0.5
+    shown = drop_idle_guards(law, [params, tokens], rows)
+    assert shown.has(sympy.Max(0, tokens / params - 1))  # binds at 10x fewer tokens: kept
+    assert not shown.has(sympy.Float(1e-12))  # binds below 0.125 tokens only: dropped
+    flat = rounded(tokens ** sympy.Float(2.845e-21) * params ** sympy.Float(-0.25) + 1, ("params", "tokens"), rows)
+    assert "e-21" not in str(flat) and not flat.has(tokens)
