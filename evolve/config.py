@@ -91,7 +91,7 @@ class ArchiveConfig:
 @dataclass(frozen=True)
 class RunConfig:
     task: str = setting("", "a task name or folder", cli=False)
-    iterations: int = setting(50, "proposals to evolve (a resume keeps the run's own count unless given)")
+    iterations: int = setting(50, "proposals to evolve in all (with --resume: the total the run goes to, counting the ones it has; default its own)")
     proposer: str = setting("auto", "auto: the model when an API key or endpoint is set, else offline", choices=("auto", "llm", "offline"))
     edit_mode: str = setting("diff", "diff: SEARCH/REPLACE edits; full: rewrite the whole EVOLVE-BLOCK", choices=("diff", "full"))
     seed: int | None = setting(None, "fixed random seed for a reproducible run")

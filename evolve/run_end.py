@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from evolve.program import code_key
 from evolve.records import ProgramRecord
 from evolve.report.best import write_best_program
 from evolve.scoring.scorer import Scorer
@@ -46,11 +47,27 @@ def score_top_on_test(archive: Archive, task: Task, scorer: Scorer, top_k: int,
     if choice is not None:
         archive.set_meta("selection", choice.to_dict())
     top = ordered_top(records, choice, top_k)
-    phase(f"scoring the top {len(top)} on test (for reporting only: the choice is made)")
-    futures = [(r, scorer.submit(r.code, task, "test")) for r in top]
+    references = seed_references(records, top)
+    also = f" and the {len(references)} seed law(s) they are measured against" if references else ""
+    phase(f"scoring the top {len(top)}{also} on test (for reporting only: the choice is made)")
+    futures = [(r, scorer.submit(r.code, task, "test")) for r in [*top, *references]]
     scored = []
     for record, future in futures:
         evaluation = future.result()
         archive.set_test(record.id, evaluation)
         scored.append(dataclasses.replace(record, test=evaluation))
-    return scored
+    return scored[: len(top)]
+
+
+def seed_references(records: list[ProgramRecord], top: list[ProgramRecord]) -> list[ProgramRecord]:
+    """The seed laws not among the top, one per distinct program: their test R² is what a
+    user compares the returned law with (a new user had to export the seeds and score them
+    by hand to see that a 3-parameter seed did as well as the 9-parameter law returned)."""
+    shown = {code_key(r.code) for r in top}
+    references = []
+    for record in records:
+        key = code_key(record.code)
+        if record.proposer == "seed" and key not in shown:
+            shown.add(key)
+            references.append(record)
+    return references

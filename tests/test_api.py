@@ -108,6 +108,17 @@ def test_several_targets(mixture_run):
     assert low.shape == predicted.shape and (high >= low).all()
 
 
+def test_the_seed_laws_are_scored_on_test_beside_the_top(tmp_path):
+    """The reference a user compares the returned law with: the seeds' test R² is stored
+    even when they are not among the top re-scored (a new user had to score them by hand)."""
+    run = evolve.run("parallel_scaling_law", iterations=2, seed=0, run_dir=tmp_path / "run", quiet=True, proposer="offline",
+                     archive={"islands": 1}, scorer={"workers": 2}, top_k_test=1)
+    frame = run.programs()
+    seeds = frame[(frame.proposer == "seed") & (frame.status == "ok")]
+    assert len(seeds) >= 2 and seeds.test_r2.notna().all()
+    assert frame.test_r2.notna().sum() <= 1 + len(seeds)  # the top one and the seeds only
+
+
 def test_conformal_multiplier_is_the_finite_sample_quantile():
     from evolve.intervals import conformal_multiplier
 
