@@ -269,6 +269,31 @@ def test_a_table_on_a_terminal_prints_brackets_as_written():
     assert "D = D [tokens]" in text and "[red]x[/red] [link=http://a]y" in text and text.count("D [tokens]") == 2
 
 
+def test_a_table_on_a_narrow_terminal_never_splits_a_number_or_cuts_a_cell():
+    """At 80 columns `evolve runs` folded "0.795461" into "0.795 / 461" and "finished" into
+    "finis / hed", which read as separate values: short spaceless cells stay whole, and a
+    table that cannot fit so prints one block per row instead."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from evolve.cli.display import print_table
+
+    columns = ["run", "task", "started", "status", "iterations", "law", "its val R²", "its test R²", "best val R²", "tokens"]
+    rows = [["sft_scaling_law-20261204-190218", "sft_scaling_law", "2026-12-04 19:02", "interrupted", "60/150", "6", "0.994199", "0.993183", "0.9942", "0"]]
+    for width in (80, 200):
+        out = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
+        print_table("Runs", columns, rows, out)
+        text = out.file.getvalue()
+        assert all(len(line) <= width for line in text.splitlines())
+        for cell in ("0.994199", "0.993183", "interrupted", "60/150", "sft_scaling_law-20261204-190218"):
+            assert re.search(rf"(^|[\s│:]){re.escape(cell)}($|[\s│])", text, re.M), (width, cell)
+    narrow = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    print_table("Runs", columns, rows, narrow)
+    assert "its val R²: 0.994199" in narrow.file.getvalue()  # one block per row at 80 columns
+
+
 def test_a_missing_group_column_names_the_columns_there_are(tmp_path, capsys):
     source = write(tmp_path / "d.csv", ["model", "size", "loss"], grid())
     code, _, err = new_task(tmp_path, "--csv", str(source), "--features", "size", "--targets", "loss", "--group-column", "cfg", capsys=capsys)

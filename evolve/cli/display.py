@@ -35,6 +35,18 @@ def print_code(out: Console, source: str, line_numbers: bool = False) -> None:
     out.file.write("".join((f"{i:>{width}} {line}\n" if line_numbers else line + "\n") for i, line in enumerate(lines, start=1)))
 
 
+WHOLE_CELL = 24  # a cell with no space up to this long is never folded (0.795 / 4 reads as two numbers)
+FOLDED_CELL = 8  # the narrowest a column of longer or spaced cells is allowed to fold to
+
+
+def whole_width(cells: list[str]) -> int | None:
+    """The width that keeps every cell of a column in one piece, when all are short and
+    spaceless (numbers, statuses, counts, names); None for a column that may fold."""
+    if cells and all(len(c) <= WHOLE_CELL and " " not in c for c in cells):
+        return max(map(len, cells))
+    return None
+
+
 def print_table(title: str, columns: list[str], rows: list[list], out: Console | None = None) -> None:
     """A table on a terminal (long cells fold onto more lines, never cut); plain
     tab-separated rows when the output is a pipe or a file, for scripts and `grep`."""
@@ -46,9 +58,18 @@ def print_table(title: str, columns: list[str], rows: list[list], out: Console |
             out.file.write("\t".join(row) + "\n")
         out.file.flush()
         return
+    whole = [whole_width([row[k] for row in cells if k < len(row)]) for k in range(len(columns))]
+    needed = sum((w or FOLDED_CELL) + 3 for w in whole) + 1  # each column's cells, padding and rule
+    if needed > out.width:  # even folded, the table cannot fit: one block per row, nothing cut or split
+        out.print(Text(safe_text(title, keep_newlines=False)))
+        for row in cells:
+            out.print()
+            for column, value in zip(columns, row):
+                out.print(Text(f"{column}: {value}"))
+        return
     table = Table(title=Text(safe_text(title, keep_newlines=False)), title_justify="left")  # Text: "[tokens]" is not markup
-    for column in columns:
-        table.add_column(Text(column), overflow="fold")
+    for column, width in zip(columns, whole):
+        table.add_column(Text(column), overflow="fold", min_width=width)
     for row in cells:
         table.add_row(*map(Text, row))
     out.print(table)
