@@ -81,20 +81,23 @@ class Run:
     scorer_settings: dict
     returned_id: int | None = None  # the law the run returned (best.py), when it chose one
 
-    def programs(self, formulas: bool = False):
+    def programs(self, formulas: bool | str = "returned"):
         """Every program as a pandas DataFrame (failures included), in id order.
 
         `formula` is the shown formula (as `archive show` and the report show it: first group,
-        fitted constants in, checked, rounded) when `formulas=True`, which traces every
-        program in the sandbox (seconds per program); else None. `description` is what the
-        proposer said the law is (the offline grammar's own one-line form), unchecked."""
+        fitted constants in, checked, rounded): by default of the law the run returned (its
+        best.py; one trace in the sandbox, seconds), with `formulas=True` of every program
+        (seconds each), with False of none; None where not traced or not recoverable.
+        `description` is what the proposer said the law is (the offline grammar's own
+        one-line form), unchecked."""
         import pandas as pd
 
         shown = {}
         if formulas:
             from evolve.report.formula import formulas_of_records
 
-            shown = formulas_of_records([r for r in self.records if r.ok], self.task)
+            traced = [r for r in self.records if r.ok and (formulas is True or r.id == self.returned_id)]
+            shown = formulas_of_records(traced, self.task) if traced else {}
         rows = []
         for r in self.records:
             rows.append({

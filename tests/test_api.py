@@ -40,6 +40,8 @@ def test_programs_frame_and_best(sft_run):
     frame = sft_run.programs()
     assert {"id", "iteration", "island", "proposer", "status", "n_params", "val_r2", "test_r2", "formula"} <= set(frame.columns)
     assert len(frame) == len(sft_run.records)
+    formulas = frame.set_index("id")["formula"]
+    assert formulas[sft_run.returned_id] and formulas.drop(sft_run.returned_id).isna().all()  # the returned law's, by default
     best = sft_run.best  # the law the run returned: the program of its best.py
     assert sft_run.returned_id is not None and best.record.id == sft_run.returned_id
     assert f"program {best.record.id}, task" in (sft_run.path / "best.py").read_text().splitlines()[0]
