@@ -117,3 +117,17 @@ def test_a_generic_seed_trimmed_to_the_cap_says_which_features_it_left_out():
     assert [name for name, _ in default_seeds(dataclasses.replace(task, param_cap=None))] == ["power_law_with_offset", "log_linear"]
     names = [name for name, _ in default_seeds(dataclasses.replace(task, param_cap=4))]
     assert names[0] == "power_law_with_offset without params, tokens (the parameter cap leaves no room)" and names[1] == "log_linear"
+
+
+def test_no_log_linear_seed_for_a_target_that_is_not_positive_everywhere():
+    """exp(...) cannot take a zero or negative value: on a target of both signs the
+    log-linear generic seed fitted 8.1e64/params^7.8 at validation R² −6.7 (a new-user trial)."""
+    import dataclasses
+
+    from evolve.propose.seeds import default_seeds
+    from evolve.tasks import load_task
+
+    task = load_task("data_constrained_scaling_law")
+    shifted = dataclasses.replace(task, param_cap=None, train=dataclasses.replace(task.train, y=task.train.y - 3.0))
+    assert (shifted.train.y < 0).any() and (shifted.train.y > 0).any()
+    assert [name for name, _ in default_seeds(shifted)] == ["power_law_with_offset"]
