@@ -346,9 +346,19 @@ def tidy(expression):
     return expression.xreplace(whole) if whole else expression
 
 
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$", "%": r"\%", "&": r"\&",
+                  "_": r"\_", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_name(name: str) -> str:
+    """A column's own name as LaTeX text: spaces kept (`\mathrm` drops them, so `N (params)`
+    read as a function call N(params)) and LaTeX's special characters escaped."""
+    return r"\text{" + "".join(LATEX_SPECIALS.get(c, c) for c in name) + "}"
+
+
 def latex_of(expression, features: tuple[str, ...]) -> str:
     sympy = load_sympy()
-    names = {symbol: r"\mathrm{" + name.replace("_", r"\_") + "}" for symbol, name in zip(feature_symbols(features), features)}
+    names = {symbol: latex_name(name) for symbol, name in zip(feature_symbols(features), features)}
     return sympy.latex(expression, symbol_names=names)
 
 

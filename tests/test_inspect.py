@@ -621,3 +621,13 @@ def test_a_guard_that_binds_just_beyond_the_data_is_kept_and_a_flat_power_is_sho
     assert not shown.has(sympy.Float(1e-12))  # binds below 0.125 tokens only: dropped
     flat = rounded(tokens ** sympy.Float(2.845e-21) * params ** sympy.Float(-0.25) + 1, ("params", "tokens"), rows)
     assert "e-21" not in str(flat) and not flat.has(tokens)
+
+
+def test_latex_keeps_a_column_name_s_spaces_and_escapes_its_specials():
+    """`\\mathrm{N (params)}` rendered as "N(params)", a function call to a reader; `%` or `#`
+    in a column name broke the LaTeX."""
+    from evolve.symbolic import feature_symbols, latex_of
+
+    n, acc = feature_symbols(("N (params)", "acc % #1"))
+    text = latex_of(2 * n**0.5 + acc, ("N (params)", "acc % #1"))
+    assert r"\text{N (params)}" in text and r"\text{acc \% \#1}" in text
