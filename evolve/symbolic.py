@@ -351,7 +351,7 @@ LATEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#",
 
 
 def latex_name(name: str) -> str:
-    """A column's own name as LaTeX text: spaces kept (`\mathrm` drops them, so `N (params)`
+    r"""A column's own name as LaTeX text: spaces kept (`\mathrm` drops them, so `N (params)`
     read as a function call N(params)) and LaTeX's special characters escaped."""
     return r"\text{" + "".join(LATEX_SPECIALS.get(c, c) for c in name) + "}"
 
