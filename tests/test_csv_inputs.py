@@ -314,3 +314,20 @@ def test_a_feature_constant_in_train_is_named_and_a_prediction_outside_the_domai
     assert outside_the_domain(task, np.array([[1e9, 7.0], [-5.0, 7.0], [0.0, 7.0]])) == [
         "2 row(s) have size <= 0, where every train row has it positive: the law is not defined there, and what it predicts for them means nothing"]
     assert outside_the_domain(task, np.array([[1e12, 7.0]])) == []
+
+
+def test_tasks_new_notes_copies_a_feature_fixed_within_groups_and_folds_too_small_to_judge(tmp_path, capsys):
+    """A new-user trial: 50 duplicated rows, a group column that held the model size fixed in
+    every group, and a 7-row file whose validation fitted on 2 rows all went unremarked."""
+    rows = [[g, n, 10 * n, loss] for g, n, loss in grid()]
+    source = write(tmp_path / "d.csv", ["model", "size", "tokens", "loss"], rows + rows[:3])
+    code, _, err = new_task(tmp_path, "--csv", str(source), "--features", "size,tokens", "--targets", "loss", capsys=capsys)
+    assert code == 0 and "note: 3 train row(s) repeat another exactly" in err, err
+    per_model = [[f"m{k}", n, d, 2 + 30 / n**0.3 + 20 / d**0.2] for k, n in enumerate((1e7, 1e8, 1e9)) for d in np.geomspace(1e9, 1e11, 8)]
+    source = write(tmp_path / "m.csv", ["model", "size", "tokens", "loss"], per_model)
+    code, _, err = main(["tasks", "new", str(tmp_path / "m"), "--csv", str(source), "--features", "size,tokens", "--targets", "loss",
+                         "--group-column", "model"]), *capsys.readouterr()
+    assert code == 0 and "note: size has one value in each group" in err, err
+    tiny = write(tmp_path / "tiny.csv", ["size", "loss"], [[n, 1.5 + 30 / n**0.3] for n in (1e7, 3e7, 1e8, 3e8, 1e9, 3e9, 1e10)])
+    code, _, err = main(["tasks", "new", str(tmp_path / "tiny"), "--csv", str(tiny), "--features", "size", "--targets", "loss"]), *capsys.readouterr()
+    assert code == 0 and "note: validation fits a group on as few as 2 row(s), fewer than the 3 parameters" in err, err

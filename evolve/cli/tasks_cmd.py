@@ -144,6 +144,29 @@ def suspicious_feature_values(task) -> list[str]:
         if np.all(fitted == fitted[0]):
             found.append(f"{name} is {fitted[0]:.6g} in every train row: no law can learn its effect from them "
                          "(leave it out of --features, or predict only at that value)")
+        elif len(set(task.train.groups.tolist())) > 1 and all(
+                np.all(fitted[task.train.groups == g] == fitted[task.train.groups == g][0]) for g in set(task.train.groups.tolist())):
+            found.append(f"{name} has one value in each group: each group's own fit cannot learn its effect "
+                         "(a group column naming the model holds the model size fixed within a group)")
+    return found + data_shape_notes(task)
+
+
+def data_shape_notes(task) -> list[str]:
+    """Rows that repeat another exactly (every feature, target and group: copies, or true
+    replicates), and validation folds that leave a group fewer rows to fit on than the
+    generic power law's parameters (laws larger than that cannot be judged there)."""
+    found = []
+    rows = np.column_stack([task.train.X, task.train.y.reshape(len(task.train.y), -1)])
+    keys = [(g, *row) for g, row in zip(task.train.groups.tolist(), rows.tolist())]
+    repeats = len(keys) - len(set(keys))
+    if repeats:
+        found.append(f"{repeats} train row(s) repeat another exactly (features, targets and group): they count as "
+                     "replicates of one run; remove them if they are copies")
+    generic = 1 + 2 * len(task.features)  # c + Σ a_i x_i^(-b_i)
+    fewest = min((int((fit.groups == g).sum()) for fit, held in task.validation_folds() for g in set(held.groups.tolist())), default=None)
+    if fewest is not None and fewest < generic:
+        found.append(f"validation fits a group on as few as {fewest} row(s), fewer than the {generic} parameters of the "
+                     "generic power law: laws that large cannot be judged (more rows, or a smaller --validation fraction)")
     return found
 
 
