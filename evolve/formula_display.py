@@ -14,7 +14,7 @@ import ast
 import numpy as np
 
 from evolve.program import parse_python
-from evolve.formula_numbers import SHOWN_FUNCTIONS, unbounded_arithmetic
+from evolve.formula_numbers import SHOWN_FUNCTIONS, refusal
 from evolve.symbolic import WHOLE_BELOW, Formula, feature_symbols, load_sympy, param_symbols, tidy
 
 
@@ -47,7 +47,7 @@ def parse_checked(text: str, features: tuple[str, ...], n_params: int):
             raise ValueError("unknown function")
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, bool)):
             raise ValueError("not a number")
-    reason = unbounded_arithmetic(tree, set(names))
+    reason = refusal(tree, set(names))
     if reason:
         raise ValueError(reason)
     return sympy.sympify(text, locals=names)

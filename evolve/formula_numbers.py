@@ -7,9 +7,10 @@ passed them. Two uses share one table of functions:
 - `evaluate` computes a text's values on rows with numpy (evolve.scoring.formula_check
   compares them with the program's own predictions: a formula that does not reproduce them
   is not shown);
-- `unbounded_arithmetic` folds every symbol-free part of a text to a float, so that a part
-  sympy would compute without bound (`10**10**9` exactly, `Min(p0, 10**10**9)` compared at
-  any precision) is refused before evolve.formula_display gives the text to sympy.
+- `refusal` folds every symbol-free part of a text to a float, so that a part sympy would
+  compute without bound (`10**10**9` exactly, `Min(p0, 10**10**9)` compared at any
+  precision) is refused before evolve.formula_display gives the text to sympy, and bounds
+  the arguments sympy compares pairwise in Max, Min and Piecewise.
 `SHOWN_FUNCTIONS`, a part of the same table, is the whitelist formula_display lets sympy read.
 """
 
@@ -83,7 +84,7 @@ def evaluate(text: str, names: dict[str, np.ndarray]) -> np.ndarray:
         raise Unsupported("formula does not parse") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
         raise Unsupported("formula too large")
-    reason = unbounded_arithmetic(tree, set(names))
+    reason = refusal(tree, set(names))
     if reason:  # floats would pass it (Min(p0, inf) is p0), but the sympy that shows it never returns
         raise Unsupported(reason)
     with np.errstate(all="ignore"):
@@ -93,8 +94,11 @@ def evaluate(text: str, names: dict[str, np.ndarray]) -> np.ndarray:
             raise Unsupported("formula too deep") from None
 
 
-def number(node: ast.Constant) -> float:
-    """A literal as a float; a literal past float range is infinite (never a huge exact integer)."""
+def number(node: ast.Constant) -> float | bool:
+    """A literal as a float (True and False as themselves: sympy prints a Piecewise's last
+    condition as True); a literal past float range is infinite (never a huge exact integer)."""
+    if type(node.value) is bool:
+        return node.value
     if type(node.value) not in (int, float):
         raise Unsupported(f"not a number: {type(node.value).__name__}")
     return float(node.value) if abs(node.value) < 1e308 else float("inf")
@@ -125,6 +129,42 @@ def walk(node: ast.AST, names: dict[str, np.ndarray]):
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS and not node.keywords:
         return FUNCTIONS[node.func.id](*[walk(arg, names) for arg in node.args])
     raise Unsupported(f"unsupported syntax {type(node).__name__}")
+
+
+COMPARING = frozenset({"Max", "Min", "Piecewise"})  # sympy compares their arguments pairwise, each time it rebuilds one
+MAX_ARGUMENTS = 8  # per Max/Min/Piecewise, counted as sympy flattens them (Max(Max(a, b), c) is Max(a, b, c))
+MAX_COMPARISONS = 256  # Σ arguments² over them: a law's guards are many 2-argument ones
+
+
+def refusal(tree: ast.AST, symbols: set[str]) -> str | None:
+    """Why a parsed formula text must not reach sympy (nor be shown), or None: a number it
+    would compute without bound (`unbounded_arithmetic`), or comparisons without bound
+    (`unbounded_comparisons`). Both parsers of formula texts in the trusted parent ask."""
+    return unbounded_arithmetic(tree, symbols) or unbounded_comparisons(tree)
+
+
+def unbounded_comparisons(tree: ast.AST) -> str | None:
+    """Why sympy's Max/Min/Piecewise in this text could take without bound, or None.
+
+    sympy compares the arguments of a Max or Min pairwise (with assumptions and factoring)
+    whenever it builds one, and the parent rebuilds a formula many times to show it: an
+    attack's Max of 40 powers with symbolic exponents, true to its own program, took
+    minutes (K=80: still running after seven), growing as K³. Nested calls count as the one
+    sympy flattens them into."""
+
+    def flat_arguments(node: ast.Call, name: str) -> int:
+        return sum(flat_arguments(a, name) if isinstance(a, ast.Call) and getattr(a.func, "id", None) == name else 1
+                   for a in node.args)
+
+    total = 0
+    for node in ast.walk(tree):
+        name = getattr(getattr(node, "func", None), "id", None) if isinstance(node, ast.Call) else None
+        if name in COMPARING:
+            count = flat_arguments(node, name) if name != "Piecewise" else len(node.args)
+            if count > MAX_ARGUMENTS:
+                return f"a {name} of {count} arguments (at most {MAX_ARGUMENTS})"
+            total += len(node.args) ** 2
+    return "too many comparisons" if total > MAX_COMPARISONS else None
 
 
 def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:

@@ -210,7 +210,13 @@ FORGED_NUMBERS = ["Min(p0, 10**10**9)", "Min(p0, (2**1000)**1000)", "Max(p0, 10*
                   "Min(p0, exp(exp(exp(100))))", "Min(p0, gamma(10**9))"]
 
 
-@pytest.mark.parametrize("text", FORGED_NUMBERS)
+FORGED_WORK = ["Max(" + ", ".join(f"p0*x_0**(-p0 - {0.001 * i:.3f}) + p0" for i in range(40)) + ")",  # minutes in sympy
+               "Max(" * 40 + "x_0" + "".join(f", {i}*p0)" for i in range(40)),  # flattened by sympy into one Max of 41
+               "Piecewise(" + ", ".join(f"({i}*p0, x_0 > {i})" for i in range(20)) + ", (p0, True))",
+               " + ".join(f"Max(p0, {i}*x_0, x_0**2, 1 + x_0)" for i in range(20))]  # Σ arguments² = 320
+
+
+@pytest.mark.parametrize("text", FORGED_NUMBERS + FORGED_WORK)
 def test_a_forged_formula_with_an_unbounded_number_is_refused_before_sympy(text):
     """sympify computes number ** number exactly and Min/Max compare at any precision: these
     texts would hang the trusted side (10**10**9 has a billion digits). Both parsers refuse
@@ -246,6 +252,23 @@ def test_the_bound_folds_each_part_once_with_the_evaluators_own_functions():
     started = time.monotonic()
     assert reason(tower) is None
     assert time.monotonic() - started < 1.0
+
+
+def test_a_law_with_many_small_guards_and_a_piecewise_is_still_checked_and_shown():
+    """The bound on comparisons leaves room for what programs trace: a guard per term, and
+    np.where's Piecewise, whose last condition sympy prints as the constant True (which the
+    evaluator refused as "not a number", so no such formula could be checked)."""
+    import numpy as np
+
+    from evolve.formula_display import parse_checked
+    from evolve.formula_numbers import evaluate
+
+    guards = " + ".join(f"p0*Max(1.0e-12, x_0 + {i})**(-0.5)" for i in range(30))
+    piecewise = "Piecewise((p0*x_0, x_0 > 2), (p0 + x_0, True))"
+    for text in (guards, piecewise):
+        parse_checked(text, ("x_0",), 1)
+    x = np.array([1.0, 3.0])
+    assert evaluate(piecewise, {"p0": 2.0, "x_0": x}).tolist() == [3.0, 6.0]
 
 
 def test_an_honest_formula_with_small_exact_numbers_still_parses():
