@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from evolve.config import ScorerConfig
@@ -296,3 +297,22 @@ def test_a_program_that_forges_a_formula_bomb_gets_no_formula_and_nothing_hangs(
     worker.join(120)
     assert not worker.is_alive(), "showing the formula hung"
     assert shown == [[None]]
+
+
+def test_a_refused_law_s_many_parameters_are_not_kept_and_the_memo_counts_them(scorer, task):
+    """Attack round 4: a fit returning thousands of numbers per group is refused over the
+    cap, yet every number was stored in the archive (8.5 MB per row at 9,999) and kept in
+    the run's memo, whose bound counted predictions only."""
+    from evolve.scoring.in_sandbox import RunReport
+    from evolve.scoring.memo import FitMemo
+
+    evaluation = scorer.score((PROGRAMS / "params_bloat.py").read_text(), task, "validation")
+    assert evaluation.status == Status.OVER_CAP and evaluation.n_params == 2000
+    assert all(p is None for p in evaluation.params.values())  # nothing of the refused law's numbers is kept
+    from evolve.scoring.in_sandbox import GroupJob
+
+    memo, jobs = FitMemo(max_values=5000), [GroupJob("g", np.ones((3, 1)), np.ones(3), np.ones((10, 1)))]
+    memo.put("small", jobs, RunReport(Status.OK, predictions={"g": np.zeros(10)}, params={"g": [0.5] * 3}))
+    assert memo.values == 13 and memo.get("small", jobs) is not None
+    memo.put("bloated", jobs, RunReport(Status.OK, predictions={"g": np.zeros(10)}, params={"g": [0.5] * 6000}))
+    assert memo.values == 13 and memo.get("bloated", jobs) is None  # 6,010 numbers are over the bound: not kept

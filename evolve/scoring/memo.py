@@ -56,7 +56,9 @@ class FitMemo:
         if report.status != Status.OK:
             return
         key = self.key(program_text, jobs)
-        size = sum(np.size(p) for p in report.predictions.values())
+        # parameters count too: a program may return up to MAX_PARAMS_REPORTED per group, which
+        # no count of predictions sees (an attack's 9,999 per group held 16.5 MB per entry)
+        size = sum(np.size(p) for p in report.predictions.values()) + sum(len(p or ()) for p in report.params.values())
         if key is None or size > self.max_values:
             return
         with self.lock:

@@ -122,12 +122,14 @@ def evaluation_from_report(task: Task, split: str, report: RunReport, truth: np.
     if bad:
         return Evaluation(Status.NAN, split, failed_metrics(n_targets),
                           f"in group {bad[0]!r}: fitted parameters contain NaN or infinity", seconds=seconds)
-    status, message = Status.OK, ""
+    status, message, params = Status.OK, "", report.params
     if task.param_cap is not None and n_params is None:
         status, message = Status.OVER_CAP, f"the fitted parameters cannot be counted (not numbers, or over {MAX_PARAMS_REPORTED}); the task allows {task.param_cap}"
     elif task.param_cap is not None and n_params > task.param_cap:
         status, message = Status.OVER_CAP, f"{n_params} fitted parameters per group; the task allows {task.param_cap}"
-    return Evaluation(status, split, metrics, message, report.params, n_params, seconds, predictions)
+    if status == Status.OVER_CAP:  # refused: its numbers are not kept (9,999 per group made 8.5 MB archive rows)
+        params = {g: None for g in report.params}
+    return Evaluation(status, split, metrics, message, params, n_params, seconds, predictions)
 
 
 class Scorer:
