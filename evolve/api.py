@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
-from evolve.intervals import calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, save_scores, within_observed_sign
+from evolve.intervals import MIN_RESAMPLES, calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, save_scores, within_observed_sign
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
@@ -291,6 +291,11 @@ class Law:
             self._run([GroupJob(missing[0], *problems[missing[0]])])  # raises the program's own error
             raise LawError(f"program {self.record.id}: the fit of group {missing[0]!r} failed (it passed when tried again: a flaky "
                            "program or a busy machine); ask again")
+        short = sorted((fit.refits, g) for g, fit in fitted.items() if fit.refits < resamples)
+        if short:
+            warnings.warn(IntervalWarning(
+                f"group {short[0][1]!r}: the interval rests on {short[0][0]} of {resamples} bootstrap refits (the law failed on the "
+                f"others{'; too few to measure a spread, so noise only' if short[0][0] < MIN_RESAMPLES else ''})"), stacklevel=2)
         scores = self._score_arrays(resamples)
         calibrated = multipliers(*scores, level)
         if not calibrated.enough:

@@ -72,7 +72,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,10 @@ from evolve.tasks import Rows, Task
 
 RESAMPLE_SEED = 0
 MIN_RESAMPLES = 5  # fewer successful refits than this: no spread is measured (noise only)
+# after this many failed resample batches the rest are not asked: a program that stalls on
+# resampled rows (repeated rows reach only the bootstrap) cost every batch its whole time
+# limit, 45 minutes per `predict --interval` at the default limit (attack round 4)
+MAX_FAILED_RESAMPLES = 3
 
 # runs one batch of jobs (distinct groups) in the sandbox: {group: predictions}, params {group: list}, or None on failure
 BatchRunner = Callable[[list[GroupJob]], "tuple[dict[str, np.ndarray], dict[str, list | None]] | None"]
@@ -99,6 +103,7 @@ class Fitted:
     n_fit: int  # rows the fit had
     reach: np.ndarray | None = None  # (n,) how far each point lies beyond the fit rows (extrapolation_reach)
     noise_relative: np.ndarray | None = None  # (targets,) residual scale of (y − ŷ)/ŷ, NaN if not positive; a candidate bench/interval_proxy.py measures, not used by scale()
+    refits: int = 0  # bootstrap refits that succeeded (of the resamples asked)
 
     def base(self) -> np.ndarray:
         """d(x) = sqrt(spread² + s²), the textbook prediction scale (no growth term)."""
@@ -131,8 +136,7 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
             index = np.concatenate([units[g][i] for i in picked] or [np.zeros(0, dtype=int)])
             jobs.append(GroupJob(g, X[index], y[index], P))
         batches.append(jobs)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        results = list(pool.map(run_batch, batches))
+    results = run_until_failing(run_batch, batches, max(1, threads))
     if results[0] is None:
         return {}
     centers, params = results[0]
@@ -147,7 +151,7 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
         on_rows, actual = both[len(P):], y.reshape(len(X), n_targets)
         noise = noise_scale(on_rows, actual, n_params)
         relative = relative_noise_scale(on_rows, actual, n_params)
-        fitted[g] = Fitted(both[: len(P)], spread, noise, len(X), extrapolation_reach(X, P), relative)
+        fitted[g] = Fitted(both[: len(P)], spread, noise, len(X), extrapolation_reach(X, P), relative, len(boots))
     return fitted
 
 
@@ -164,6 +168,26 @@ def robust_spread(predictions: np.ndarray) -> np.ndarray:
     resamples. Up to a quarter of the refits can diverge without moving this."""
     low, high = np.percentile(predictions, [25.0, 75.0], axis=0)
     return (high - low) / IQR_PER_SD
+
+
+def run_until_failing(run_batch: BatchRunner, batches: list[list[GroupJob]], threads: int) -> list:
+    """Each batch's result in order (None where it failed or was not asked), `threads` at a
+    time; once MAX_FAILED_RESAMPLES batches after the first have failed, no more are asked."""
+    results: list = [None] * len(batches)
+    queue = iter(enumerate(batches))
+    failed = 0
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        running: dict = {}
+        while True:
+            while len(running) < threads and failed < MAX_FAILED_RESAMPLES and (item := next(queue, None)) is not None:
+                running[pool.submit(run_batch, item[1])] = item[0]
+            if not running:
+                return results
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = running.pop(future)
+                results[index] = future.result()
+                failed += index > 0 and results[index] is None
 
 
 def replicate_sets(X: np.ndarray) -> list[np.ndarray]:

@@ -190,3 +190,26 @@ def test_bounds_stay_on_the_side_of_zero_every_train_value_lies():
     assert np.array_equal(clipped_low[:, 2], low[:, 2]) and np.array_equal(clipped_high[:, 2], high[:, 2])  # both signs
     assert ((clipped_low <= center) & (center <= clipped_high)).all()
     assert np.array_equal(low, center - 2.0)  # the inputs are not changed in place
+
+
+def test_a_law_that_fails_on_resampled_rows_stops_being_asked():
+    """Attack round 4: a program that stalls whenever its fit rows repeat (only the bootstrap
+    sends such rows) made every one of the 30 resample batches wait out its time limit.
+    After MAX_FAILED_RESAMPLES failed batches the rest are not asked; the fit is kept, with
+    the refits it got counted."""
+    from evolve.intervals import MAX_FAILED_RESAMPLES
+
+    X, y = synthetic(20, 0)
+    calls = []
+
+    def stalls_on_repeats(jobs):
+        calls.append(1)
+        if any(len(np.unique(job.X_fit, axis=0)) < len(job.X_fit) for job in jobs):
+            return None  # what a timed-out batch returns
+        return power_law_batch(jobs)
+
+    fitted = fit_many({"g": (X, y, X[-3:] * 2)}, stalls_on_repeats, resamples=30, n_targets=1, threads=1)
+    assert len(calls) == 1 + MAX_FAILED_RESAMPLES
+    assert fitted["g"].refits == 0 and np.all(fitted["g"].spread == 0)
+    honest = fit_many({"g": (X, y, X[-3:] * 2)}, power_law_batch, resamples=30, n_targets=1)
+    assert honest["g"].refits == 30
