@@ -224,3 +224,13 @@ def test_the_group_plot_puts_the_split_column_on_its_axis_and_every_train_row_on
     assert drawn["train data"] == [1e17, 8e17]  # row 0 shares params with the validation row: kept
     assert drawn["validation data"] == [2e17] and drawn["test data"] == [3.2e18]
     assert axis_values(X, (0, 1)).tolist() == (X[:, 0] * X[:, 1]).tolist()
+
+
+def test_a_formula_image_is_not_drawn_past_the_latex_cap():
+    """The parent makes a law's LaTeX again from its formula, past the sandbox's check of
+    the child's: a 400-term sum took 15 s to draw into a 1.1 MB image (attack round 4)."""
+    from evolve.report.plots import formula_image
+    from evolve.scoring.formula_jobs import MAX_LATEX_CHARS
+
+    assert formula_image(("x^{2}",), ("loss",)) is not None
+    assert formula_image(("x + " * (MAX_LATEX_CHARS // 4) + "1",), ("loss",)) is None

@@ -276,7 +276,14 @@ def plot_tokens(records: list[ProgramRecord]) -> str | None:
 
 
 def formula_image(latex: tuple[str, ...], targets: tuple[str, ...]) -> str | None:
-    """The formula drawn with matplotlib's mathtext; None when mathtext cannot parse it."""
+    """The formula drawn with matplotlib's mathtext; None when mathtext cannot parse it, or
+    when it is longer than the sandbox lets a traced formula's LaTeX be: this LaTeX is made
+    again in the parent, from the formula (a 400-term sum gave 14,752 characters, a 15 s
+    render and a 1.1 MB image, attack round 4)."""
+    from evolve.scoring.formula_jobs import MAX_LATEX_CHARS
+
+    if any(len(tex) > MAX_LATEX_CHARS for tex in latex):
+        return None
     plt = pyplot()
     lines = [f"{t} = ${tex}$" if len(targets) > 1 else f"${tex}$" for t, tex in zip(targets, latex)]
     fig = plt.figure(figsize=(8, 0.8 * len(lines) + 0.2))
