@@ -234,3 +234,14 @@ def test_a_formula_image_is_not_drawn_past_the_latex_cap():
 
     assert formula_image(("x^{2}",), ("loss",)) is not None
     assert formula_image(("x + " * (MAX_LATEX_CHARS // 4) + "1",), ("loss",)) is None
+
+
+def test_the_extrapolation_slice_holds_the_other_features_where_test_lies():
+    """Of the train rows at the largest swept value, the slice holds the others at their
+    largest (it held tokens at 1e10 with every test point near 3e11)."""
+    import numpy as np
+
+    from evolve.report.law_view import slice_row
+
+    train = np.array([[1e9, 1e10], [1e9, 3e11], [1e8, 5e11], [1e9, 1e11]])
+    assert slice_row(train, 0).tolist() == [1e9, 3e11]

@@ -92,6 +92,16 @@ def sweep_grid(values: np.ndarray, reach: float) -> tuple[np.ndarray, bool]:
     return np.linspace(low, high + BEYOND * span, GRID_POINTS), False
 
 
+def slice_row(train: np.ndarray, j: int) -> np.ndarray:
+    """The train row whose other features the extrapolation curve holds: of the rows at the
+    largest value of feature j, the one largest in the others (in feature order), the side
+    test lies on (a new user's slice held tokens at its smallest value, far below every
+    test point, since the first such row had the fewest tokens)."""
+    top = train[train[:, j] == train[:, j].max()]
+    others = [i for i in range(train.shape[1]) if i != j]
+    return max(top, key=lambda row: tuple(row[others]))
+
+
 def extrapolations(law: Law, groups: list[str]) -> list[Extrapolation]:
     """The curves and bands of the groups, from one interval call (one calibration)."""
     task = law.task
@@ -102,7 +112,7 @@ def extrapolations(law: Law, groups: list[str]) -> list[Extrapolation]:
         test_mask = task.test.groups == g
         test = task.test.X[test_mask]
         xs, log_x = sweep_grid(train[:, j], float(test[:, j].max()) if len(test) else float(train[:, j].max()))
-        grid = np.tile(train[np.argmax(train[:, j])], (len(xs), 1))
+        grid = np.tile(slice_row(train, j), (len(xs), 1))
         grid[:, j] = xs
         plans.append((g, xs, log_x, grid, train, test_mask))
         X_all += [grid, test]
