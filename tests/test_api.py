@@ -156,6 +156,12 @@ def test_a_task_with_one_group_needs_no_group_name_and_a_tiny_one_warns_its_inte
         low, high = law.interval(X, resamples=6)
     residual = np.abs(law.predict(X) - run.task.train.y.ravel())
     assert np.median(high - low) > np.median(residual)  # not a sliver inside the law's own errors
+    from evolve.cli.main import main
+
+    (tmp_path / "new.csv").write_text("params,tokens\n2e9,4e10\n")
+    assert main(["predict", str(tmp_path / "run"), "--csv", str(tmp_path / "new.csv"), "-o", str(tmp_path / "out.csv")]) == 0
+    header = (tmp_path / "out.csv").read_text().splitlines()[0]
+    assert header == "params,tokens,predicted_loss"  # no group column the user never had
 
 
 def test_export_is_standalone(sft_run, tmp_path):

@@ -109,7 +109,8 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
     value_columns = [f"predicted_{t}" for t in task.targets]
     if interval:
         value_columns += [f"{t}_{side}" for t in task.targets for side in ("low", "high")]
-    group_added = [] if group_column else [GROUP_COLUMN]  # the group each row was predicted for
+    only_group = group is None and group_column is None  # a one-group task, no group named: nothing to say
+    group_added = [] if group_column or only_group else [GROUP_COLUMN]  # the group each row was predicted for
     columns = header + [c for c in (*group_added, *value_columns) if c not in header]
     stale = [c for t in task.targets for c in (f"predicted_{t}", f"{t}_low", f"{t}_high") if c in header and c not in value_columns]
     if stale:  # an earlier output read back in: its figures are not this call's
