@@ -119,32 +119,34 @@ def law_reach(law, X: np.ndarray, groups: np.ndarray) -> np.ndarray:
 READING = """
 ## How to read this (and what was not done)
 
-- This table (2026-12-02 18:07–18:30 UTC; re-measured 2026-12-04 05:50–06:00 UTC on new runs of the code of
-  2026-12-04: the same laws and the same figures, to the digit) is of 150-iteration runs, which return
-  the law `evolve.selection` chooses: the task's seed law on five tasks (data_constrained, domain_mixture,
-  easy_question, moe, sft), an evolved law on three. The previous table (5 of 8) was measured on older runs
-  whose returned laws were others (data_constrained 154, easy_question 121, moe 151, ...), so the two
-  differ mostly by law, not by method.
-- 4 of 8 tasks within 80–97%. The target (6 of 8) is not met.
-- The method was chosen on train-only evidence (round 4 of `bench/interval_proxy.py`,
-  bench/results/interval_proxy.md: 42 candidates on a pseudo-test cut from train, decision rule written before
-  measuring) and was not tuned on this table. One change since: the bootstrap draws a configuration's replicate
-  rows together (they are one independent observation; a row bootstrap counts them as several and understates
-  the spread). It changes only tasks with replicate rows, moe alone here (193 rows at 50 inputs): on the same run
-  and law, 96.4% with the row bootstrap (the code before the change) and 100.0% with it, median width / |y| 0.057
-  → 0.059. The change was made on that principle before either figure was measured, and kept.
+- This table (2026-12-04, second session) is of 150-iteration runs that return the same laws as the previous
+  tables (the task's seed law on five tasks: data_constrained, domain_mixture, easy_question, moe, sft; an
+  evolved law on three), re-made on a new machine with the same returned ids.
+- 3 of 8 tasks within 80–97%. The target (6 of 8) is not met.
+- One change since the previous table (4 of 8): the refits' spread is their interquartile range in standard
+  deviations, not their standard deviation. A new user's interval at 4× beyond their data grew with the
+  resamples, two diverging refits of 30 owning the standard deviation; on the train-only pseudo-test of
+  `bench/interval_proxy.py` (round 6) the chosen method's error fell from 0.110 to 0.075 with it, and it was
+  adopted there, before this table was measured. Here it moves domain_mixture from 94.2% to 97.5% (over the
+  97% line by 0.5 points, 3 of 120 points), sft from 92.9% to 90.5% with median width / |y| 0.082 → 0.057, and
+  leaves the others within 1 point. Intervals also keep their bounds on the side of zero where every train
+  value of the target lies (coverage cannot change where the truth has that sign; none of these targets
+  changes sign), and with fewer calibration rows than the level needs they are no narrower than normal
+  errors would need (no task here has so few at 0.9).
+- The method was chosen on train-only evidence (bench/results/interval_proxy.md, a pseudo-test cut from train,
+  decision rule written before measuring) and was not tuned on this table.
 - Where it fails:
   - easy_question (63.0%): the returned law (the task's seed) has test R² 0.026 against validation R² 0.93; the
     test errors are far beyond anything its validation folds show, and the train-only nested check (fold 1
     predicted from folds 2+) covers 88.9%, so nothing train-side flags it.
-  - parallel (58.3%): 12 calibration scores, the floor q₀ = 1.84 binds, and the test errors in units of d are
-    larger than validation's; the pseudo-test (100% for every candidate) cannot see it.
+  - parallel (58.3%): 12 calibration scores, the floor q₀ binds, and the test errors in units of d are larger
+    than validation's; the pseudo-test (100% for every candidate) cannot see it.
   - data_constrained (100%) and moe (100%): 21 and 28 test points, the floor binds on all of them; the laws do
     better beyond train than validation showed (data_constrained test R² 0.91 against validation 0.82).
-- Cost where the floor binds: median width / |y| 0.026 (lr_bsz) to 0.256 (data_constrained).
+  - domain_mixture (97.5%): just over the line, 117 of 120 points covered.
 - Not chosen though measured: reach along products of features (N·D) and in train spans, one-scale-at-a-time
-  folds, ŷ-proportional noise (bench/results/interval_proxy.md). Not tried: weighted conformal at the asked reach,
-  which needs a proxy that reaches as far as test does.
+  folds, ŷ-proportional noise, the next laws' disagreement (bench/results/interval_proxy.md). Not tried:
+  weighted conformal at the asked reach, which needs a proxy that reaches as far as test does.
 """
 
 
