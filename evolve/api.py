@@ -92,6 +92,8 @@ class Run:
         one-line form), unchecked."""
         import pandas as pd
 
+        if formulas not in (True, False, "returned"):
+            raise LawError(f"formulas must be True, False or 'returned', not {formulas!r}")
         shown = {}
         if formulas:
             from evolve.report.formula import formulas_of_records
@@ -274,8 +276,9 @@ class Law:
         together) are exchangeable for the bootstrap; refits the law fails on are
         left out; reach sees each feature's range, not products of features (a point inside
         every feature's range that extends N·D gets no growth). With too few calibration
-        rows for the level the largest score is used; with none, errors are assumed normal.
-        A bound past zero on the side no train value of the target lies (a negative loss)
+        rows for the level (or none) the level is not guaranteed: the interval is then no
+        narrower than normal errors of scale d would need, and an IntervalWarning says so (as
+        it does when fewer refits than asked succeeded). A bound past zero on the side no train value of the target lies (a negative loss)
         is cut at zero, unless the law predicts that side itself (`within_observed_sign`).
         The calibration is kept on this Law object and, for a run's law, in the run's
         `cache/` folder, so later calls (and later sessions) cost only the group's own refits."""

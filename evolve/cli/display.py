@@ -65,7 +65,7 @@ def print_table(title: str, columns: list[str], rows: list[list], out: Console |
         for row in cells:
             out.print()
             for column, value in zip(columns, row):
-                out.print(Text(f"{column}: {value}"))
+                out.print(Text(f"{safe_text(column, keep_newlines=False)}: {value}"))
         return
     table = Table(title=Text(safe_text(title, keep_newlines=False)), title_justify="left")  # Text: "[tokens]" is not markup
     for column, width in zip(columns, whole):

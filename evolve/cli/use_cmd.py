@@ -131,7 +131,7 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
             filled = [group_column] if group_column and not str(out_rows[index].get(group_column) or "").strip() else []
             out_rows[index].update({**dict.fromkeys([*group_added, *filled], name), **dict(zip(value_columns, row_values.tolist()))})
     for line in [*notes, *across_zero(task, np.concatenate(predictions))]:
-        click.echo(f"note: {line}", err=True)
+        click.echo(f"note: {safe_text(line, keep_newlines=False)}", err=True)  # group and column names are the data's
     try:
         handle = open(output, "w", newline="") if output else sys.stdout
     except OSError as exc:
