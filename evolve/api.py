@@ -47,6 +47,13 @@ class IntervalWarning(UserWarning):
     """An interval whose level is not guaranteed (too few validation rows to calibrate it)."""
 
 
+def rows_needed(level: float) -> int:
+    """The fewest calibration scores m with ⌈(m+1)·level⌉ ≤ m (as conformal_multiplier
+    counts), found near level/(1 − level) rather than by counting up to it."""
+    start = max(1, math.floor(level / (1 - level)) - 2)
+    return next(m for m in itertools.count(start) if math.ceil((m + 1) * level) <= m)
+
+
 def run(task: str, iterations: int = 50, seed: int | None = None, run_dir: str | Path | None = None,
         quiet: bool = True, **settings: Any) -> "Run":
     """Evolve laws for `task`, the same as `evolve run` (settings as in a TOML file:
@@ -92,7 +99,7 @@ class Run:
         one-line form), unchecked."""
         import pandas as pd
 
-        if formulas not in (True, False, "returned"):
+        if not (formulas is True or formulas is False or formulas == "returned"):
             raise LawError(f"formulas must be True, False or 'returned', not {formulas!r}")
         shown = {}
         if formulas:
@@ -297,14 +304,14 @@ class Law:
         short = sorted((fit.refits, g) for g, fit in fitted.items() if fit.refits < resamples)
         if short:
             warnings.warn(IntervalWarning(
-                f"group {short[0][1]!r}: the interval rests on {short[0][0]} of {resamples} bootstrap refits (the law failed on the "
-                f"others{'; too few to measure a spread, so noise only' if short[0][0] < MIN_RESAMPLES else ''})"), stacklevel=2)
+                f"group {short[0][1]!r}: the interval rests on {short[0][0]} of {resamples} bootstrap refits (the law failed on "
+                f"resampled rows, and once it failed more often than not the rest were not asked"
+                f"{'; too few to measure a spread, so noise only' if short[0][0] < MIN_RESAMPLES else ''})"), stacklevel=2)
         scores = self._score_arrays(resamples)
         calibrated = multipliers(*scores, level)
         if not calibrated.enough:
-            needed = next(m for m in itertools.count(1) if math.ceil((m + 1) * level) <= m)  # as conformal_multiplier counts
             warnings.warn(IntervalWarning(
-                f"the {level:g} interval is calibrated on {len(scores[0])} validation row(s), fewer than the {needed} "
+                f"the {level:.10g} interval is calibrated on {len(scores[0])} validation row(s), fewer than the {rows_needed(level)} "
                 "its level needs: its level is not guaranteed (it is no narrower than normal errors would need)"), stacklevel=2)
         low, high = np.empty((len(X), n_targets)), np.empty((len(X), n_targets))
         for g, fit in fitted.items():

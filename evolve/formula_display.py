@@ -26,6 +26,7 @@ SAFE_NODES = (
 )  # fmt: skip
 DISPLAY_DIGITS = (4, 5, 6, 8, 10, 15)
 DISPLAY_RTOL = 1e-4  # the rounded formula still computes the full one's values to this
+MAX_ROUNDED = 200  # a formula with more numbers than this is shown with every digit
 
 
 def parse_checked(text: str, features: tuple[str, ...], n_params: int):
@@ -157,20 +158,23 @@ def fitted_law(formula: Formula, features: tuple[str, ...], params: list[float],
     return laws
 
 
-FLAT_EXPONENT = 1e-11  # x**e with |e| below this is within 1e-8 of 1 for any float x (|log x| < 710)
+FLAT_EXPONENT = 1e-11  # x**e with |e| below this is within 1e-8 of 1 for any positive float x (|log x| < 710)
 
 
 def without_flat_powers(expression, features: tuple[str, ...], rows: np.ndarray):
     """The expression with powers whose exponent cannot move them off 1 shown as 1
     (`tokens**2.8e-21`, an exponent the fit drove to nothing), when the whole still computes
-    its values on the rows to DISPLAY_RTOL. For reading only, as rounding is."""
+    its values to DISPLAY_RTOL on the rows moved three decades beyond them (`widened_rows`:
+    a base that reaches 0 there, where 0**1e-12 is 0, keeps its power). For reading only,
+    as rounding is."""
     sympy = load_sympy()
     flat = expression.replace(lambda node: node.is_Pow and node.exp.is_Float and abs(float(node.exp)) < FLAT_EXPONENT,
                               lambda node: sympy.Integer(1))
     if flat == expression:
         return expression
     try:
-        return flat if same_values(values_on(expression, features, rows), values_on(flat, features, rows), DISPLAY_RTOL) else expression
+        wide = widened_rows(rows)
+        return flat if same_values(values_on(expression, features, wide), values_on(flat, features, wide), DISPLAY_RTOL) else expression
     except Exception:  # noqa: BLE001 - shown as it is
         return expression
 
@@ -182,7 +186,7 @@ def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
     sympy = load_sympy()
     expression = without_flat_powers(expression, features, rows)
     numbers = sorted(expression.atoms(sympy.Float), key=lambda f: -abs(float(f)))
-    if not numbers:
+    if not numbers or len(numbers) > MAX_ROUNDED:  # each number tried costs evaluations of the whole: many are shown in full
         return tidy(expression)
     slots = [sympy.Dummy() for _ in numbers]
     with np.errstate(all="ignore"):

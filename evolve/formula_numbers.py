@@ -131,9 +131,11 @@ def walk(node: ast.AST, names: dict[str, np.ndarray]):
     raise Unsupported(f"unsupported syntax {type(node).__name__}")
 
 
-COMPARING = frozenset({"Max", "Min", "Piecewise"})  # sympy compares their arguments pairwise, each time it rebuilds one
-MAX_ARGUMENTS = 8  # per Max/Min/Piecewise, counted as sympy flattens them (Max(Max(a, b), c) is Max(a, b, c))
+COMPARING = frozenset({"Max", "Min", "Piecewise", "And", "Or"})  # sympy compares or rebuilds their arguments pairwise
+MAX_ARGUMENTS = 8  # per Max/Min/Piecewise/And/Or, counted as sympy flattens them (Max(Max(a, b), c) is Max(a, b, c))
 MAX_COMPARISONS = 256  # Σ arguments² over them: a law's guards are many 2-argument ones
+ARITY = {"Float": (1, 1), "Integer": (1, 1), "Rational": (1, 2)}  # Float(2, 10**7) asks sympy for ten million digits
+MAX_EXACT_BITS = 100_000  # the largest exact number (numerator and denominator) a symbol-free part may make
 
 
 def refusal(tree: ast.AST, symbols: set[str]) -> str | None:
@@ -144,13 +146,14 @@ def refusal(tree: ast.AST, symbols: set[str]) -> str | None:
 
 
 def unbounded_comparisons(tree: ast.AST) -> str | None:
-    """Why sympy's Max/Min/Piecewise in this text could take without bound, or None.
+    """Why sympy's Max/Min/Piecewise/And/Or in this text could take without bound, or None.
 
     sympy compares the arguments of a Max or Min pairwise (with assumptions and factoring)
     whenever it builds one, and the parent rebuilds a formula many times to show it: an
     attack's Max of 40 powers with symbolic exponents, true to its own program, took
-    minutes (K=80: still running after seven), growing as K³. Nested calls count as the one
-    sympy flattens them into."""
+    minutes (K=80: still running after seven), growing as K³; an And of 400 conditions in a
+    Piecewise took a minute. Nested calls count as the one sympy flattens them into. The
+    number constructors take only their number (a precision argument is refused)."""
 
     def flat_arguments(node: ast.Call, name: str) -> int:
         return sum(flat_arguments(a, name) if isinstance(a, ast.Call) and getattr(a.func, "id", None) == name else 1
@@ -159,10 +162,12 @@ def unbounded_comparisons(tree: ast.AST) -> str | None:
     total = 0
     for node in ast.walk(tree):
         name = getattr(getattr(node, "func", None), "id", None) if isinstance(node, ast.Call) else None
+        if name in ARITY and not ARITY[name][0] <= len(node.args) <= ARITY[name][1]:
+            return f"{name} with {len(node.args)} arguments"
         if name in COMPARING:
             count = flat_arguments(node, name) if name != "Piecewise" else len(node.args)
             if count > MAX_ARGUMENTS:
-                return f"a {name} of {count} arguments (at most {MAX_ARGUMENTS})"
+                return f"{name} with {count} arguments (at most {MAX_ARGUMENTS})"
             total += len(node.args) ** 2
     return "too many comparisons" if total > MAX_COMPARISONS else None
 
@@ -175,40 +180,53 @@ def unbounded_arithmetic(tree: ast.AST, symbols: set[str]) -> str | None:
     process that traced it can hang the trusted side that parses it. Float arithmetic says
     how large each symbol-free part is in bounded time: every one must be finite, and every
     constant exponent at most MAX_CONSTANT_EXPONENT (a symbolic base raised to 10**9 is as
-    expensive once numbers are put in). A symbol-free call of a function not in FUNCTIONS is
-    refused too: sympy prints such parts of a traced law as numbers."""
+    expensive once numbers are put in). A number finite in float can still be huge exact:
+    `((1 + 2**-1000)**1000)**1000` is 1.0 in float and a billion-bit fraction to sympy, so
+    each exact part's size is bounded too (bits add under + − × ÷ and multiply by an
+    integer power; a float literal anywhere makes the part a float to sympy as well). A
+    symbol-free call of a function not in FUNCTIONS is refused too: sympy prints such parts
+    of a traced law as numbers."""
 
-    def value(node: ast.AST) -> float | None:  # None: the part contains a symbol (or is not a number)
+    def value(node: ast.AST) -> tuple[float, int | None] | None:  # None: the part holds a symbol; bits None: a float
         folded = part_value(node)
-        if folded is not None and np.isinf(folded):
+        if folded is not None and np.isinf(folded[0]):
             raise Unbounded("a number too large")
+        if folded is not None and folded[1] is not None and folded[1] > MAX_EXACT_BITS:
+            raise Unbounded("an exact number too large")
         return folded
 
-    def part_value(node: ast.AST) -> float | None:
+    def part_value(node: ast.AST) -> tuple[float, int | None] | None:
         if isinstance(node, ast.Constant):
-            return number(node) if type(node.value) in (int, float) else None
+            if type(node.value) is int:
+                return number(node), max(1, abs(node.value).bit_length()) if abs(node.value) < 1e308 else None
+            return (number(node), None) if type(node.value) is float else None
         if isinstance(node, ast.Name):
-            return None if node.id in symbols else CONSTANTS.get(node.id)
+            return None if node.id in symbols or node.id not in CONSTANTS else (float(CONSTANTS[node.id]), 1)
         children = [value(child) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-            if children[1] is not None and not abs(children[1]) <= MAX_CONSTANT_EXPONENT:
+            if children[1] is not None and not abs(children[1][0]) <= MAX_CONSTANT_EXPONENT:
                 raise Unbounded("constant exponent too large")
         if isinstance(node, ast.Call):
             children = children[1:]  # the first child is the function's own name
         if any(child is None for child in children):
             return None
+        numbers = [c[0] for c in children]
+        sizes = [c[1] for c in children]
+        exact = None if any(b is None for b in sizes) else sum(sizes)
         try:  # from the children's values: each node is computed once, whatever the depth
             if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
-                return float(BINARY[type(node.op)](np.float64(children[0]), children[1]))
+                if isinstance(node.op, ast.Pow) and exact is not None:
+                    exact = sizes[0] * max(1, int(np.ceil(abs(numbers[1]))))
+                return float(BINARY[type(node.op)](np.float64(numbers[0]), numbers[1])), exact
             if isinstance(node, ast.UnaryOp):
-                return -children[0]
+                return -numbers[0], exact
             if isinstance(node, ast.Call):
                 function = FUNCTIONS.get(getattr(node.func, "id", None))
                 if function is None or node.keywords:
                     raise Unbounded("a number sympy would compute with an unlisted function")
-                return float(function(*children))
+                return float(function(*numbers)), exact
         except (TypeError, ValueError, ZeroDivisionError):
-            return float("nan")
+            return float("nan"), exact
         return None
 
     with np.errstate(all="ignore"):

@@ -90,7 +90,7 @@ from evolve.tasks import Rows, Task
 
 RESAMPLE_SEED = 0
 MIN_RESAMPLES = 5  # fewer successful refits than this: no spread is measured (noise only)
-# after this many failed resample batches the rest are not asked: a program that stalls on
+# after this many failed resample batches, more than have succeeded, the rest are not asked: a program that stalls on
 # resampled rows (repeated rows reach only the bootstrap) cost every batch its whole time
 # limit, 45 minutes per `predict --interval` at the default limit (attack round 4)
 MAX_FAILED_RESAMPLES = 3
@@ -128,7 +128,8 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
     """Fit each group's (X_fit, y_fit) and its bootstrap resamples, predicting X_points.
 
     One sandbox batch per resample covers every group (groups are distinct in a batch, so
-    a law-API program sees its own group names); a failed batch loses that resample only.
+    a law-API program sees its own group names); a failed batch loses that resample only, until more fail than succeed
+    (`run_until_failing`).
     Groups whose plain fit fails are missing from the result.
     """
     draws = {g: np.random.default_rng([RESAMPLE_SEED, zlib.crc32(g.encode())]) for g in problems}  # per group: the same
@@ -178,15 +179,18 @@ def robust_spread(predictions: np.ndarray) -> np.ndarray:
 
 def run_until_failing(run_batch: BatchRunner, batches: list[list[GroupJob]], threads: int) -> list:
     """Each batch's result in order (None where it failed or was not asked), `threads` at a
-    time; once MAX_FAILED_RESAMPLES batches after the first (or the first itself) have
-    failed, no more are asked."""
+    time; once MAX_FAILED_RESAMPLES batches after the first have failed, and more of them
+    than have succeeded (or the first itself has failed), no more are asked. A law that
+    fails now and then on a degenerate resample keeps its refits; one that fails on them
+    all (a stall on repeated rows) stops costing time limits."""
     results: list = [None] * len(batches)
     queue = iter(enumerate(batches))
-    failed = 0
+    failed = succeeded = 0
     with ThreadPoolExecutor(max_workers=threads) as pool:
         running: dict = {}
         while True:
-            while len(running) < threads and failed < MAX_FAILED_RESAMPLES and (item := next(queue, None)) is not None:
+            giving_up = failed >= MAX_FAILED_RESAMPLES and failed > succeeded
+            while len(running) < threads and not giving_up and (item := next(queue, None)) is not None:
                 running[pool.submit(run_batch, item[1])] = item[0]
             if not running:
                 return results
@@ -194,8 +198,10 @@ def run_until_failing(run_batch: BatchRunner, batches: list[list[GroupJob]], thr
             for future in done:
                 index = running.pop(future)
                 results[index] = future.result()
-                if results[index] is None:  # the plain fit failing ends it: the refits would go unused
-                    failed = MAX_FAILED_RESAMPLES if index == 0 else failed + 1
+                if index == 0 and results[0] is None:  # the plain fit failing ends it: the refits would go unused
+                    failed, succeeded = len(batches), 0
+                elif index > 0:
+                    failed, succeeded = failed + (results[index] is None), succeeded + (results[index] is not None)
 
 
 def replicate_sets(X: np.ndarray) -> list[np.ndarray]:
@@ -358,14 +364,26 @@ def within_observed_sign(low: np.ndarray, high: np.ndarray, center: np.ndarray, 
     y = np.asarray(train_y, dtype=float).reshape(len(train_y), -1)
     low, high = low.copy(), high.copy()
     for j in range(y.shape[1]):
-        column = y[:, j][np.isfinite(y[:, j])]
-        if column.size and (column >= 0).all() and (column > 0).any():
+        sign = observed_sign(y[:, j])
+        if sign > 0:
             keep = center[:, j] >= 0
             low[keep, j] = np.maximum(low[keep, j], 0.0)
-        elif column.size and (column <= 0).all() and (column < 0).any():
+        elif sign < 0:
             keep = center[:, j] <= 0
             high[keep, j] = np.minimum(high[keep, j], 0.0)
     return low, high
+
+
+def observed_sign(values: np.ndarray) -> int:
+    """+1 when every finite value is ≥ 0 and some > 0 (a loss), −1 when every one is ≤ 0 and
+    some < 0, else 0 (both signs, or nothing but zeros)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and (finite >= 0).all() and (finite > 0).any():
+        return 1
+    if finite.size and (finite <= 0).all() and (finite < 0).any():
+        return -1
+    return 0
 
 
 def calibration_folds(task: Task, n_params: int, deep: bool = False) -> list[tuple[Rows, Rows]]:

@@ -67,7 +67,7 @@ def seed_references(records: list[ProgramRecord], top: list[ProgramRecord]) -> l
     references = []
     for record in records:
         key = code_key(record.code)
-        if record.proposer == "seed" and key not in shown:
+        if record.proposer == "seed" and record.ok and key not in shown:
             shown.add(key)
             references.append(record)
     return references

@@ -121,6 +121,18 @@ def test_the_seed_laws_are_scored_on_test_beside_the_top(tmp_path):
     assert frame.test_r2.notna().sum() <= 1 + len(seeds)  # the top one and the seeds only
 
 
+def test_the_rows_a_level_needs_are_counted_at_once_even_near_one():
+    """`--interval 0.999999999` counted up to a billion to say how many rows it needed."""
+    import time
+
+    from evolve.api import rows_needed
+
+    assert [rows_needed(level) for level in (0.5, 0.8, 0.9, 0.95, 0.99)] == [1, 4, 9, 19, 99]
+    started = time.monotonic()
+    assert rows_needed(1 - 1e-9) >= 999_999_999
+    assert time.monotonic() - started < 1.0
+
+
 def test_conformal_multiplier_is_the_finite_sample_quantile():
     from evolve.intervals import conformal_multiplier
 

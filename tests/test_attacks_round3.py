@@ -214,7 +214,11 @@ FORGED_NUMBERS = ["Min(p0, 10**10**9)", "Min(p0, (2**1000)**1000)", "Max(p0, 10*
 FORGED_WORK = ["Max(" + ", ".join(f"p0*x_0**(-p0 - {0.001 * i:.3f}) + p0" for i in range(40)) + ")",  # minutes in sympy
                "Max(" * 40 + "x_0" + "".join(f", {i}*p0)" for i in range(40)),  # flattened by sympy into one Max of 41
                "Piecewise(" + ", ".join(f"({i}*p0, x_0 > {i})" for i in range(20)) + ", (p0, True))",
-               " + ".join(f"Max(p0, {i}*x_0, x_0**2, 1 + x_0)" for i in range(20))]  # Σ arguments² = 320
+               " + ".join(f"Max(p0, {i}*x_0, x_0**2, 1 + x_0)" for i in range(20)),  # Σ arguments² = 320
+               # review of round 4: finite in float, huge exact (1.0 in float; a billion-bit fraction to sympy)
+               "p0*x_0 + ((1 + 2**-1000)**1000)**1000", "p0*x_0 + (1 + 1/10**300/10**300/10**300)**1000",
+               "p0*x_0 + Float(2, 10**7)",  # ten million digits asked of sympy
+               "Piecewise((p0*x_0, And(" + ", ".join(f"x_0 > {i}*p0 + x_0**p0" for i in range(40)) + ")), (p0, True))"]
 
 
 @pytest.mark.parametrize("text", FORGED_NUMBERS + FORGED_WORK)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
@@ -40,10 +41,10 @@ FOLDED_CELL = 8  # the narrowest a column of longer or spaced cells is allowed t
 
 
 def whole_width(cells: list[str]) -> int | None:
-    """The width that keeps every cell of a column in one piece, when all are short and
-    spaceless (numbers, statuses, counts, names); None for a column that may fold."""
-    if cells and all(len(c) <= WHOLE_CELL and " " not in c for c in cells):
-        return max(map(len, cells))
+    """The width on screen that keeps every cell of a column in one piece, when all are
+    short and spaceless (numbers, statuses, counts, names); None for a column that may fold."""
+    if cells and all(cell_len(c) <= WHOLE_CELL and " " not in c for c in cells):
+        return max(map(cell_len, cells))
     return None
 
 
@@ -69,7 +70,7 @@ def print_table(title: str, columns: list[str], rows: list[list], out: Console |
         return
     table = Table(title=Text(safe_text(title, keep_newlines=False)), title_justify="left")  # Text: "[tokens]" is not markup
     for column, width in zip(columns, whole):
-        table.add_column(Text(column), overflow="fold", min_width=width)
+        table.add_column(Text(safe_text(column, keep_newlines=False)), overflow="fold", min_width=width)
     for row in cells:
         table.add_row(*map(Text, row))
     out.print(table)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from evolve.cli.display import print_table
+from evolve.cli.display import print_table, safe_text
 from evolve.tasks import SCALE_SPAN, TaskError, create_task_folder, load_task, read_csv_records, resolve_task_dir, shipped_task_names
 
 
@@ -118,7 +118,7 @@ def tasks_new_command(folder: Path, csv_path: Path, features: str, targets: str,
         click.echo(f"note: test is the largest {fraction:.0%} of {split_names(features)[0]} per group (the first feature; "
                    "--test-largest COLUMN FRACTION chooses, e.g. params*tokens for compute)", err=True)
     for line in suspicious_feature_values(task):
-        click.echo(f"note: {line}", err=True)
+        click.echo(f"note: {safe_text(line, keep_newlines=False)}", err=True)  # the names are the CSV's
     share = len(task.test) / max(1, len(task.train) + len(task.test))
     if abs(share - fraction) > max(0.05, 0.25 * fraction):
         click.echo(f"note: test is {share:.0%} of the rows, not the {fraction:.0%} asked: rows that share a value of "
@@ -163,7 +163,8 @@ def data_shape_notes(task) -> list[str]:
         found.append(f"{repeats} train row(s) repeat another exactly (features, targets and group): they count as "
                      "replicates of one run; remove them if they are copies")
     generic = 1 + 2 * len(task.features)  # c + Σ a_i x_i^(-b_i)
-    fewest = min((int((fit.groups == g).sum()) for fit, held in task.validation_folds() for g in set(held.groups.tolist())), default=None)
+    fitted = [int((fit.groups == g).sum()) for fit, held in task.validation_folds() for g in set(held.groups.tolist())]
+    fewest = min((n for n in fitted if n), default=None)  # a group with no fit rows in a fold is not judged there
     if fewest is not None and fewest < generic:
         found.append(f"validation fits a group on as few as {fewest} row(s), fewer than the {generic} parameters of the "
                      "generic power law: laws that large cannot be judged (more rows, or a smaller --validation fraction)")

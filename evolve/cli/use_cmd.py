@@ -72,13 +72,15 @@ def outside_the_domain(task, X: np.ndarray) -> list[str]:
 def across_zero(task, predicted: np.ndarray) -> list[str]:
     """Notes for predictions on the other side of zero from every train value of their
     target (a negative loss): the law is past anything its data hold there."""
+    from evolve.intervals import observed_sign
+
     found = []
     for j, target in enumerate(task.targets):
-        column, values = task.train.y.reshape(len(task.train.y), -1)[:, j], predicted[:, j]
-        for side, observed, beyond in (("below", column >= 0, values < 0), ("above", column <= 0, values > 0)):
-            if observed.all() and (column != 0).any() and beyond.any():
-                found.append(f"{int(beyond.sum())} row(s) have predicted {target} {side} zero, where no train row has it: "
-                             "the law is past anything its data hold there")
+        sign = observed_sign(task.train.y.reshape(len(task.train.y), -1)[:, j])
+        beyond = predicted[:, j] * sign < 0
+        if sign and beyond.any():
+            found.append(f"{int(beyond.sum())} row(s) have predicted {target} {'below' if sign > 0 else 'above'} zero, where no "
+                         "train row has it: the law is past anything its data hold there")
     return found
 
 
@@ -125,7 +127,11 @@ def predict_command(run: Path, csv_path: Path, program_id: int | None, group: st
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", IntervalWarning)
                 low, high = (np.asarray(side, dtype=float).reshape(len(values), -1) for side in fitted.interval(rows.X[mask], name, interval))
-            notes += [str(w.message) for w in caught if issubclass(w.category, IntervalWarning) and str(w.message) not in notes]
+            for w in caught:  # the interval's own warnings become notes; any other is passed on as it came
+                if not issubclass(w.category, IntervalWarning):
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+                elif str(w.message) not in notes:
+                    notes.append(str(w.message))
             values = np.column_stack([values, *[np.column_stack([low[:, k], high[:, k]]) for k in range(values.shape[1])]])
         for index, row_values in zip(np.flatnonzero(mask), values):
             filled = [group_column] if group_column and not str(out_rows[index].get(group_column) or "").strip() else []
