@@ -9,7 +9,7 @@ law (the run's best, program code only) is calibrated on that inner train's fold
 fitted on all of it, and its interval at the pseudo-test rows is checked against their
 labels. Candidates differ only in how the calibration folds are cut, how reach is
 measured and how a held-out error is scored, so the sandbox refits are run once per task
-and fold set and cached (/tmp/evolve-interval-proxy/<task>-<resamples>-v4.pkl, with every
+and fold set and cached (/tmp/evolve-interval-proxy/<task>-<resamples>-v4-<method hash>.pkl, with every
 fit's rows so reach can be recomputed); every candidate is then numpy on the cache.
 
     python bench/interval_proxy.py --runs /work/notes/runs150 [--tasks a,b] [--resamples 30]
@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import pickle
 import sys
@@ -181,7 +182,10 @@ def _fits(law, inner, folds, resamples: int, reference: dict, alternatives: list
 
 def collect(task_name: str, runs: Path, resamples: int) -> dict:
     """The refits every candidate needs, on the inner task (cached)."""
-    path = CACHE / f"{task_name}-{resamples}-v4.pkl"  # v4: with the alternative laws' predictions (round 5)
+    # v4: with the alternative laws' predictions (round 5); the method's source is in the key, since
+    # the cache holds Fitted objects (their spread computed): two versions must never share one
+    method = hashlib.sha256(Path(intervals.__file__).read_bytes()).hexdigest()[:10]
+    path = CACHE / f"{task_name}-{resamples}-v4-{method}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     started = time.perf_counter()
