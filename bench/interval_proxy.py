@@ -382,7 +382,8 @@ READING = """
   (−51 and −6 where the others said 2.1) and owned the standard deviation. Measured here, for the whole table:
   the standard deviation (rounds 1–5: the chosen candidate's error 0.110), the interquartile range in standard
   deviations (0.075; domain_mixture 0.45 / 0.51 → 0.68 / 0.82, the others within 0.02) and the standard deviation
-  of the refits within 5 robust standard deviations of their median (0.077). The interquartile range is used; the
+  of the refits within 5 robust standard deviations of their median (0.081), each measured from its own worktree and
+  cache. The interquartile range is used; the
   same candidate is chosen under each. This table is of it.
 - Round 5 (2026-12-04, on new 150-iteration runs that return the same laws as round 4's): the disagreement of the
   run's next four distinct laws ('top4') was measured as a further scale. It loses by the rule written before it was
