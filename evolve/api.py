@@ -385,8 +385,15 @@ class Law:
         """The law as a sympy expression in the task's feature names with the group's fitted
         constants in, every digit kept (a list for several targets); checked against the
         program's own predictions on the group's rows, else a LawError. A name that is not a
-        Python identifier becomes one (evolve.symbolic.symbol_names: 'N params' → N_params)."""
-        expressions = list(self.formula(group).expressions)
+        Python identifier becomes one (evolve.symbolic.symbol_names: 'N params' → N_params).
+        The expression is parsed here from the text the bounded display work returned
+        (evolve.report.bounded), under the same whitelist and bounds as every formula text."""
+        from evolve.formula_display import parse_checked
+
+        try:
+            expressions = [parse_checked(text, self.task.features, 0) for text in self.formula(group).expressions]
+        except (ValueError, TypeError, SyntaxError) as exc:
+            raise LawError(f"program {self.record.id}: its formula does not parse as arithmetic ({exc})") from None
         return expressions[0] if len(expressions) == 1 else expressions
 
     def latex(self, group: str | None = None):

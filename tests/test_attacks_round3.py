@@ -320,3 +320,31 @@ def test_a_refused_law_s_many_parameters_are_not_kept_and_the_memo_counts_them(s
     assert memo.values == 13 and memo.get("small", jobs) is not None
     memo.put("bloated", jobs, RunReport(Status.OK, predictions={"g": np.zeros(10)}, params={"g": [0.5] * 6000}))
     assert memo.values == 13 and memo.get("bloated", jobs) is None  # 6,010 numbers are over the bound: not kept
+
+
+def test_sympy_work_on_a_formula_text_is_under_a_clock(monkeypatch):
+    """Attack hunt on the parent's sympy (round 5): a continued fraction of depth 22 (180
+    characters, no number at all) took sympy 98 s to parse, each level ×1.7; exact radicals
+    merged across a product and long decimals under nested functions did the same by other
+    means. The display work runs in a child with a clock: no formula, in seconds."""
+    import time
+
+    import numpy as np
+
+    from evolve.formula_numbers import evaluate
+    from evolve.report import bounded
+    from evolve.report.formula import FormulaCase, finish_bounded
+    from evolve.symbolic import Formula
+
+    monkeypatch.setattr(bounded, "SECONDS", 3.0)
+    rows = np.geomspace(1, 1000, 12)[:, None]
+    text = "1/(x_0+" * 22 + "x_0" + ")" * 22
+    expected = evaluate(text, {"x_0": rows[:, 0]}).reshape(-1, 1)
+    case = FormulaCase("", "g", [], rows)
+    started = time.monotonic()
+    assert finish_bounded(Formula((text,), ("",), True), case, ("x_0",), expected) is None
+    assert time.monotonic() - started < 10
+    honest = "2*x_0**(-0.5) + 1"
+    shown = finish_bounded(Formula((honest,), ("",), True), case, ("x_0",), evaluate(honest, {"x_0": rows[:, 0]}).reshape(-1, 1))
+    assert shown is not None and shown.text == ("2/x_0**0.5 + 1",) and shown.latex[0].startswith(r"\frac{2}")  # as text, in seconds
+    assert bounded.bounded_json(lambda: [1, "a"]) == [1, "a"] and bounded.bounded_json(lambda: 1 / 0) is None

@@ -9,7 +9,8 @@ formula must reproduce those predictions on a spread of the rows (a program that
 otherwise when traced is caught), and the shown one, with the numerical guards that never
 bind on the group's rows dropped, on every row; its numbers are rounded for reading to the
 fewest digits that still give the full formula's values to 1e-4 (the full-precision
-expression is what `Law.sympy` returns).
+expression is what `Law.sympy` returns). The sympy work runs in a child with a clock
+(evolve.report.bounded): the text came from a process that ran candidate code.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class ShownFormula:
     """One group's law: full-precision sympy expressions, and the rounded text and LaTeX shown."""
 
     group: str
-    expressions: tuple  # sympy, one per target, every digit of the constants
+    expressions: tuple  # one per target, every digit of the constants (sympy's text; `Law.sympy` parses it)
     text: tuple[str, ...]
     latex: tuple[str, ...]
 
@@ -47,7 +48,7 @@ class ShownFormula:
         return [f"{t} = {e}" for t, e in zip(targets, self.text)]
 
     def to_dict(self) -> dict:
-        return {"group": self.group, "expressions": [str(e) for e in self.expressions], "text": list(self.text),
+        return {"group": self.group, "expressions": list(self.expressions), "text": list(self.text),
                 "latex": list(self.latex), "verified": True}
 
 
@@ -83,11 +84,30 @@ def shown_formulas(cases: list[FormulaCase | None], task, scorer_config=None, sc
     jobs = [trace_job(c, task) for c in real]
     checks = [expected[key(c)][spread(c.rows)] for c in real]
     traced = dict(zip((key(c) for c in real), formulas_isolated(jobs, expected=checks))) if jobs else {}
-    done = {k: finish(traced.get(k), c, task.features) for k, c in distinct.items()}
-    for k, c in distinct.items():
-        if done[k] is not None and not agrees_on_every_row(done[k], expected[k], task.features, c.rows):
-            done[k] = None
+    done = {k: finish_bounded(traced.get(k), c, task.features, expected.get(k)) for k, c in distinct.items()}
     return [None if c is None else done[key(c)] for c in cases]
+
+
+def finish_bounded(formula, case: FormulaCase, features: tuple[str, ...], expected: np.ndarray | None) -> ShownFormula | None:
+    """`finish` and the check on every row, in a child with a clock (evolve.report.bounded):
+    the text came from a process that ran candidate code, and sympy can take without bound
+    on small texts. What returns is text; `expressions` hold every digit as sympy prints it."""
+    if formula is None or not formula.verified or expected is None:
+        return None
+
+    def work():
+        shown = finish(formula, case, features)
+        if shown is None or not agrees_on_every_row(shown, expected, features, case.rows):
+            return None
+        return [[str(e) for e in shown.expressions], list(shown.text), list(shown.latex)]
+
+    from evolve.report.bounded import bounded_json
+
+    reply = bounded_json(work)
+    if not (isinstance(reply, list) and len(reply) == 3 and all(isinstance(part, list) for part in reply)
+            and all(isinstance(t, str) for part in reply for t in part)):
+        return None
+    return ShownFormula(case.group, tuple(reply[0]), tuple(reply[1]), tuple(reply[2]))
 
 
 def trace_job(case: FormulaCase, task) -> FormulaJob:
