@@ -23,8 +23,17 @@ import warnings
 from collections.abc import Callable
 
 SECONDS = 20.0  # a real law's display work takes well under a second
-MEMORY_BYTES = 2 << 30
+MEMORY_BYTES = 2 << 30  # more address space than the parent maps at the fork
 MAX_REPLY = 4 << 20
+
+
+def address_space() -> int:
+    """The bytes this process maps now (VmSize), 0 when /proc does not say."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def bounded_json(function: Callable[[], object], seconds: float | None = None) -> object | None:
@@ -39,7 +48,8 @@ def bounded_json(function: Callable[[], object], seconds: float | None = None) -
         code = 1
         try:
             os.close(read_end)
-            resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+            limit_bytes = address_space() + MEMORY_BYTES  # beyond what the fork already maps (a parent with Ray maps gigabytes)
+            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
             limit = int(seconds) + 1
             resource.setrlimit(resource.RLIMIT_CPU, (limit, limit))
             data = json.dumps(function()).encode()
