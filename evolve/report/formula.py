@@ -36,7 +36,7 @@ class FormulaCase:
 
 @dataclass(frozen=True)
 class ShownFormula:
-    """One group's law: full-precision sympy expressions, and the rounded text and LaTeX shown."""
+    """One group's law as text: full-precision expressions, and the rounded text and LaTeX shown."""
 
     group: str
     expressions: tuple  # one per target, every digit of the constants (sympy's text; `Law.sympy` parses it)
@@ -89,21 +89,13 @@ def shown_formulas(cases: list[FormulaCase | None], task, scorer_config=None, sc
 
 
 def finish_bounded(formula, case: FormulaCase, features: tuple[str, ...], expected: np.ndarray | None) -> ShownFormula | None:
-    """`finish` and the check on every row, in a child with a clock (evolve.report.bounded):
-    the text came from a process that ran candidate code, and sympy can take without bound
-    on small texts. What returns is text; `expressions` hold every digit as sympy prints it."""
+    """`shown_texts` in a child with a clock (evolve.report.bounded): the text came from a
+    process that ran candidate code, and sympy can take without bound on small texts."""
     if formula is None or not formula.verified or expected is None:
         return None
-
-    def work():
-        shown = finish(formula, case, features)
-        if shown is None or not agrees_on_every_row(shown, expected, features, case.rows):
-            return None
-        return [[str(e) for e in shown.expressions], list(shown.text), list(shown.latex)]
-
     from evolve.report.bounded import bounded_json
 
-    reply = bounded_json(work)
+    reply = bounded_json(lambda: shown_texts(formula, case, features, expected))
     if not (isinstance(reply, list) and len(reply) == 3 and all(isinstance(part, list) for part in reply)
             and all(isinstance(t, str) for part in reply for t in part)):
         return None
@@ -159,26 +151,27 @@ def scorer_predictions(cases: list[FormulaCase], task, scorer) -> dict[tuple, np
         return dict(zip((key(c) for c in cases), executor.map(predict, cases)))
 
 
-def agrees_on_every_row(shown: ShownFormula, expected: np.ndarray, features: tuple[str, ...], rows: np.ndarray) -> bool:
-    """The full-precision shown formula against the scorer's predictions on every row (to 1e-4)."""
-    return all(same_values(values_on(e, features, rows), expected[:, k], DISPLAY_RTOL) for k, e in enumerate(shown.expressions))
+def agrees_on_every_row(laws: list, expected: np.ndarray, features: tuple[str, ...], rows: np.ndarray) -> bool:
+    """The full-precision formula against the scorer's predictions on every row (to 1e-4)."""
+    return all(same_values(values_on(e, features, rows), expected[:, k], DISPLAY_RTOL) for k, e in enumerate(laws))
 
 
 def key(case: FormulaCase) -> tuple:
     return case.code, case.group, tuple(case.params)
 
 
-def finish(formula, case: FormulaCase, features: tuple[str, ...]) -> ShownFormula | None:
-    if formula is None or not formula.verified:
-        return None
+def shown_texts(formula, case: FormulaCase, features: tuple[str, ...], expected: np.ndarray) -> list[list[str]] | None:
+    """[full-precision expressions, rounded texts, LaTeX] of the group's law, one per target:
+    constants in, guards dropped, checked against the scorer's predictions on every row;
+    None when any step fails or disagrees. Runs sympy on the text: `finish_bounded` runs it."""
     try:
         laws = fitted_law(formula, features, case.params, case.rows)
-        if laws is None:
+        if laws is None or not agrees_on_every_row(laws, expected, features, case.rows):
             return None
         shown = [rounded(law, features, case.rows) for law in laws]
+        return [[str(law) for law in laws], [str(s) for s in shown], [latex_of(s, features) for s in shown]]
     except Exception:  # noqa: BLE001 - a text the parser refuses, or sympy failing on it: no formula
         return None
-    return ShownFormula(case.group, tuple(laws), tuple(str(s) for s in shown), tuple(latex_of(s, features) for s in shown))
 
 
 def formulas_of_records(records: list, task, scorer_config=None, scorer=None) -> dict[int, ShownFormula | None]:
