@@ -133,6 +133,7 @@ def suspicious_feature_values(task) -> list[str]:
     of the feature (every generic seed law) cannot be fitted through such a row. And
     features with one value in every train row, whose effect no fit can see."""
     X = np.concatenate([task.train.X, task.test.X])
+    groups = task.train.group_names()
     found = []
     for j, name in enumerate(task.features):
         column = X[:, j]
@@ -144,8 +145,7 @@ def suspicious_feature_values(task) -> list[str]:
         if np.all(fitted == fitted[0]):
             found.append(f"{name} is {fitted[0]:.6g} in every train row: no law can learn its effect from them "
                          "(leave it out of --features, or predict only at that value)")
-        elif len(set(task.train.groups.tolist())) > 1 and all(
-                np.all(fitted[task.train.groups == g] == fitted[task.train.groups == g][0]) for g in set(task.train.groups.tolist())):
+        elif len(groups) > 1 and all(len(np.unique(fitted[task.train.groups == g])) == 1 for g in groups):
             found.append(f"{name} has one value in each group: each group's own fit cannot learn its effect "
                          "(a group column naming the model holds the model size fixed within a group)")
     return found + data_shape_notes(task)
