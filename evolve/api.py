@@ -387,7 +387,8 @@ class Law:
         program's own predictions on the group's rows, else a LawError. A name that is not a
         Python identifier becomes one (evolve.symbolic.symbol_names: 'N params' → N_params).
         The expression is parsed here from the text the bounded display work returned
-        (evolve.report.bounded), under the same whitelist and bounds as every formula text."""
+        (evolve.report.bounded), under the same whitelist and bounds as every formula text;
+        that work returns only texts it has parsed again within 2 s (`parses_quickly`)."""
         from evolve.formula_display import parse_checked
 
         try:

@@ -348,3 +348,26 @@ def test_sympy_work_on_a_formula_text_is_under_a_clock(monkeypatch):
     shown = finish_bounded(Formula((honest,), ("",), True), case, ("x_0",), evaluate(honest, {"x_0": rows[:, 0]}).reshape(-1, 1))
     assert shown is not None and shown.text == ("2/x_0**0.5 + 1",) and shown.latex[0].startswith(r"\frac{2}")  # as text, in seconds
     assert bounded.bounded_json(lambda: [1, "a"]) == [1, "a"] and bounded.bounded_json(lambda: 1 / 0) is None
+
+
+def test_only_texts_that_parse_quickly_leave_the_bounded_child(monkeypatch):
+    """`Law.sympy` parses the returned text again in the caller's process, where no clock
+    runs: the child returns a text only once it has parsed it again from a cold cache within
+    REPARSE_SECONDS (a continued fraction of depth 12 takes about 0.5 s; a real law, ms)."""
+    import numpy as np
+
+    from evolve.formula_numbers import evaluate
+    from evolve.report import formula
+    from evolve.report.formula import FormulaCase, finish_bounded
+    from evolve.symbolic import Formula
+
+    monkeypatch.setattr(formula, "REPARSE_SECONDS", 0.1)
+    rows = np.geomspace(1, 1000, 12)[:, None]
+    case = FormulaCase("", "g", [], rows)
+
+    def shown(text: str):
+        return finish_bounded(Formula((text,), ("",), True), case, ("x_0",), evaluate(text, {"x_0": rows[:, 0]}).reshape(-1, 1))
+
+    assert shown("1/(x_0+" * 12 + "x_0" + ")" * 12) is None
+    honest = shown("2*x_0**(-0.5) + 1")
+    assert honest is not None and honest.text == ("2/x_0**0.5 + 1",)

@@ -236,6 +236,25 @@ def test_a_formula_image_is_not_drawn_past_the_latex_cap():
     assert formula_image(("x + " * (MAX_LATEX_CHARS // 4) + "1",), ("loss",)) is None
 
 
+def test_the_formula_image_draws_every_character_of_a_column_name():
+    """mathtext has no \\textasciitilde, \\textasciicircum or \\textbackslash: a column named
+    `a~b` was drawn as a tab and the command's letters. The image uses the forms it knows,
+    and a `$` in a target name does not start mathematics."""
+    from matplotlib.mathtext import MathTextParser
+
+    from evolve.report.plots import formula_image, mathtext
+    from evolve.symbolic import latex_name
+
+    def drawn(latex: str) -> str:
+        return "".join(chr(glyph[2]) for glyph in MathTextParser("path").parse(f"${latex}$").glyphs)
+
+    name = latex_name("a~b^c\\d $e")
+    assert drawn(mathtext(name)) == "a~b^c\\d $e"
+    assert drawn(mathtext(latex_name("x\\textasciitilde{}"))) == "x\\textasciitilde{}"  # a name's own text stays text
+    assert formula_image((name + r" \cdot 2",), ("loss",)) is not None
+    assert formula_image((name, name), ("l$1", "l2")) is not None
+
+
 def test_the_extrapolation_slice_holds_the_other_features_where_test_lies():
     """Of the train rows at the largest swept value, the slice holds the others at their
     largest (it held tokens at 1e10 with every test point near 3e11)."""

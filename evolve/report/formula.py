@@ -15,6 +15,7 @@ expression is what `Law.sympy` returns). The sympy work runs in a child with a c
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +161,24 @@ def key(case: FormulaCase) -> tuple:
     return case.code, case.group, tuple(case.params)
 
 
+REPARSE_SECONDS = 2.0  # a real law's text parses in milliseconds
+
+
+def parses_quickly(expressions: list[str], features: tuple[str, ...]) -> bool:
+    """Whether the full-precision texts parse again within REPARSE_SECONDS from a cold sympy
+    cache. `Law.sympy` parses them in the caller's process (a notebook), where no clock runs:
+    only texts shown here to parse quickly leave the bounded child, so that call is bounded too."""
+    from sympy.core.cache import clear_cache
+
+    from evolve.formula_display import parse_checked
+
+    clear_cache()
+    start = time.monotonic()
+    for text in expressions:
+        parse_checked(text, features, 0)
+    return time.monotonic() - start <= REPARSE_SECONDS
+
+
 def shown_texts(formula, case: FormulaCase, features: tuple[str, ...], expected: np.ndarray) -> list[list[str]] | None:
     """[full-precision expressions, rounded texts, LaTeX] of the group's law, one per target:
     constants in, guards dropped, checked against the scorer's predictions on every row;
@@ -169,7 +188,10 @@ def shown_texts(formula, case: FormulaCase, features: tuple[str, ...], expected:
         if laws is None or not agrees_on_every_row(laws, expected, features, case.rows):
             return None
         shown = [rounded(law, features, case.rows) for law in laws]
-        return [[str(law) for law in laws], [str(s) for s in shown], [latex_of(s, features) for s in shown]]
+        expressions = [str(law) for law in laws]
+        if not parses_quickly(expressions, features):
+            return None
+        return [expressions, [str(s) for s in shown], [latex_of(s, features) for s in shown]]
     except Exception:  # noqa: BLE001 - a text the parser refuses, or sympy failing on it: no formula
         return None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 
 import numpy as np
 
@@ -275,6 +276,22 @@ def plot_tokens(records: list[ProgramRecord]) -> str | None:
     return png_base64(fig)
 
 
+MATHTEXT_TEXT_ESCAPES = {"asciitilde": "~", "asciicircum": r"\^{}", "backslash": r"}\backslash\text{"}
+
+
+def mathtext(latex: str) -> str:
+    r"""LaTeX as matplotlib's mathtext draws it: mathtext has no `\textasciitilde`,
+    `\textasciicircum` or `\textbackslash` (it printed a tab and the command's letters for a
+    column named `a~b`), so those escapes of a name (evolve.symbolic.latex_name) become the
+    forms it knows; the LaTeX shown as text keeps LaTeX's own."""
+    return re.sub(r"\\text(asciitilde|asciicircum|backslash)\{\}", lambda m: MATHTEXT_TEXT_ESCAPES[m.group(1)], latex)
+
+
+def plain_text(text: str) -> str:
+    """Text matplotlib draws as it is: a `$` would start mathematics."""
+    return text.replace("$", r"\$")
+
+
 def formula_image(latex: tuple[str, ...], targets: tuple[str, ...]) -> str | None:
     """The formula drawn with matplotlib's mathtext; None when mathtext cannot parse it, or
     when it is longer than the sandbox lets a traced formula's LaTeX be: this LaTeX is made
@@ -285,7 +302,7 @@ def formula_image(latex: tuple[str, ...], targets: tuple[str, ...]) -> str | Non
     if any(len(tex) > MAX_LATEX_CHARS for tex in latex):
         return None
     plt = pyplot()
-    lines = [f"{t} = ${tex}$" if len(targets) > 1 else f"${tex}$" for t, tex in zip(targets, latex)]
+    lines = [f"{plain_text(t)} = ${mathtext(tex)}$" if len(targets) > 1 else f"${mathtext(tex)}$" for t, tex in zip(targets, latex)]
     fig = plt.figure(figsize=(8, 0.8 * len(lines) + 0.2))
     for i, line in enumerate(lines):
         fig.text(0.01, 1 - (i + 0.5) / len(lines), line, fontsize=20, va="center")
