@@ -21,7 +21,7 @@ from evolve.config import RunConfig
 from evolve.propose.client import BudgetExceeded
 from evolve.metrics import failed_metrics
 from evolve.program import code_key
-from evolve.propose.base import Proposal, ProposalRequest, Proposer, built_from
+from evolve.propose.base import Proposal, ProposalRequest, Proposer, built_from, propose_or_fail
 from evolve.records import ProgramRecord
 from evolve.scoring.factory import open_scorer
 from evolve.scoring.memo import FitMemo
@@ -144,11 +144,11 @@ class Evolution:
         """Propose and score one child. A cheap proposer asks again rather than repeat a
         program in `known`, the code keys stored when its batch began (not the live cache
         its siblings fill: then it would depend on which thread finished first)."""
-        proposal = self.proposer.propose(request)
+        proposal = propose_or_fail(self.proposer, request)
         for attempt in range(1, self.duplicate_retries + 1):
             if proposal.code is None or code_key(proposal.code) not in known:
                 break
-            proposal = self.proposer.propose(dataclasses.replace(request, seed=request.seed + attempt))
+            proposal = propose_or_fail(self.proposer, dataclasses.replace(request, seed=request.seed + attempt))
         if proposal.status != Status.UNAVAILABLE:
             self.arrived[id(request)] = (request, proposal)  # kept on Ctrl-C even if its scoring is cut short
         return self.score_proposal(proposal)

@@ -298,3 +298,52 @@ def test_a_ctrl_c_names_a_run_to_resume_only_where_one_was_stored(tmp_path, monk
         monkeypatch.setattr(run_cmd, "run_evolution", interrupted(run_dir))
         assert main(["run", "sft_scaling_law", "--iterations", "1", "--run-dir", str(tmp_path / "x")]) == 130
         assert capsys.readouterr().err.endswith(expected)
+
+
+def test_a_fault_of_evolve_itself_is_one_line_with_the_traceback_on_request(tmp_path, monkeypatch, capsys):
+    """Attack round 6 stopped `evolve run` with a Python traceback (a fault in the offline
+    grammar's reading of a parent): any fault that is not the input's is one line naming it
+    as evolve's, with its own exit code; EVOLVE_TRACEBACK=1 shows where."""
+    import evolve.cli.run_cmd as run_cmd
+    from evolve.cli.main import EXIT_INTERNAL_ERROR, main
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'int' object has no attribute 'get'\n\x1b[31mred")
+
+    monkeypatch.setattr(run_cmd, "run_evolution", broken)
+    monkeypatch.delenv("EVOLVE_TRACEBACK", raising=False)
+    assert main(["run", "sft_scaling_law", "--iterations", "1", "--run-dir", str(tmp_path / "x")]) == EXIT_INTERNAL_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("evolve: internal error: AttributeError: 'int' object has no attribute 'get'")
+    assert err.count("\n") == 1 and "\x1b" not in err and "Traceback" not in err
+    monkeypatch.setenv("EVOLVE_TRACEBACK", "1")
+    with pytest.raises(AttributeError):
+        main(["run", "sft_scaling_law", "--iterations", "1", "--run-dir", str(tmp_path / "y")])
+
+
+def test_a_proposer_fault_costs_one_child_not_the_run(tmp_path):
+    """A proposer that raises on one request (it reads programs a model wrote) stores that
+    child as a proposal without code, with the reason, and the run goes on to the end."""
+    from evolve.propose.offline import OfflineProposer
+    from evolve.status import Status
+
+    calls = []
+    original = OfflineProposer.propose
+
+    def sometimes_broken(self, request):
+        calls.append(request.seed)
+        if len(calls) == 2:
+            raise AttributeError("'int' object has no attribute 'get'")
+        return original(self, request)
+
+    config = RunConfig(task=ATTACK_TASK, iterations=4, seed=0, proposer="offline", run_dir=str(tmp_path / "run"),
+                       scorer=ScorerConfig(workers=1), archive=ArchiveConfig())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(OfflineProposer, "propose", sometimes_broken)
+        summary = run_evolution(config)
+    assert summary.iterations == 4
+    from evolve.store.database import Archive
+
+    with Archive.open(Path(config.run_dir) / "archive.db", readonly=True) as archive:
+        failed = [p for p in archive.programs(order="id") if p.validation.status == Status.NO_CODE]
+    assert len(failed) == 1 and "offline proposer failed: AttributeError" in failed[0].validation.message

@@ -191,6 +191,41 @@ def test_invalid_specs_are_refused(tasks):
     assert law_param_count(spec["laws"][0]) <= 6
 
 
+def corrupted(value, replacement):
+    """Every copy of `value` with one of its parts (at any depth) replaced by `replacement`."""
+    yield replacement
+    if isinstance(value, dict):
+        for k, v in value.items():
+            for part in corrupted(v, replacement):
+                yield {**value, k: part}
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            for part in corrupted(v, replacement):
+                yield value[:i] + [part] + value[i + 1:]
+
+
+def test_a_spec_of_any_shape_is_refused_with_spec_error_and_the_search_goes_on(tasks):
+    """A parent's LAW_SPEC is read back from program text a model may have written (attack
+    round 6): `"laws": [0]` raised AttributeError and 3,000 unary minus signs RecursionError,
+    each stopping `evolve run --proposer offline`. Any part of any type is a SpecError; a
+    spec that is not one makes a fresh law."""
+    task = tasks["sft_scaling_law"]
+    proposer = OfflineProposer(task)
+    spec, _ = fresh_spec(proposer.ctx, random.Random(3))
+    for replacement in (0, None, "x", [], {}, True, 1.5, -1, 10**40, [[0]], {"op": 0}):
+        for bad in corrupted(spec, replacement):
+            try:
+                validate_spec(bad, proposer.ctx)
+            except SpecError:
+                pass
+    hostile = ['{"version": 1, "laws": [0]}', "-" * 3000 + "1", "[" * 100_000 + "]" * 100_000,
+               '{"version": 1, "laws": [{"const": true, "output": "identity", "loss": "linear", "terms": [[{"kind": "pow", "var": {"op": "feat", "args": [true]}, "sign": "dec", "tie": 10000000000000000000000}]]}]}']
+    for text in hostile:
+        code = f'# EVOLVE-BLOCK-START\n"""\nLAW_SPEC = {text}\n"""\ndef scaling_law_func(x, p):\n    return x[:, 0]\n\ndef fit_scaling_law(x, y):\n    return []\n# EVOLVE-BLOCK-END\n'
+        child = proposer.propose(ProposalRequest(task, record(code, task), (record(code, task),), seed=5))
+        assert spec_from_code(child.code) is not None  # a law of the grammar's own, not a crash
+
+
 def test_equal_laws_get_equal_code_whatever_their_term_order(tasks):
     proposer = OfflineProposer(tasks["data_constrained_scaling_law"])
     spec = next(s for s in random_specs(proposer, 40, seed=2) if len(s["laws"][0]["terms"]) >= 2)

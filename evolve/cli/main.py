@@ -34,6 +34,7 @@ from evolve.text import one_line, safe_text
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL_ERROR = 3  # a fault of evolve itself (not the input): please report it
 USER_ERRORS = (LawError, TaskError, ConfigError, ProgramError, ArchiveError, LLMError, RunError, SeedError)
 
 
@@ -88,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:
         return error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a fault of evolve's own: one line, the traceback on request
+        if os.environ.get("EVOLVE_TRACEBACK"):
+            raise
+        print(f"evolve: internal error: {safe_text(one_line(f'{type(exc).__name__}: {exc}'), keep_newlines=False)[:500]} "
+              "(a bug in evolve: EVOLVE_TRACEBACK=1 shows where)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     return result if isinstance(result, int) else 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from evolve.propose.errors import LLMError
 from evolve.records import ProgramRecord
 from evolve.status import Status
 from evolve.tasks import Task
@@ -47,6 +48,22 @@ def built_from(request: ProposalRequest, proposal: Proposal) -> int | None:
         named = proposal.extra["built_from"]
         return named if named is None or isinstance(named, int) else request.parent.id
     return request.parent.id
+
+
+def propose_or_fail(proposer: "Proposer", request: ProposalRequest) -> Proposal:
+    """The proposer's child, or a proposal without code saying why the proposer failed.
+
+    A proposer reads programs a model wrote (the offline grammar reads a parent's LAW_SPEC
+    back from its text): a fault it did not foresee costs that child, not the run and its
+    hours (attack round 6 stopped an offline run with a traceback). The proposer's own
+    errors for the user (LLMError: a refused key, a budget reached) still stop the run."""
+    try:
+        return proposer.propose(request)
+    except LLMError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one child lost, recorded with the reason
+        return Proposal(None, proposer=proposer.name, status=Status.NO_CODE,
+                        message=f"the {proposer.name} proposer failed: {type(exc).__name__}: {exc}"[:500])
 
 
 class Proposer(Protocol):

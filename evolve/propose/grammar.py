@@ -329,7 +329,11 @@ def within_cap(spec: dict, ctx: TaskContext) -> bool:
 
 
 def validate_spec(spec: dict, ctx: TaskContext) -> None:
-    """Raise SpecError unless the spec is a well-formed law for this task within its cap."""
+    """Raise SpecError unless the spec is a well-formed law for this task within its cap.
+
+    A spec is read back from a program's text, which a model may have written: every part
+    is checked for its type before it is used (a `"laws": [0]` stopped an offline run with
+    an AttributeError, attack round 6), so nothing but SpecError comes out of here."""
     if not isinstance(spec, dict) or spec.get("version") != SPEC_VERSION:
         raise SpecError("not a law spec of this version")
     laws = spec.get("laws")
@@ -342,6 +346,8 @@ def validate_spec(spec: dict, ctx: TaskContext) -> None:
 
 
 def validate_law(law: dict, ctx: TaskContext) -> None:
+    if not isinstance(law, dict):
+        raise SpecError("a law is a JSON object")
     if law.get("output") not in OUTPUTS or law.get("loss") not in LOSSES or not isinstance(law.get("const"), bool):
         raise SpecError("bad output, loss or const")
     terms = law.get("terms")
@@ -351,6 +357,8 @@ def validate_law(law: dict, ctx: TaskContext) -> None:
         if not isinstance(term, list) or not term:
             raise SpecError("a term needs at least one factor")
         for fac in term:
+            if not isinstance(fac, dict):
+                raise SpecError("a factor is a JSON object")
             validate_factor(fac, ctx)
         powered = [json.dumps(f["var"], sort_keys=True) for f in term if f["kind"] in POWER_KINDS]
         if len(powered) != len(set(powered)):
@@ -359,21 +367,22 @@ def validate_law(law: dict, ctx: TaskContext) -> None:
 
 def validate_factor(fac: dict, ctx: TaskContext) -> None:
     var = fac.get("var", {})
-    if var.get("op") not in VAR_OPS:
-        raise SpecError(f"unknown variable op {var.get('op')!r}")
+    if not isinstance(var, dict) or not isinstance(var.get("op"), str) or var["op"] not in VAR_OPS:
+        raise SpecError("unknown variable op")
     args = var.get("args", [])
     expected = 1 if var["op"] in ("feat", "exp10") else 2
-    if len(args) != expected or not all(isinstance(a, int) and 0 <= a < len(ctx.features) for a in args):
-        raise SpecError(f"bad variable arguments {args!r}")
+    if not isinstance(args, list) or len(args) != expected \
+            or not all(type(a) is int and 0 <= a < len(ctx.features) for a in args):
+        raise SpecError("bad variable arguments")
     if var["op"] == "exp10" and ctx.features[args[0]].sign != "real":
         raise SpecError("10^x applies only to log-valued (real) features")
     if var["op"] in ("ratio", "prod", "effdata") and any(ctx.features[a].sign != "positive" for a in args):
         raise SpecError("ratios and products need positive features")
-    if fac.get("kind") not in allowed_kinds(var, ctx):
-        raise SpecError(f"factor {fac.get('kind')!r} does not apply to variable {var_describe(var, ctx)}")
-    if fac.get("sign") not in ("dec", "any"):
+    if not isinstance(fac.get("kind"), str) or fac["kind"] not in allowed_kinds(var, ctx):
+        raise SpecError(f"the factor does not apply to variable {var_describe(var, ctx)}")
+    if not isinstance(fac.get("sign"), str) or fac["sign"] not in ("dec", "any"):
         raise SpecError("sign must be dec or any")
-    if fac.get("tie") is not None and not isinstance(fac.get("tie"), int):
+    if fac.get("tie") is not None and not (type(fac["tie"]) is int and abs(fac["tie"]) < 1 << 31):
         raise SpecError("tie must be an integer label or null")
 
 

@@ -212,6 +212,7 @@ def fit_scaling_law(data_points, loss_values):
     return f"{note}# EVOLVE-BLOCK-START\n{block}# EVOLVE-BLOCK-END\n"
 
 
+MAX_SPEC_CHARS = 50_000  # the grammar's largest laws (20 parameters per target, several targets) write a few thousand
 SPEC_PATTERN = re.compile(r"^LAW_SPEC\s*=\s*(.+)$", re.MULTILINE)
 
 
@@ -222,15 +223,21 @@ def literal(text: str):
 
 
 def spec_from_code(code: str) -> dict | None:
-    """The LAW_SPEC literal of a generated program, or None when there is none (or it is broken)."""
+    """The LAW_SPEC literal of a generated program, or None when there is none (or it is broken).
+
+    The text may be a model's: one deeper than the parser's recursion limit (3,000 unary
+    minus signs stopped an offline run, attack round 6) or longer than any law the grammar
+    writes is no spec."""
     match = SPEC_PATTERN.search(code or "")
     if not match:
         return None
     text = match.group(1).strip()
+    if len(text) > MAX_SPEC_CHARS:
+        return None
     for parse in (literal, json.loads):
         try:
             spec = parse(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, RecursionError, MemoryError):
             continue
         if isinstance(spec, dict) and "laws" in spec:
             return copy.deepcopy(spec)
