@@ -28,9 +28,35 @@ def parse_python(text: str, mode: str = "exec") -> ast.AST:
     """ast.parse, one thread at a time: CPython 3.11's parser shares state between threads
     and can raise a spurious SystemError under concurrency (python/cpython#106905), and the
     loop parses candidates, and checks formula lines, from several threads. Every parse in
-    evolve goes through here: one parse outside the lock races every parse inside it."""
+    evolve goes through here: one parse outside the lock races every parse inside it.
+
+    Nesting deeper than MAX_NESTING is a SyntaxError, like any other text that is no program:
+    CPython's parser gives up on deep nesting at a depth that shrinks with the caller's stack
+    (RecursionError, or MemoryError), so a model's reply 3,000 unary minus signs deep stopped
+    `evolve run`, and one 2,947 deep parsed in the proposer thread and then broke every reader
+    of the archive called from a deeper stack (a notebook cell; attack round 6). A bound far
+    below the parser's limit gives one answer from any stack."""
     with PARSE_LOCK:
-        return ast.parse(text, mode=mode)
+        try:
+            tree = ast.parse(text, mode=mode)
+        except (RecursionError, MemoryError):
+            raise SyntaxError("nested too deeply") from None
+    if nesting(tree) > MAX_NESTING:
+        raise SyntaxError(f"nested more than {MAX_NESTING} levels deep")
+    return tree
+
+
+MAX_NESTING = 200  # real programs and formulas nest a few dozen levels at most
+
+
+def nesting(tree: ast.AST) -> int:
+    """The depth of the syntax tree, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 class ProgramError(ValueError):

@@ -150,9 +150,14 @@ def column_values(X: np.ndarray, features: tuple[str, ...], expression: str) -> 
     return values
 
 
+TIE_RTOL = 1e-9  # float rounding of a computed column, far below any real difference of scale
+
+
 def largest_mask(groups: np.ndarray, values: np.ndarray, fraction: float) -> np.ndarray:
     """Per group, the rows with the largest `values` (a `fraction` of the group, ties
-    included), keeping at least two rows of each group to fit on."""
+    included), keeping at least two rows of each group to fit on. Values within TIE_RTOL of
+    the cut are ties: a product of columns (`params*tokens`) gave one FLOP budget's points
+    values differing in the last bit, and the cut split the budget between train and test."""
     mask = np.zeros(len(groups), dtype=bool)
     for group in sorted(set(groups.tolist())):
         index = np.flatnonzero(groups == group)
@@ -160,7 +165,7 @@ def largest_mask(groups: np.ndarray, values: np.ndarray, fraction: float) -> np.
             continue
         k = min(len(index) - 2, max(1, math.ceil(fraction * len(index))))
         threshold = np.sort(values[index])[::-1][k - 1]
-        chosen = index[values[index] >= threshold]
+        chosen = index[values[index] >= threshold - TIE_RTOL * abs(threshold)]
         if len(chosen) > len(index) - 2:
             chosen = index[np.argsort(-values[index], kind="stable")[:k]]
         mask[chosen] = True

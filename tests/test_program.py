@@ -159,3 +159,24 @@ def test_parsing_from_many_threads_at_once_never_raises_a_system_error():
         gc.set_threshold(*threshold)
     assert spec_from_code(spec_line) == {"laws": [{"terms": [1, 2.5, (3, "x")]}]}
     assert errors == []
+
+
+def test_deep_nesting_is_a_syntax_error_from_any_stack():
+    """Attack round 6: a reply 3,000 unary minus signs deep stopped `evolve run` with a
+    RecursionError; one 2,947 deep parsed in the proposer thread and then raised in every
+    reader of the archive called from a deeper stack (a notebook cell). Both are now a
+    SyntaxError wherever they are parsed, and a program is a syntax_error status."""
+    from evolve.program import MAX_NESTING, ProgramError, parse_python, top_level_functions
+
+    def deep_call(depth, function):
+        return function() if depth == 0 else deep_call(depth - 1, function)
+
+    for text in ("x = " + "-" * 3000 + "1", "x = " + "-" * 2947 + "1", "x = " + "not " * 10000 + "1",
+                 "x = " + "(" * (MAX_NESTING + 5) + "1" + ")" * (MAX_NESTING + 5)):
+        for depth in (0, 40):
+            with pytest.raises(SyntaxError):
+                deep_call(depth, lambda: parse_python(text))
+        with pytest.raises(ProgramError) as caught:
+            top_level_functions(text + "\ndef scaling_law_func(x, p):\n    return x\n")
+        assert caught.value.status == "syntax_error"
+    assert parse_python("x = " + "(" * 100 + "1" + ")" * 100) is not None

@@ -155,3 +155,17 @@ def test_random_validation_folds_are_disjoint_and_fold_two_fits_inside_fold_one(
     assert keys(held1) & keys(held2) == set() and len(held2) > 0
     assert keys(fit2) | keys(held2) == keys(fit1) and keys(fit1) | keys(held1) == keys(task.train)
     assert two.fit_and_score_rows("validation")[1].X.tolist() == task.fit_and_score_rows("validation")[1].X.tolist()
+
+
+def test_a_cut_keeps_values_equal_but_for_float_rounding_together():
+    """A new user's `--test-largest params*tokens`: one FLOP budget's nine points differed
+    only in the last bit (5.3333333333333331e17 against ...338e17), and four went to train,
+    five to test. Values within 1e-9 of the cut are ties."""
+    import numpy as np
+
+    from evolve.tasks import largest_mask
+
+    budget = np.array([5.3333333333333331e17, 5.3333333333333338e17] * 4 + [5.3333333333333331e17])
+    values = np.concatenate([np.geomspace(1e15, 1e17, 11), budget])
+    mask = largest_mask(np.array(["g"] * len(values)), values, 0.2)
+    assert mask[11:].all() and not mask[:11].any()
