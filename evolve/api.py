@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from evolve.config import ScorerConfig, run_config_from_dict
-from evolve.intervals import MIN_RESAMPLES, calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, save_scores, within_observed_sign
+from evolve.intervals import MIN_RESAMPLES, calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, refit_limit, save_scores, within_observed_sign
 from evolve.loop import run_evolution
 from evolve.program import code_key
 from evolve.records import ProgramRecord
@@ -187,10 +187,10 @@ class Law:
 
     # ---------------------------------------------------------------- running the program
 
-    def _run(self, jobs: list[GroupJob]) -> RunReport:
+    def _run(self, jobs: list[GroupJob], timeout_s: float | None = None) -> RunReport:
         """The sandbox's report of the jobs (predictions and fitted parameters per job)."""
         scorer = shared_scorer(dataclasses.replace(self.scorer_config, isolate=not self.trusted))
-        report = scorer.run(self.code, jobs, self.task)
+        report = scorer.run(self.code, jobs, self.task, timeout_s)
         if report.status != Status.OK:
             raise LawError(f"program {self.record.id}: {report.status}: {report.message.strip().splitlines()[-1] if report.message.strip() else ''}")
         return report
@@ -356,10 +356,14 @@ class Law:
     def _batch(self, jobs: list[GroupJob]):
         """Predictions and parameters of a batch of jobs, or None when the program fails on it."""
         try:
-            report = self._run(jobs)
+            report = self._run(jobs, self._refit_limit())
         except LawError:
             return None
         return report.predictions, report.params
+
+    def _refit_limit(self) -> float | None:
+        """One batch of interval refits' time limit (evolve.intervals.refit_limit)."""
+        return refit_limit(float(getattr(self.record.validation, "seconds", 0.0) or 0.0), float(self.scorer_config.timeout_s))
 
     def formula(self, group: str | None = None):
         """The law of `group` as shown everywhere (evolve.report.formula.ShownFormula): traced

@@ -162,6 +162,23 @@ def fit_many(problems: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run
     return fitted
 
 
+REFIT_LIMIT_FACTOR = 10.0
+REFIT_LIMIT_FLOOR_S = 5.0
+
+
+def refit_limit(scoring_seconds: float, run_limit_s: float) -> float | None:
+    """The time limit of one batch of refits: REFIT_LIMIT_FACTOR times what scoring the law
+    on validation took (the same fits, on as many rows), at least REFIT_LIMIT_FLOOR_S, at
+    most the run's own limit; None (the run's limit) when the scoring time is not known.
+    A law slow only on the bootstrap's repeated rows that still succeeded just before the
+    run's limit made every refit wait it out (attack round 6: 2 min 17 s for one `predict
+    --interval` at a 5 s limit, 136 s for 10 resamples at 20 s): each such refit now fails at
+    this limit, and after a few the refits stop (`run_until_failing`)."""
+    if scoring_seconds <= 0:
+        return None
+    return min(run_limit_s, max(REFIT_LIMIT_FLOOR_S, REFIT_LIMIT_FACTOR * scoring_seconds))
+
+
 IQR_PER_SD = 1.3489795  # the interquartile range of a normal distribution, in standard deviations
 
 
