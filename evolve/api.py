@@ -18,14 +18,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evolve.allocation import optimal_allocation, size_and_data_features  # noqa: F401 - size_and_data_features is part of the API
 from evolve.config import ScorerConfig, run_config_from_dict
+from evolve.errors import IntervalWarning, LawError
 from evolve.intervals import MIN_RESAMPLES, calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, refit_limit, save_scores, within_observed_sign
 from evolve.loop import run_evolution
 from evolve.program import code_key
@@ -39,14 +40,6 @@ from evolve.text import name_some
 
 BOOTSTRAP_RESAMPLES = 30
 CACHE_FOLDER = "cache"  # in a run's folder: interval calibrations, safe to delete
-class LawError(ValueError):
-    """A law that cannot do what was asked (it failed, or the question does not apply)."""
-
-
-class IntervalWarning(UserWarning):
-    """An interval whose level is not guaranteed (too few validation rows to calibrate it)."""
-
-
 def rows_needed(level: float) -> int:
     """The fewest calibration scores m with ⌈(m+1)·level⌉ ≤ m (as conformal_multiplier
     counts), found near level/(1 − level) rather than by counting up to it."""
@@ -422,42 +415,23 @@ class Law:
 
     def optimal(self, compute: float, group: str | None = None, points: int = 241, size: str | None = None, data: str | None = None) -> dict[str, float]:
         """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve
-        with the lowest predicted loss (first target). Applies to laws whose task has a
+        with the lowest predicted loss (first target), searched over tokens per parameter
+        from 1/100 of the group's smallest train ratio to 100 times its largest (the lowest
+        interior minimum; evolve.allocation says why). Applies to laws whose task has a
         model-size and a data feature (by name: params/N/model_size, tokens/D/data, or
-        named by `size` and `data`, e.g. size="Model Size", data="Training Tokens"); other features are held at their values in the group's largest train run (by N·D),
-        as in the report's iso-loss plot. `at_search_edge` (the optimum is the end of the N
-        range searched, 1/100 to 100 times the data's), `within_data` (N and D inside the
-        group's train rows) and `negative_loss` (below zero where every train value is not)
-        say how far to trust it."""
+        named by `size` and `data`, e.g. size="Model Size", data="Training Tokens"); other
+        features are held at their values in the group's largest train run (by N·D), as in
+        the report's iso-loss plot. `at_search_edge` (no interior minimum: the answer is an
+        end of the range searched), `lower_at_edge` (the law falls lower towards an end: it
+        extrapolates there), `within_data` (N and D inside the group's train rows) and
+        `negative_loss` (below zero where every train value is not) say how far to trust it."""
         n_index, d_index = size_and_data_features(self.task.features, size, data)
         if not compute > 0:
             raise LawError("compute must be positive")
         group = self._one_group(group)
         X_fit, y_fit = self._group_rows(group)
-        n_low, n_high = X_fit[:, n_index].min() / 100, X_fit[:, n_index].max() * 100
-        grid_n = np.geomspace(max(n_low, 1.0), n_high, points)
-        X = np.tile(X_fit[np.argmax(X_fit[:, n_index] * X_fit[:, d_index])], (points, 1))
-        X[:, n_index], X[:, d_index] = grid_n, compute / (6 * grid_n)
-        predicted = np.atleast_2d(self.predict(X, group).reshape(points, -1))[:, 0]
-        finite = np.isfinite(predicted)
-        if not finite.any():
-            raise LawError("the law predicts no finite loss on the compute curve")
-        best = int(np.nanargmin(np.where(finite, predicted, np.nan)))
-        edge = best in (0, points - 1)
-        n, d = float(grid_n[best]), float(compute / (6 * grid_n[best]))
-        inside = bool(X_fit[:, n_index].min() <= n <= X_fit[:, n_index].max() and X_fit[:, d_index].min() <= d <= X_fit[:, d_index].max())
-        impossible = bool(predicted[best] < 0 <= y_fit.reshape(len(X_fit), -1)[:, 0].min())  # a loss the data never allow (all of theirs are >= 0)
-        return {"compute": float(compute), "N": n, "D": d, "loss": float(predicted[best]), "at_search_edge": bool(edge),
-                "within_data": inside, "negative_loss": impossible}
-
-
-SIZE_NAMES = ("params", "n", "model_size", "parameters", "num_params", "n_params", "model_params", "non_embedding_params", "non_embedding_param_size", "dense_parameter_count")
-DATA_NAMES = ("tokens", "d", "data", "data_size", "num_tokens", "n_tokens", "train_tokens", "dataset_size", "samples_seen", "seen_examples")
-
-
-SIZE_WORDS = ("params", "parameters", "param")  # the word of a longer name ("Model Parameters") that says model size
-DATA_WORDS = ("tokens", "samples", "examples")
-QUALIFIERS = ("model", "training", "train", "total", "num", "number", "of", "seen", "n", "d")  # words that keep the meaning
+        return optimal_allocation(lambda X: self.predict(X, group), compute, X_fit, y_fit.reshape(len(X_fit), -1)[:, 0],
+                                  n_index, d_index, points)
 
 
 def check_groups(task: Task, groups, where: str = "") -> None:
@@ -467,32 +441,3 @@ def check_groups(task: Task, groups, where: str = "") -> None:
     if unknown:
         word = "group" if len(unknown) == 1 else "groups"
         raise LawError(f"{where}unknown {word} {name_some([repr(g) for g in unknown], 5)} (the task's groups: {name_some(task.train.group_names())})")
-
-
-def size_and_data_features(features: tuple[str, ...], size: str | None = None, data: str | None = None) -> tuple[int, int]:
-    """The columns of model size N and data D: as named, else found by their usual names
-    (case, spaces and units in brackets aside), else by the only name made of one such word and
-    qualifiers ("Training Tokens")."""
-    for name in (size, data):
-        if name is not None and name not in features:
-            raise LawError(f"no feature {name!r} (features are {', '.join(features)})")
-    if size is not None and size == data:
-        raise LawError(f"size and data (--size, --data) name the same feature {size!r}: N and D are two features")
-    n = features.index(size) if size is not None else usual_feature(features, SIZE_NAMES, SIZE_WORDS)
-    d = features.index(data) if data is not None else usual_feature(features, DATA_NAMES, DATA_WORDS)
-    if n is None or d is None or n == d:
-        raise LawError(f"compute-optimal allocation needs a model-size and a data feature (features are {', '.join(features)}); "
-                       "name them with size= and data= (--size and --data), or it does not apply to this task")
-    return n, d
-
-
-def usual_feature(features: tuple[str, ...], names: tuple[str, ...], words: tuple[str, ...]) -> int | None:
-    """The feature whose name, units in brackets aside, is one of `names`; else the only one
-    made of one of `words` and qualifiers ("Training Tokens"). A name with any other word
-    ("tokens_per_param", "batch_samples") is another quantity and never matches."""
-    normalised = [re.sub(r"[^a-z0-9]+", "_", re.sub(r"[(\[][^)\]]*[)\]]", " ", f.lower())).strip("_") for f in features]
-    exact = [i for i, f in enumerate(normalised) if f in names]
-    if exact:
-        return exact[0]
-    worded = [i for i, f in enumerate(normalised) if set(f.split("_")) & set(words) and set(f.split("_")) <= {*words, *QUALIFIERS}]
-    return worded[0] if len(worded) == 1 else None

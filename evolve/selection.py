@@ -19,7 +19,9 @@ held-out rows are not evidence. So at the end of a run:
    together (`fold_row_errors`), so the standard errors below are cluster-robust.
 3. Refuse laws whose coefficients cancel (two of the largest fitted parameters huge
    relative to the target's scale, of opposite signs, summing to little: the law subtracts
-   two big numbers to make a small one, which extrapolates like its ill-conditioning),
+   two big numbers to make a small one, which extrapolates like its ill-conditioning) in
+   any of its fits (the search's, each selection fold's, and the one on all train rows
+   that best.py and the API use),
    and, on a task with no parameter cap, laws over the default cap from rows per group
    (`evolve.propose.grammar.default_param_cap`), unless they beat every clean finalist by
    more than two standard errors (evidence strong enough to keep them).
@@ -47,7 +49,9 @@ held-out rows are not evidence. So at the end of a run:
 How each choice was made (principles and train-only evidence; test figures only measure):
 - Steps 1, 3 and 5 and the default cap are the textbook one-standard-error rule and a
   conditioning argument, written before any run. The cancellation test's "summing to little"
-  clause came from a VALIDATION-side count (on lr_bsz every finalist was flagged).
+  clause came from a VALIDATION-side count (on lr_bsz every finalist was flagged). Checking
+  every fit, not the search's alone, came from a new user's returned law whose parameters
+  on all train rows cancelled (c = 91308, a = -91304.8): parameters are train-side.
 - Step 4 with all distinct programs counted was added after the first held-out measurements
   (openclip, obsscaling) showed the pick below the seed on test; it then gave back gains the
   search had found (bench/results/selection.md). Counting distinct laws instead of programs
@@ -93,6 +97,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 
@@ -115,6 +120,7 @@ MAX_SELECTION_FOLDS = 4  # rolling-origin folds selection may re-fit on (more wh
 MIN_FIT_SHARE = 0.5  # ... while every group still fits on at least half of its train rows
 SAMPLE_FOR_REDUNDANCY = 8  # laws outside the finalists re-scored to estimate how many tried laws are distinct
 SAMPLE_SEED = 0
+DEFAULT_CAP_WORDS = "the task sets no param_cap, so a quarter of its smallest group's fit rows"  # what the default cap is
 
 
 @dataclass(frozen=True)
@@ -243,11 +249,21 @@ def selection_folds(task: Task, max_params: int = 0) -> list:
     return best
 
 
-def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+class Refit(NamedTuple):
+    """A law re-fitted on the selection folds: its errors there, and the parameters of every
+    fit (each fold's, then the fit on all train rows when asked for)."""
+
+    errors: np.ndarray  # per observation
+    fold_errors: np.ndarray
+    params: tuple[dict, ...] = ()
+
+
+def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None = None, all_train: bool = False) -> Refit | None:
     """Re-fit a law on each fold (the task's validation folds unless given; through
     `run(code, jobs, task) -> RunReport`, the scorer's sandbox) and return its
-    per-observation and per-fold errors; None on failure."""
-    predictions, truths, replicates = [], [], []
+    per-observation and per-fold errors; None on failure. `all_train` also fits it on all
+    train rows, the fit `best.py`, the API and export use, for its parameters."""
+    predictions, truths, replicates, params = [], [], [], []
     for fit_rows, score_rows in folds if folds is not None else task.validation_folds():
         if not len(score_rows):
             return None
@@ -261,9 +277,15 @@ def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None =
         except (KeyError, ValueError):
             return None
         truths.append(truth)
+        params.append(report.params)
         if predictions[-1].size != truth.size or not np.all(np.isfinite(predictions[-1])):
             return None
-    return fold_row_errors(predictions, truths, replicates)
+    if all_train:
+        jobs, _ = group_jobs(task.train, task.train)
+        report = run(record.code, [dataclasses.replace(job, X_predict=job.X_predict[:1]) for job in jobs], task)
+        if report.status == Status.OK:
+            params.append(report.params)
+    return Refit(*fold_row_errors(predictions, truths, replicates), tuple(params))
 
 
 def gap_and_noise(a: tuple, b: tuple) -> tuple[float, float]:
@@ -309,12 +331,17 @@ def margin_words(distinct: float, tried: int) -> str:
     return f"{count} distinct law{'' if count == 1 else 's'} (of {tried} tried) call{'s' if count == 1 else ''} for"
 
 
-def suspect_reason(record: ProgramRecord, scale: float, cap: int | None, n_targets: int) -> str:
-    """Why a finalist is a suspect (step 3), in words; empty when it is clean."""
-    if cancelling(record.validation.params, scale):
+def suspect_reason(record: ProgramRecord, scale: float, cap: int | None, n_targets: int, refit: Refit | None = None) -> str:
+    """Why a finalist is a suspect (step 3), in words; empty when it is clean. The search's
+    validation fit, every re-fit on the selection folds and the fit on all train rows are
+    each checked for cancelling coefficients: the fit on all train rows is the one a user
+    predicts with (a new user's law passed with validation parameters that did not cancel,
+    then fitted c = 91308 with a = -91304.8 on all its rows)."""
+    fits = [record.validation.params, *(refit.params if refit is not None else ())]
+    if any(cancelling(params or {}, scale) for params in fits):
         return "coefficients that cancel (two huge fitted parameters of opposite signs summing to little)"
     if cap is not None and record.n_params is not None and record.n_params > cap * n_targets:
-        return f"{record.n_params} parameters, over the default cap of {cap} per target"
+        return f"{record.n_params} parameters, over the default cap of {cap} per target ({DEFAULT_CAP_WORDS})"
     return ""
 
 
@@ -418,12 +445,13 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
         return None
     scale = target_scale(task)
     cap = default_param_cap(task) if task.param_cap is None else None
-    suspicion = {id(r): why for r in pool if (why := suspect_reason(r, scale, cap, len(task.targets)))}
-    refused = [r for r in pool if id(r) in suspicion]
     folds = selection_folds(task, max((r.n_params or 0) // max(1, len(task.targets)) for r in pool))
     sample = redundancy_sample(records, pool)
+    finalist_ids = {id(r) for r in pool}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="select") as executor:
-        errors = list(executor.map(lambda r: held_out_errors(run, r, task, folds), pool + sample))
+        errors = list(executor.map(lambda r: held_out_errors(run, r, task, folds, all_train=id(r) in finalist_ids), pool + sample))
+    suspicion = {id(r): why for r, refit in zip(pool, errors) if (why := suspect_reason(r, scale, cap, len(task.targets), refit))}
+    refused = [r for r in pool if id(r) in suspicion]
     rescored = [(r, e[0], e[1]) for r, e in zip(pool + sample, errors) if e is not None and np.all(np.isfinite(e[0]))]
     scored = [c for c in rescored if any(c[0] is r for r in pool)]
     if not scored:
@@ -452,7 +480,7 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
     # refused: the suspects out of the running, never the law returned (a protected seed stands even as a suspect)
     refused_ids = tuple(r.id for r in refused if r.id is not None and r is not record and all(c[0] is not r for c in kept))
     if refused_ids:
-        over = f"over the default cap of {cap} parameters per target" if cap is not None else ""
+        over = f"over the default cap of {cap} parameters per target, {DEFAULT_CAP_WORDS}" if cap is not None else ""
         reason += f"; {len(refused_ids)} finalist(s) refused ({' or '.join(filter(None, ['cancelling coefficients', over]))}, and not better by two standard errors)"
     if id(record) in suspicion:  # kept as the seed, or on strong evidence: the user should know what it is
         why = ("kept because it is the seed law and no law beat it by the margin" if seed is not None else

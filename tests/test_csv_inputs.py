@@ -288,10 +288,35 @@ def test_a_table_on_a_narrow_terminal_never_splits_a_number_or_cuts_a_cell():
         text = out.file.getvalue()
         assert all(len(line) <= width for line in text.splitlines())
         for cell in ("0.994199", "0.993183", "interrupted", "60/150", "sft_scaling_law-20261204-190218"):
-            assert re.search(rf"(^|[\s│:]){re.escape(cell)}($|[\s│])", text, re.M), (width, cell)
+            assert re.search(rf"(^|[\s│:]){re.escape(cell)}($|[\s│,])", text, re.M), (width, cell)
     narrow = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
     print_table("Runs", columns, rows, narrow)
-    assert "its val R²: 0.994199" in narrow.file.getvalue()  # one block per row at 80 columns
+    assert "its val R² 0.994199" in narrow.file.getvalue()  # a paragraph per row at 80 columns, breaking between fields
+
+
+def test_a_table_at_any_width_keeps_every_header_word_and_cell_whole():
+    """At 90-100 columns `evolve archive RUN list` cut its "tokens" header to "t" and pushed
+    the column off the screen (headers were not counted in the width a table needs), and
+    `evolve optimize` broke a group name in the middle of a word."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from evolve.cli.display import print_table
+
+    columns = ["id", "island", "iter", "parent", "proposer", "status", "val R²", "test R²", "params", "size", "tokens"]
+    rows = [["11", "1", "1", "—", "offline", "ok", "1.0000", "1.0000", "4", "701", "0"],
+            ["1", "0", "0", "—", "seed", "ok", "0.9999", "—", "4", "195", "12,345"]]
+    groups = [["refinedweb_cosine_long", "1e+18", "3.2e+08", "5.2e+08", "2.934", "beyond the data's N or D"]]
+    for width in range(60, 141, 5):
+        out = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
+        print_table("Programs", columns, rows, out)
+        print_table("Allocation", ["group", "compute", "N", "D", "predicted loss", "caveat"], groups, out)
+        text = out.file.getvalue()
+        assert all(len(line) <= width for line in text.splitlines()), width
+        for word in [w for c in columns for w in c.split()] + ["12,345", "0.9999", "refinedweb_cosine_long", "3.2e+08"]:
+            assert re.search(rf"(^|[\s│,]){re.escape(word)}($|[\s│,])", text, re.M), (width, word)
 
 
 def test_a_missing_group_column_names_the_columns_there_are(tmp_path, capsys):

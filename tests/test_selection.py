@@ -354,3 +354,24 @@ def test_without_the_reference_a_run_still_protects_a_seed():
     assert [c[0].id for c in protected([(power, rows, rows), (log_linear, rows, rows), (evolved, rows, rows)])] == [1]
     assert [c[0].id for c in protected([(log_linear, rows, rows), (evolved, rows, rows)])] == [2]  # the power law failed to fit
     assert protected([(evolved, rows, rows)]) == []
+
+
+def test_coefficients_that_cancel_only_when_fitted_on_all_train_rows_are_refused(tmp_path):
+    # A new user's law passed with validation parameters that did not cancel, then fitted
+    # c = 91308 with a = -91304.8 on all its train rows: the fit predict and export use.
+    task = make_task(tmp_path)
+    laws = {1: lambda x, y: truth(x), 2: wobble}
+    inner = fake_run(task, laws)
+    every_row = len(task.train.X)
+
+    def run(code, jobs, task_):
+        report = inner(code, jobs, task_)
+        on_all = sum(len(job.X_fit) for job in jobs) == every_row
+        params = [91308.0, -91304.8, 0.5] if code.endswith("return 2\n") and on_all else [2.0, 5.0, 0.5]
+        return RunReport(Status.OK, "", report.predictions, {job.group: params for job in jobs})
+
+    simple, cancel = record(1, 0.95, 3, [2.0, 5.0, 0.5]), record(2, 0.951, 3, [2.0, 5.0, 0.5])
+    choice = choose([cancel, simple], task, run)
+    assert choice.record.id == 1 and 2 in choice.refused and "cancelling coefficients" in choice.reason
+    plain = choose([cancel, simple], task, fake_run(task, laws))  # the same laws, no fit cancelling: nothing refused
+    assert 2 not in plain.refused

@@ -48,6 +48,34 @@ def whole_width(cells: list[str]) -> int | None:
     return None
 
 
+def longest_word(texts: list[str]) -> int:
+    return max((cell_len(word) for text in texts for word in text.split()), default=0)
+
+
+def column_width(header: str, cells: list[str]) -> int:
+    """The narrowest a column may be: its whole cells (see whole_width), else its longest
+    word up to WHOLE_CELL (a group name is not split in the middle when it can be kept),
+    and never narrower than the longest word of its header ("tokens" was cut to "t")."""
+    whole = whole_width(cells)
+    cell_part = whole if whole is not None else max(FOLDED_CELL, min(longest_word(cells), WHOLE_CELL))
+    return max(cell_part, longest_word([header]))
+
+
+def row_lines(columns: list[str], row: list[str], width: int) -> list[str]:
+    """One row as "column value" pairs joined into lines of at most `width` cells: a narrow
+    terminal breaks between fields, never inside one (a pair wider than the line is a line
+    of its own, folded by the terminal)."""
+    lines, line = [], ""
+    for column, value in zip(columns, row):
+        pair = f"{safe_text(column, keep_newlines=False)} {value}"
+        if line and cell_len(line) + 2 + cell_len(pair) > width:
+            lines.append(line + ",")
+            line = "  " + pair
+        else:
+            line = f"{line}, {pair}" if line else pair
+    return [*lines, line] if line else lines
+
+
 def print_table(title: str, columns: list[str], rows: list[list], out: Console | None = None) -> None:
     """A table on a terminal (long cells fold onto more lines, never cut); plain
     tab-separated rows when the output is a pipe or a file, for scripts and `grep`."""
@@ -59,17 +87,16 @@ def print_table(title: str, columns: list[str], rows: list[list], out: Console |
             out.file.write("\t".join(row) + "\n")
         out.file.flush()
         return
-    whole = [whole_width([row[k] for row in cells if k < len(row)]) for k in range(len(columns))]
-    needed = sum((w or FOLDED_CELL) + 3 for w in whole) + 1  # each column's cells, padding and rule
-    if needed > out.width:  # even folded, the table cannot fit: one block per row, nothing cut or split
+    widths = [column_width(column, [row[k] for row in cells if k < len(row)]) for k, column in enumerate(columns)]
+    needed = sum(w + 3 for w in widths) + 1  # each column's cells, padding and rule
+    if needed > out.width:  # even folded, the table cannot fit: one paragraph per row, nothing cut
         out.print(Text(safe_text(title, keep_newlines=False)))
         for row in cells:
-            out.print()
-            for column, value in zip(columns, row):
-                out.print(Text(f"{safe_text(column, keep_newlines=False)}: {value}"))
+            for line in row_lines(columns, row, out.width - 1):
+                out.print(Text(line))
         return
     table = Table(title=Text(safe_text(title, keep_newlines=False)), title_justify="left")  # Text: "[tokens]" is not markup
-    for column, width in zip(columns, whole):
+    for column, width in zip(columns, widths):
         table.add_column(Text(safe_text(column, keep_newlines=False)), overflow="fold", min_width=width)
     for row in cells:
         table.add_row(*map(Text, row))

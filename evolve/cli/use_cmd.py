@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from evolve.api import IntervalWarning, LawError, check_groups, open_run, size_and_data_features
+from evolve.allocation import allocation_caveats, size_and_data_features
+from evolve.api import IntervalWarning, LawError, check_groups, open_run
 from evolve.cli.display import console, print_table, safe_text
 from evolve.tasks import GROUP_COLUMN, TaskError, read_csv_records, rows_from_records
 from evolve.text import name_some
@@ -172,10 +173,8 @@ def optimize_command(run: Path, compute: tuple[float, ...], group: str | None, p
     for name in groups:
         for c in compute:
             best = fitted.optimal(c, name, size=size_feature, data=data_feature)
-            caveats = [text for flag, text in ((best["negative_loss"], "negative loss: the law fails here"),
-                                               (best["at_search_edge"], "at the edge of the N searched: no optimum found"),
-                                               (not best["within_data"], "beyond the data's N or D")) if flag]
-            rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", "; ".join(caveats)])
+            caveats = allocation_caveats(best)
+            rows.append([name, f"{c:.3g}", f"{best['N']:.4g}", f"{best['D']:.4g}", f"{best['loss']:.5g}", caveats])
     target = opened.task.targets[0]
     if rises_with_scale(opened.task, n, d):
         print(f"warning: {safe_text(target, keep_newlines=False)} rises with {safe_text(opened.task.features[n], keep_newlines=False)} and {safe_text(opened.task.features[d], keep_newlines=False)} in the train rows, so higher looks better; this allocation minimises it", file=sys.stderr)

@@ -30,8 +30,8 @@ GIVEN_PARAMS_SOURCE = "Law.fit(): each group fitted on all its training rows"  #
 def params_source(record: ProgramRecord) -> tuple[str, Evaluation]:
     """Which stored evaluation the exported parameters come from, and why."""
     if record.test is not None and record.test.ok and record.test.params:
-        return "test evaluation (fitted on all training rows)", record.test
-    return "validation evaluation (fitted on the training rows minus the validation rows)", record.validation
+        return "test evaluation, fitted on all training rows", record.test
+    return "validation evaluation, fitted on the training rows minus the validation rows", record.validation
 
 
 def r2_or_status(evaluation: Evaluation | None) -> str:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evolve.api import Law, LawError, size_and_data_features
+from evolve.allocation import allocation_caveats, size_and_data_features
+from evolve.api import Law, LawError
 
 BAND_LEVEL = 0.9
 BAND_RESAMPLES = 12  # bootstrap refits per interval in the report (the API default is 30): a report stays quick
@@ -154,7 +155,8 @@ def allocation(law: Law, group: str) -> Allocation:
     optimal = []
     for c in computes:
         try:
-            optimal.append(law.optimal(float(c), group))
+            found = law.optimal(float(c), group)
+            optimal.append({**found, "caveats": allocation_caveats(found)})
         except LawError:
             continue
     held = {f: float(base[i]) for i, f in enumerate(task.features) if i not in (n, d)}
