@@ -26,6 +26,7 @@ import numpy as np
 
 from evolve.allocation import optimal_allocation, size_and_data_features  # noqa: F401 - size_and_data_features is part of the API
 from evolve.config import ScorerConfig, run_config_from_dict
+from evolve.extrapolation import extrapolation_warnings
 from evolve.errors import IntervalWarning, LawError
 from evolve.intervals import MIN_RESAMPLES, calibration_folds, calibration_key, calibration_scores, fit_many, held_out_fits, load_scores, multipliers, refit_limit, save_scores, within_observed_sign
 from evolve.loop import run_evolution
@@ -412,6 +413,15 @@ class Law:
             formula = None  # the file stands without it
         path.write_text(standalone_program(self.record, self.task, self.params or None, run_name=self.run_name, formula=formula))
         return path
+
+    def extrapolation_warnings(self) -> list[str]:
+        """What the law, fitted on each group's train rows, does beyond the data that goes
+        against them (evolve.extrapolation): its trend reversed along a scale feature, a
+        sign no train value has, no finite prediction; up to 100x the largest train value.
+        Empty when it keeps them. A warning, never a fault of the law: check the law's
+        physics before trusting such predictions."""
+        scorer = shared_scorer(dataclasses.replace(self.scorer_config, isolate=not self.trusted))
+        return extrapolation_warnings(lambda jobs: scorer.run(self.code, jobs, self.task), self.task)
 
     def optimal(self, compute: float, group: str | None = None, points: int = 241, size: str | None = None, data: str | None = None) -> dict[str, float]:
         """The compute-optimal model size and data under C ≈ 6·N·D: the (N, D) on that curve

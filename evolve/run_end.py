@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from evolve.extrapolation import extrapolation_warnings
 from evolve.program import code_key
 from evolve.records import ProgramRecord
 from evolve.report.best import write_best_program
@@ -28,6 +29,9 @@ def end_of_run(archive: Archive, task: Task, scorer: Scorer, top_k: int, run_dir
     stops at one line for as long looks hung."""
     top = score_top_on_test(archive, task, scorer, top_k, phase)
     if top:
+        phase("asking the chosen law beyond the data: does it keep train's trends?")
+        said = extrapolation_warnings(lambda jobs: scorer.run(top[0].code, jobs, task), task)
+        archive.set_meta("extrapolation", {"program": top[0].id, "warnings": said})
         phase("writing best.py: the chosen law's formula traced in the sandbox and checked against the program")
         write_best_program(run_dir, top[0], task, scorer)
     return top

@@ -48,6 +48,11 @@ def test_programs_frame_and_best(sft_run):
     assert sft_run.best_by_validation.record.r2 == frame["val_r2"].max()
     assert evolve.open_run(sft_run.path).best.record.id == best.record.id
     assert repr(sft_run).startswith("<evolve.Run ") and len(repr(sft_run)) < 300  # not the task's rows
+    from evolve.extrapolation import stored_warnings
+    from evolve.store.rundir import open_read_only
+
+    with open_read_only(sft_run.path) as archive:  # the run's end checked its law beyond the data, as the API does
+        assert stored_warnings(archive, best.record.id) == best.extrapolation_warnings()
 
 
 def test_fit_predict_interval_and_formula_on_several_groups(sft_run):

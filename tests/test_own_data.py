@@ -114,6 +114,15 @@ def test_a_task_without_seed_laws_runs_and_says_so(user_task, tmp_path):
     assert "choosing the law from train alone" in result.stderr  # the minutes after the search are not silent
     assert "scoring the top" in result.stderr and "writing best.py" in result.stderr  # nor one line for all of them
     assert (tmp_path / "run" / "best.py").is_file()
+    assert "asking the chosen law beyond the data" in result.stderr
+    shown = json.loads(evolve("archive", tmp_path / "run", "show", best_id(tmp_path / "run"), "--json", "--no-formula").stdout)
+    assert shown["extrapolation_warnings"] == []  # the true law keeps its trend: nothing to warn about
+    text = evolve("archive", tmp_path / "run", "show", best_id(tmp_path / "run"), "--no-formula").stdout
+    assert "the law keeps train's trends along every scale feature" in text
+
+
+def best_id(run: Path) -> int:
+    return int((run / "best.py").read_text().split("program ", 1)[1].split(",", 1)[0])
 
 
 def test_a_failed_start_leaves_no_run_folder(user_task, tmp_path):

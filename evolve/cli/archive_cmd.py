@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 
 from evolve.cli.display import console as display_console, format_params, format_r2, format_tokens, print_code, print_table, r2_or_none, safe_text
+from evolve.extrapolation import stored_warnings, warning_lines
 from evolve.records import ProgramRecord
 from evolve.text import format_timestamp, one_line, strict_json
 from evolve.store.rundir import DATABASE_NAME, database_path, find_runs, open_read_only, relative_name, run_name, run_overview, run_task
@@ -125,19 +126,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_read_only(args.run) as archive:
         record = archive.get(args.id)
         task = run_task(archive) if not args.no_formula or args.json else None
+        beyond = stored_warnings(archive, record.id)
     formula = None
     if not args.no_formula and task is not None:
         from evolve.report.formula import formulas_of_records
 
         formula = formulas_of_records([record], task).get(record.id)
     if args.json:
-        print(strict_json({**record_details(record), "formula": formula.to_dict() if formula else None}))
+        print(strict_json({**record_details(record), "formula": formula.to_dict() if formula else None, "extrapolation_warnings": beyond}))
         return 0
-    show_record(record, formula, args.no_formula, task)
+    show_record(record, formula, args.no_formula, task, beyond)
     return 0
 
 
-def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None) -> None:
+def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None, beyond: list[str] | None = None) -> None:
+    """`beyond`: the run's check of its chosen law beyond the data (None: not checked)."""
     from evolve.report.export import params_source
 
     console = display_console()
@@ -164,6 +167,9 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None
     if evaluation.params:
         rows = [[group, format_params(values)] for group, values in sorted(evaluation.params.items())]
         print_table(f"fitted parameters per group (from the {source})", ["group", "parameters"], rows, console)
+    if beyond is not None:
+        lines = warning_lines(beyond) or ["beyond the data: the law keeps train's trends along every scale feature (checked when the run ended)"]
+        console.print("\n".join(safe_text(line, keep_newlines=False) for line in lines), markup=False, highlight=False)
     print_code(console, safe_text(record.code, limit=0) or "# (no code: the proposal failed)", line_numbers=True)
     show_exchange(record, console)
 

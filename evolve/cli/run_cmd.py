@@ -11,6 +11,7 @@ from evolve.cli.display import console, format_r2, print_code, print_table, safe
 from evolve.cli.options import add_setting_options, flag_of, given_settings
 from evolve.cli.progress import RunProgress
 from evolve.config import ConfigError, ModelSpec, RunConfig, load_config_file, run_config_from_dict
+from evolve.extrapolation import stored_warnings, warning_lines
 from evolve.loop import run_evolution
 from evolve.program import function_source, top_level_functions
 from evolve.propose.prompts import SYSTEM_TEMPLATE, USER_TEMPLATE
@@ -116,6 +117,15 @@ def chosen_because(run_dir: Path) -> str:
         return ""
 
 
+def chosen_law_warnings(run_dir: Path, program_id: int) -> list[str]:
+    """What the run's end found the chosen law doing beyond the data (evolve.extrapolation)."""
+    try:
+        with open_read_only(run_dir) as archive:
+            return stored_warnings(archive, program_id) or []
+    except Exception:  # noqa: BLE001 - a warning, never a reason to fail a finished run
+        return []
+
+
 def show_summary(summary) -> None:
     out = console()
     rows = []
@@ -149,6 +159,8 @@ def show_best_law(summary, out) -> None:
         if source:
             out.print("formula: could not be recovered from the code; the code that computes it:", markup=False)
             print_code(out, safe_text(source, limit=20_000))
+    for line in warning_lines(chosen_law_warnings(summary.run_dir, best.id)):
+        out.print(safe_text(line, keep_newlines=False), markup=False)
     out.print(f"written to {summary.run_dir / BEST_PROGRAM_NAME}")
 
 

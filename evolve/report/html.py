@@ -62,9 +62,11 @@ class Report:
     curve_note: str = ""
     allocation: object = None  # law_view.Allocation, or None with allocation_note saying why
     allocation_note: str = ""
+    beyond: list | None = None  # what the run's end found the best law doing beyond the data (evolve.extrapolation); None: not checked
 
 
 def gather(run: Path, run_code: bool) -> Report:
+    from evolve.extrapolation import stored_warnings
     from evolve.store.rundir import open_read_only as open_run, returned_law, run_task, tokens_of
 
     with open_run(run) as archive:
@@ -77,10 +79,11 @@ def gather(run: Path, run_code: bool) -> Report:
         meta = {key: archive.get_meta(key) for key in ("config", "task", "started_at", "finished_at", "status", "iteration")}
         param_bins, complexity_bins = archive.config.param_bins, archive.config.complexity_bins
         usage = archive.get_meta("usage") or tokens_of(records)
+        beyond = stored_warnings(archive, best.id if best else None)
     report = Report(
         run=str(run), task=task, meta=meta, records=records, best=best, front=pareto_front(records),
         top=distinct_best(ranked, TOP_PROGRAMS), chain=chain, failures=failure_counts(records),
-        usage=usage, ran_code=run_code,
+        usage=usage, ran_code=run_code, beyond=beyond,
     )  # fmt: skip
     settings = (meta.get("config") or {}).get("scorer", {})
     report.front_test = front_test_r2(report.front, task, settings if run_code else None)
