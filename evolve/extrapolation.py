@@ -70,14 +70,14 @@ def scale_trends(X: np.ndarray, y: np.ndarray) -> list[tuple[int, int, float]]:
     return found
 
 
-def probe_jobs(task: Task) -> tuple[list[GroupJob], list[Probe]]:
-    """One job per group with a scale trend: fit on all its train rows, predict those rows
-    (for the residual scatter) followed by each probe's path."""
-    jobs, probes = [], []
+def probe_paths(task: Task) -> dict[str, tuple[np.ndarray, list[Probe]]]:
+    """Per group with a scale trend: the rows to predict (its train rows, for the residual
+    scatter, then each probe's path) and the probes that read them."""
+    paths_of = {}
     for group in task.train.group_names():
         mask = task.train.groups == group
         X, y = task.train.X[mask], task.train.y[mask].reshape(int(mask.sum()), -1)
-        paths = []
+        paths, probes = [], []
         for f, t, rho in scale_trends(X, y):
             edge = X[np.argmax(X[:, f])]
             path = np.tile(edge, (POINTS, 1))
@@ -85,7 +85,17 @@ def probe_jobs(task: Task) -> tuple[list[GroupJob], list[Probe]]:
             probes.append(Probe(group, f, t, rho, len(X) + POINTS * len(paths)))
             paths.append(path)
         if paths:
-            jobs.append(GroupJob(group, X, task.train.y[mask], np.vstack([X, *paths])))
+            paths_of[group] = (np.vstack([X, *paths]), probes)
+    return paths_of
+
+
+def probe_jobs(task: Task) -> tuple[list[GroupJob], list[Probe]]:
+    """One job per group with a scale trend: fit on all its train rows, predict `probe_paths`."""
+    jobs, probes = [], []
+    for group, (X_predict, own) in probe_paths(task).items():
+        mask = task.train.groups == group
+        jobs.append(GroupJob(group, task.train.X[mask], task.train.y[mask], X_predict))
+        probes.extend(own)
     return jobs, probes
 
 
@@ -142,11 +152,16 @@ def extrapolation_warnings(run_jobs, task: Task) -> list[str]:
     if not jobs:
         return []
     report = run_jobs(jobs)
-    if report.status == Status.NAN:
-        return [f"the law gives no finite prediction somewhere up to {REACH:g}x the largest train value of a scale feature"]
     if report.status != Status.OK:
-        return [f"the law could not be asked beyond the data ({report.status.value})"]
+        return [failure_words(report.status)]
     return warnings_of(task, report.predictions, probes)
+
+
+def failure_words(status: Status) -> str:
+    """The warning for a law that failed when asked beyond the data."""
+    if status == Status.NAN:
+        return f"the law gives no finite prediction somewhere up to {REACH:g}x the largest train value of a scale feature"
+    return f"the law could not be asked beyond the data ({Status(status).value})"
 
 
 def stored_warnings(archive, program_id: int | None) -> list[str] | None:

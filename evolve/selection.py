@@ -23,8 +23,11 @@ held-out rows are not evidence. So at the end of a run:
    any of its fits (the search's, each selection fold's, and the one on all train rows
    that best.py and the API use),
    and, on a task with no parameter cap, laws over the default cap from rows per group
-   (`evolve.propose.grammar.default_param_cap`), unless they beat every clean finalist by
-   more than two standard errors (evidence strong enough to keep them).
+   (`evolve.propose.grammar.default_param_cap`), and laws whose fit on all train rows turns
+   against train's trend beyond the data, takes a sign no train value has or gives no
+   finite number there (`evolve.extrapolation`: along each scale feature, up to 100x its
+   largest train value), unless they beat every clean finalist by more than two standard
+   errors (evidence strong enough to keep them).
 4. The seed stands unless beaten by evidence that survives the search: a seed law (the
    field's prior, chosen before the data) is returned unless some kept law's validation
    gain over it exceeds z standard errors, z the one-sided 5% normal quantile Bonferroni-
@@ -52,6 +55,11 @@ How each choice was made (principles and train-only evidence; test figures only 
   clause came from a VALIDATION-side count (on lr_bsz every finalist was flagged). Checking
   every fit, not the search's alone, came from a new user's returned law whose parameters
   on all train rows cancelled (c = 91308, a = -91304.8): parameters are train-side.
+- The extrapolation suspects of step 3 (added with the warning of evolve.extrapolation, before
+  any run was measured with them) are the scaling prior itself: loss falls, or accuracy rises,
+  with more of a scale resource, and a law that turns back beyond the data has that from the
+  curvature of a fit, not from any row; like a cancelling law, it may still win on strong
+  evidence. The probe's numbers (100x, |rho| >= 0.7, the data's scatter) are the warning's.
 - Step 4 with all distinct programs counted was added after the first held-out measurements
   (openclip, obsscaling) showed the pick below the seed on test; it then gave back gains the
   search had found (bench/results/selection.md). Counting distinct laws instead of programs
@@ -97,7 +105,6 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import NamedTuple
 
 import numpy as np
 
@@ -105,8 +112,7 @@ from evolve.program import code_key
 from evolve.propose.grammar import default_param_cap
 from evolve.propose.seed_kinds import is_reference_seed
 from evolve.records import ProgramRecord
-from evolve.scoring.scorer import group_jobs
-from evolve.status import Status
+from evolve.refit import Refit, fold_row_errors, held_out_errors  # noqa: F401 - fold_row_errors: selection's evidence, tested here
 from evolve.tasks import Task
 
 TOP_FINALISTS = 12  # best distinct laws by validation R² re-scored at the end
@@ -120,6 +126,7 @@ MAX_SELECTION_FOLDS = 4  # rolling-origin folds selection may re-fit on (more wh
 MIN_FIT_SHARE = 0.5  # ... while every group still fits on at least half of its train rows
 SAMPLE_FOR_REDUNDANCY = 8  # laws outside the finalists re-scored to estimate how many tried laws are distinct
 SAMPLE_SEED = 0
+BEYOND_WORDS = "predictions beyond the data that go against train"  # evolve.extrapolation's warnings, as a suspect's reason
 DEFAULT_CAP_WORDS = "the task sets no param_cap, so a quarter of its smallest group's fit rows"  # what the default cap is
 
 
@@ -187,40 +194,6 @@ def finalists(records: list[ProgramRecord]) -> list[ProgramRecord]:
     return chosen
 
 
-def fold_row_errors(predictions: list[np.ndarray], truths: list[np.ndarray],
-                    replicates: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per held-out observation, its share of the validation NMSE (weighted so the mean over all
-    observations is the fold-mean NMSE the archive ranks by), and the NMSE of each fold.
-
-    An observation is a row, or, with `replicates` (per fold, a label per row: Rows.replicate_labels),
-    the rows of one fold at the same inputs taken together. Why: replicates share the law's
-    error at their inputs (a law predicts them all alike, and they differ only by the run's
-    noise), so counting three replicates as three independent rows would shrink the standard
-    errors below (gap_and_noise) by up to sqrt(3): the pseudo-replication a cluster-robust
-    standard error corrects. With no replicates (every input distinct) nothing changes: the
-    paired standard error is then the per-row one exactly. With replicates it is the
-    cluster-robust one: each set's value is the mean m plus n_sets/n_rows times its rows'
-    summed deviation from m, so the mean is unchanged and the paired spread of two laws'
-    values is that of their per-set summed residuals (the CR0 estimator with the G/(G−1)
-    correction)."""
-    rows, labels, per_fold = [], [], []
-    total = sum(len(t) for t in truths)
-    for k, (prediction, truth) in enumerate(zip(predictions, truths)):
-        truth = truth.reshape(len(truth), -1)
-        prediction = np.asarray(prediction, dtype=float).reshape(truth.shape)
-        var = np.var(truth, axis=0)
-        norm = np.where(var > 1e-9, var, 1.0)  # as the official metric: a tiny normaliser is left out
-        err = np.mean((prediction - truth) ** 2 / norm, axis=1)
-        per_fold.append(float(np.mean(err)))
-        rows.append(err * total / (len(err) * len(truths)))
-        own = np.arange(len(err)) if replicates is None else np.unique(replicates[k], return_inverse=True)[1]
-        labels.append(own + (labels[-1].max() + 1 if labels else 0))
-    row_errors, label = np.concatenate(rows), np.concatenate(labels)
-    mean = float(np.mean(row_errors))
-    sums, sizes = np.bincount(label, weights=row_errors), np.bincount(label)
-    return mean + len(sums) / len(row_errors) * (sums - sizes * mean), np.asarray(per_fold)
-
-
 def selection_folds(task: Task, max_params: int = 0) -> list:
     """The rolling-origin folds selection re-fits on: the task's validation folds, then more
     cuts of the same rule on the rows left to fit on, while every group keeps at least half
@@ -247,45 +220,6 @@ def selection_folds(task: Task, max_params: int = 0) -> list:
             break
         best = folds
     return best
-
-
-class Refit(NamedTuple):
-    """A law re-fitted on the selection folds: its errors there, and the parameters of every
-    fit (each fold's, then the fit on all train rows when asked for)."""
-
-    errors: np.ndarray  # per observation
-    fold_errors: np.ndarray
-    params: tuple[dict, ...] = ()
-
-
-def held_out_errors(run, record: ProgramRecord, task: Task, folds: list | None = None, all_train: bool = False) -> Refit | None:
-    """Re-fit a law on each fold (the task's validation folds unless given; through
-    `run(code, jobs, task) -> RunReport`, the scorer's sandbox) and return its
-    per-observation and per-fold errors; None on failure. `all_train` also fits it on all
-    train rows, the fit `best.py`, the API and export use, for its parameters."""
-    predictions, truths, replicates, params = [], [], [], []
-    for fit_rows, score_rows in folds if folds is not None else task.validation_folds():
-        if not len(score_rows):
-            return None
-        jobs, truth = group_jobs(fit_rows, score_rows)
-        replicates.append(score_rows.replicate_labels())
-        report = run(record.code, jobs, task)
-        if report.status != Status.OK:
-            return None
-        try:
-            predictions.append(np.concatenate([report.predictions[g] for g in sorted(report.predictions)]))
-        except (KeyError, ValueError):
-            return None
-        truths.append(truth)
-        params.append(report.params)
-        if predictions[-1].size != truth.size or not np.all(np.isfinite(predictions[-1])):
-            return None
-    if all_train:
-        jobs, _ = group_jobs(task.train, task.train)
-        report = run(record.code, [dataclasses.replace(job, X_predict=job.X_predict[:1]) for job in jobs], task)
-        if report.status == Status.OK:
-            params.append(report.params)
-    return Refit(*fold_row_errors(predictions, truths, replicates), tuple(params))
 
 
 def gap_and_noise(a: tuple, b: tuple) -> tuple[float, float]:
@@ -342,11 +276,13 @@ def suspect_reason(record: ProgramRecord, scale: float, cap: int | None, n_targe
         return "coefficients that cancel (two huge fitted parameters of opposite signs summing to little)"
     if cap is not None and record.n_params is not None and record.n_params > cap * n_targets:
         return f"{record.n_params} parameters, over the default cap of {cap} per target ({DEFAULT_CAP_WORDS})"
+    if refit is not None and refit.beyond:
+        return f"{BEYOND_WORDS} ({refit.beyond[0]})"
     return ""
 
 
 def drop_suspects(scored: list[tuple], suspect: set[int]) -> list[tuple]:
-    """Laws with cancelling coefficients or over the default cap stay in the running only
+    """Suspects (cancelling coefficients, over the default cap, against train beyond the data) stay in the running only
     when they beat every clean law by more than two standard errors (strong evidence);
     otherwise the clean laws are chosen from, since a suspect's edge is the kind of fit
     that does not extrapolate."""
@@ -480,8 +416,10 @@ def choose(records: list[ProgramRecord], task: Task, run) -> Choice | None:
     # refused: the suspects out of the running, never the law returned (a protected seed stands even as a suspect)
     refused_ids = tuple(r.id for r in refused if r.id is not None and r is not record and all(c[0] is not r for c in kept))
     if refused_ids:
-        over = f"over the default cap of {cap} parameters per target, {DEFAULT_CAP_WORDS}" if cap is not None else ""
-        reason += f"; {len(refused_ids)} finalist(s) refused ({' or '.join(filter(None, ['cancelling coefficients', over]))}, and not better by two standard errors)"
+        kinds = {why.split(" (", 1)[0] if why.startswith(BEYOND_WORDS) else "cancelling coefficients" if why.startswith("coefficients")
+                 else f"over the default cap of {cap} parameters per target, {DEFAULT_CAP_WORDS}"
+                 for r in refused if r.id in refused_ids for why in [suspicion[id(r)]]}
+        reason += f"; {len(refused_ids)} finalist(s) refused ({' or '.join(sorted(kinds))}, and not better by two standard errors)"
     if id(record) in suspicion:  # kept as the seed, or on strong evidence: the user should know what it is
         why = ("kept because it is the seed law and no law beat it by the margin" if seed is not None else
                "kept because it beats every clean law by more than two standard errors on validation")

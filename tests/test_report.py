@@ -120,6 +120,7 @@ def test_report_extrapolates_with_a_band_and_says_where_allocation_does_not_appl
     _, text = real_report
     section = text[text.index('<section id="extrapolation">'):text.index('<section id="allocation">')]
     assert "extrapolation with interval band" in section and "2 of 2 groups shown" in section
+    assert "Beyond the data (up to 100x the largest train value of each scale feature)" in section  # the run's end checked it
     allocation = text[text.index('<section id="allocation">'):text.index('<section id="pareto">')]
     assert "Does not apply here" in allocation and "model-size and a data feature" in allocation
 

@@ -50,7 +50,7 @@ def fake_run(task, laws):
         predictions = {}
         for job in jobs:
             x = job.X_predict[:, 0]
-            y = np.array([labels[float(v)] for v in x])
+            y = np.array([labels.get(float(v), float(truth(v))) for v in x])  # beyond the data (evolve.extrapolation): the truth
             predictions[job.group] = laws[ident](x, y).reshape(-1, 1)
         return RunReport(Status.OK, "", predictions, {})
     return run
@@ -375,3 +375,23 @@ def test_coefficients_that_cancel_only_when_fitted_on_all_train_rows_are_refused
     assert choice.record.id == 1 and 2 in choice.refused and "cancelling coefficients" in choice.reason
     plain = choose([cancel, simple], task, fake_run(task, laws))  # the same laws, no fit cancelling: nothing refused
     assert 2 not in plain.refused
+
+
+def test_a_law_that_turns_back_beyond_the_data_is_refused_unless_far_better(tmp_path):
+    # A new user's law predicted the loss rising again past the largest run; within noise of
+    # a law that keeps falling, it must not be the one returned (evolve.extrapolation).
+    task = make_task(tmp_path)
+    edge = float(task.train.X[:, 0].max())
+
+    def turning(x, y):  # wobble on train's rows, rising again beyond them
+        return np.where(x > edge, truth(x) + 0.5 * np.log(np.maximum(x, edge) / edge), wobble(x, y))
+
+    laws = {1: lambda x, y: truth(x), 2: turning}
+    choice = choose([record(2, 0.951, 3, [2.0, 5.0, 0.5]), record(1, 0.95, 3, [2.0, 5.0, 0.5])], task, fake_run(task, laws))
+    assert choice.record.id == 1 and 2 in choice.refused
+    assert "predictions beyond the data that go against train" in choice.reason
+    same_inside = choose([record(2, 0.951, 3, [2.0, 5.0, 0.5]), record(1, 0.95, 3, [2.0, 5.0, 0.5])], task, fake_run(task, {1: laws[1], 2: wobble}))
+    assert same_inside.record.id == 2 and not same_inside.refused  # what refused it is beyond the data alone
+    laws = {1: lambda x, y: truth(x) + 0.5, 2: lambda x, y: np.where(x > edge, truth(x) + np.log(np.maximum(x, edge) / edge), truth(x))}
+    strong = choose([record(2, 0.9, 3, [2.0, 5.0, 0.5]), record(1, 0.2, 3, [2.0, 5.0, 0.5])], task, fake_run(task, laws))
+    assert strong.record.id == 2 and "warning: the chosen law has predictions beyond the data that go against train (group all_data: y rises" in strong.reason
