@@ -344,6 +344,7 @@ def edit_mode_for(parent: ProgramRecord, failures: tuple[ProgramRecord, ...], co
 class Progress(Protocol):
     """What the loop tells whoever watches it (the CLI's live display, or nobody)."""
 
+    def begin(self, task: str, run_dir: Path, proposer: str) -> None: ...  # the run's header, before its seeds are scored
     def seed(self, name: str, evaluation: Evaluation) -> None: ...
     def start(self, task: str, run_dir: Path, done: int, total: int, best: ProgramRecord | None, proposer: str, usage) -> None: ...
     def child(self, record: ProgramRecord) -> None: ...
@@ -355,23 +356,8 @@ class Progress(Protocol):
 class Silent:
     """A Progress that shows nothing (the Python API, benchmarks, tests)."""
 
-    def seed(self, name, evaluation) -> None:
-        pass
-
-    def start(self, *args) -> None:
-        pass
-
-    def child(self, record) -> None:
-        pass
-
-    def note(self, text) -> None:
-        pass
-
-    def phase(self, text) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
+    def __getattr__(self, name: str):  # every call of the Progress protocol does nothing
+        return lambda *args, **kwargs: None
 
 
 def start_run(config: RunConfig, resume_dir: Path | None, iterations: int | None, proposer: Proposer | None):
@@ -438,6 +424,7 @@ def run_evolution(config: RunConfig, resume_dir: Path | None = None, proposer: P
     try:
         with scorer:
             evolution = Evolution(config, archive, task, proposer, scorer, rng, progress)
+            progress.begin(task.name, run_dir, proposer.name)
             if not archive.get_meta("seeded", False):
                 try:
                     evolution.add_seeds()

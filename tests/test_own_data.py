@@ -111,6 +111,7 @@ def test_a_task_without_seed_laws_runs_and_says_so(user_task, tmp_path):
     result = evolve("run", user_task, "--iterations", "3", "--seed", "0", "--run-dir", tmp_path / "run", "--islands", "1", "--workers", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "generic" in result.stderr and "power_law_with_offset" in result.stderr
+    assert result.stderr.index("run directory") < result.stderr.index("  seed ")  # the header first: the seeds belong to the run it names
     assert "choosing the law from train alone" in result.stderr  # the minutes after the search are not silent
     assert "scoring the top" in result.stderr and "writing best.py" in result.stderr  # nor one line for all of them
     assert (tmp_path / "run" / "best.py").is_file()

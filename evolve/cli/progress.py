@@ -46,6 +46,13 @@ class RunProgress:
         self.failures = 0
         self.started = time.perf_counter()
         self.usage = None
+        self.header_shown = False
+
+    def begin(self, task: str, run_dir: Path, proposer: str) -> None:
+        """The run's header, first: the seeds' lines belong to the run it names."""
+        if self.enabled:
+            self.console.print(f"[bold]{escape(task)}[/bold]: {proposer} proposer, run directory {escape(safe_text(run_dir))}")
+            self.header_shown = True
 
     def seed(self, name: str, evaluation: Evaluation) -> None:
         if self.enabled:
@@ -57,7 +64,8 @@ class RunProgress:
         self.started = time.perf_counter()
         if not self.enabled:
             return
-        self.console.print(f"[bold]{escape(task)}[/bold]: {proposer} proposer, run directory {escape(safe_text(run_dir))}")
+        if not self.header_shown:
+            self.begin(task, run_dir, proposer)
         self.bar = Progress(
             TextColumn("iteration"),
             MofNCompleteColumn(),
