@@ -114,6 +114,20 @@ class Run:
             })
         return pd.DataFrame(rows)
 
+    def test_by_group(self, program_id: int | None = None):
+        """Per group, how a program (default: the law the run returned) did on test, as a
+        pandas DataFrame, worst first: rows, mean and largest |error|/|y|, and the group's
+        own R² (None below 3 rows). Empty for a program not scored on test (only the run's
+        top laws and its seeds are, when it ends). For reporting: nothing chose on it."""
+        import pandas as pd
+
+        ident = self.returned_id if program_id is None else program_id
+        record = self.law(ident).record if ident is not None else self.best_by_validation.record
+        scores = record.test.by_group if record.test is not None else {}
+        frame = pd.DataFrame([{"group": g, **values} for g, values in scores.items()],
+                             columns=["group", "rows", "r2", "mean_relative_error", "max_relative_error"])
+        return frame.sort_values("mean_relative_error", ascending=False, ignore_index=True)
+
     @property
     def best(self) -> "Law":
         """The law the run returned, the one in its best.py: chosen from train alone by

@@ -117,3 +117,40 @@ def failed_metrics(n_targets: int) -> Metrics:
         nmse_per_target=(FAILURE_NMSE,) * n_targets,
         nmae_per_target=(FAILURE_NMSE,) * n_targets,
     )
+
+
+MIN_ROWS_FOR_R2 = 3  # a group's own R² needs a spread of truths to be measured against
+
+
+def group_scores(predictions: dict, truth: np.ndarray) -> dict[str, dict]:
+    """Per group, how its scored rows were predicted: rows, mean and largest relative error
+    |ŷ − y| / |y| over its rows and targets, and its own R² (1 − mean NMSE over targets, on
+    the group's rows alone; None with fewer than MIN_ROWS_FOR_R2 rows or no spread).
+
+    Why: the task's R² pools the groups, so one badly predicted group among forty (or the
+    single test row most groups of sft have) cannot be seen in it. `predictions` maps each
+    group to its rows' predictions, in the sorted group order `truth` is concatenated in."""
+    true = as_columns(truth)
+    scores, start = {}, 0
+    for group in sorted(predictions):
+        pred = as_columns(predictions[group])
+        own = true[start: start + len(pred)]
+        start += len(pred)
+        if own.shape != pred.shape or not len(own):
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.abs(pred - own) / np.abs(own)
+        relative = relative[np.isfinite(relative)]
+        variance = np.var(own, axis=0)
+        r2 = None
+        if len(own) >= MIN_ROWS_FOR_R2 and np.all(variance > 1e-12):
+            r2 = float(1.0 - np.mean(np.mean((pred - own) ** 2, axis=0) / variance))
+        scores[str(group)] = {"rows": int(len(own)), "r2": r2,
+                              "mean_relative_error": float(np.mean(relative)) if relative.size else None,
+                              "max_relative_error": float(np.max(relative)) if relative.size else None}
+    return scores
+
+
+def worst_first(by_group: dict) -> list[tuple[str, dict]]:
+    """`group_scores` as (group, scores), the largest mean relative error first (unknown last)."""
+    return sorted(by_group.items(), key=lambda item: -(item[1].get("mean_relative_error") or 0.0))

@@ -48,6 +48,10 @@ def test_programs_frame_and_best(sft_run):
     assert sft_run.best_by_validation.record.r2 == frame["val_r2"].max()
     assert evolve.open_run(sft_run.path).best.record.id == best.record.id
     assert repr(sft_run).startswith("<evolve.Run ") and len(repr(sft_run)) < 300  # not the task's rows
+    groups = sft_run.test_by_group()  # the returned law on test, one row per group, worst first
+    assert set(groups["group"]) == set(sft_run.task.test.group_names())
+    assert list(groups["mean_relative_error"]) == sorted(groups["mean_relative_error"], reverse=True)
+    assert groups["rows"].sum() == len(sft_run.task.test.X)
     from evolve.extrapolation import stored_warnings
     from evolve.store.rundir import open_read_only
 

@@ -631,3 +631,36 @@ def test_latex_keeps_a_column_name_s_spaces_and_escapes_its_specials():
     n, acc = feature_symbols(("N (params)", "acc % #1"))
     text = latex_of(2 * n**0.5 + acc, ("N (params)", "acc % #1"))
     assert r"\text{N (params)}" in text and r"\text{acc \% \#1}" in text
+
+
+def test_show_gives_test_per_group_worst_first(capsys, built_run):
+    """The pooled test R² hides one group gone wrong: show has each group's own errors."""
+    task = load_task(TASK)
+    with Scorer(ScorerConfig(isolate=False)) as scorer:
+        evaluation = scorer.score(PARALLEL_LAW, task, "test")
+    by_group = cli_json(capsys, "archive", built_run, "show", "2")["test"]["by_group"]
+    assert set(by_group) == set(task.test.group_names())
+    start = 0
+    for group in task.test.group_names():  # the official order: sorted, rows concatenated
+        truth = task.test.y[task.test.groups == group][:, 0]
+        predicted = evaluation.predictions[start: start + len(truth)].reshape(-1)
+        start += len(truth)
+        relative = np.abs(predicted - truth) / np.abs(truth)
+        assert by_group[group]["rows"] == len(truth)
+        assert by_group[group]["mean_relative_error"] == pytest.approx(relative.mean())
+        assert by_group[group]["max_relative_error"] == pytest.approx(relative.max())
+        own_r2 = 1 - np.mean((predicted - truth) ** 2) / np.var(truth)
+        assert by_group[group]["r2"] == pytest.approx(own_r2)
+    _, out, _ = run_cli(capsys, "archive", built_run, "show", "2")
+    table = out[out.index("test per group, worst first"):]
+    worst = max(by_group, key=lambda g: by_group[g]["mean_relative_error"])
+    assert table.index(worst) < table.index(min(by_group, key=lambda g: by_group[g]["mean_relative_error"]))
+
+
+def test_group_scores_leave_r2_out_where_a_group_has_too_few_rows():
+    from evolve.metrics import group_scores
+
+    scores = group_scores({"b": np.array([2.0, 4.0, 6.0]), "a": np.array([1.5])}, np.array([1.0, 2.0, 4.0, 8.0]))
+    assert scores["a"] == {"rows": 1, "r2": None, "mean_relative_error": 0.5, "max_relative_error": 0.5}
+    assert scores["b"]["rows"] == 3 and scores["b"]["max_relative_error"] == 0.25
+    assert scores["b"]["r2"] == pytest.approx(1 - np.mean([0, 0, 4]) / np.var([2.0, 4.0, 8.0]))

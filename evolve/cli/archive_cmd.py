@@ -167,11 +167,32 @@ def show_record(record: ProgramRecord, formula, formula_skipped: bool, task=None
     if evaluation.params:
         rows = [[group, format_params(values)] for group, values in sorted(evaluation.params.items())]
         print_table(f"fitted parameters per group (from the {source})", ["group", "parameters"], rows, console)
+    if record.test is not None and record.test.by_group:
+        show_groups(record.test.by_group, console)
     if beyond is not None:
         lines = warning_lines(beyond) or ["beyond the data: the law keeps train's trends along every scale feature (checked when the run ended)"]
         console.print("\n".join(safe_text(line, keep_newlines=False) for line in lines), markup=False, highlight=False)
     print_code(console, safe_text(record.code, limit=0) or "# (no code: the proposal failed)", line_numbers=True)
     show_exchange(record, console)
+
+
+GROUPS_SHOWN = 20  # test rows per group, worst first; the rest are counted (all in --json)
+
+
+def show_groups(by_group: dict[str, dict], console: Console) -> None:
+    """Test per group, worst relative error first: the pooled R² hides one group gone wrong."""
+    from evolve.metrics import worst_first
+
+    order = worst_first(by_group)
+    rows = [[group, scores.get("rows", "—"), format_r2(scores.get("r2")) if scores.get("r2") is not None else "—",
+             percent(scores.get("mean_relative_error")), percent(scores.get("max_relative_error"))] for group, scores in order[:GROUPS_SHOWN]]
+    more = f"; {len(order) - GROUPS_SHOWN} more in --json" if len(order) > GROUPS_SHOWN else ""
+    print_table(f"test per group, worst first (R² of a group's own rows needs 3 or more{more})",
+                ["group", "test rows", "R²", "mean |error|/|y|", "largest |error|/|y|"], rows, console)
+
+
+def percent(value) -> str:
+    return f"{100 * value:.3g}%" if isinstance(value, (int, float)) else "—"
 
 
 def show_exchange(record: ProgramRecord, console: Console) -> None:

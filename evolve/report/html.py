@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from evolve.metrics import worst_first
 from evolve.records import ProgramRecord
 from evolve.report.analysis import distinct_best, failure_counts, front_test_r2, pareto_front, report_scorer_config, score_best
 from evolve.report.law_plots import plot_allocation, plot_extrapolation, plot_pareto_front
@@ -62,6 +63,7 @@ class Report:
     curve_note: str = ""
     allocation: object = None  # law_view.Allocation, or None with allocation_note saying why
     allocation_note: str = ""
+    test_groups: list = field(default_factory=list)  # (group, scores) of the best law on test, worst first (metrics.group_scores)
     beyond: list | None = None  # what the run's end found the best law doing beyond the data (evolve.extrapolation); None: not checked
 
 
@@ -83,7 +85,7 @@ def gather(run: Path, run_code: bool) -> Report:
     report = Report(
         run=str(run), task=task, meta=meta, records=records, best=best, front=pareto_front(records),
         top=distinct_best(ranked, TOP_PROGRAMS), chain=chain, failures=failure_counts(records),
-        usage=usage, ran_code=run_code, beyond=beyond,
+        usage=usage, ran_code=run_code, beyond=beyond, test_groups=worst_first(best.test.by_group if best and best.test else {}),
     )  # fmt: skip
     settings = (meta.get("config") or {}).get("scorer", {})
     report.front_test = front_test_r2(report.front, task, settings if run_code else None)

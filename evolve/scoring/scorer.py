@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evolve.config import ScorerConfig
-from evolve.metrics import Metrics, compute_metrics, failed_metrics, mean_over_folds
+from evolve.metrics import Metrics, compute_metrics, failed_metrics, group_scores, mean_over_folds
 from evolve.scoring.in_sandbox import MAX_PARAMS_REPORTED, GroupJob, RunReport, run_jobs
 from evolve.status import EVALUATION_FAILURES, Status
 from evolve.tasks import Rows, Task
@@ -37,6 +37,7 @@ class Evaluation:
     seconds: float = 0.0
     predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
     node: str = ""  # where it was scored ("" in archives older than the Ray executor)
+    by_group: dict[str, dict] = field(default_factory=dict)  # test only: per group rows, relative errors, own R² (metrics.group_scores)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))  # one vocabulary: an unknown status is a bug
@@ -60,6 +61,7 @@ class Evaluation:
             "n_params": self.n_params,
             "seconds": self.seconds,
             "node": self.node,
+            **({"by_group": self.by_group} if self.by_group else {}),
         }
 
     @classmethod
@@ -73,6 +75,7 @@ class Evaluation:
             n_params=d.get("n_params"),
             seconds=float(d.get("seconds", 0.0)),
             node=str(d.get("node", "")),
+            by_group=d.get("by_group") if isinstance(d.get("by_group"), dict) else {},
         )
 
 
@@ -129,7 +132,8 @@ def evaluation_from_report(task: Task, split: str, report: RunReport, truth: np.
         status, message = Status.OVER_CAP, f"{n_params} fitted parameters per group; the task allows {task.param_cap}"
     if status == Status.OVER_CAP:  # refused: its numbers are not kept (9,999 per group made 8.5 MB archive rows)
         params = {g: None for g in report.params}
-    return Evaluation(status, split, metrics, message, params, n_params, seconds, predictions)
+    by_group = group_scores(report.predictions, truth) if split == "test" and status == Status.OK else {}
+    return Evaluation(status, split, metrics, message, params, n_params, seconds, predictions, by_group=by_group)
 
 
 class Scorer:
