@@ -230,7 +230,7 @@ def var_name(var: dict, ctx: TaskContext) -> str:
         return f"{names[0]}_times_{names[1]}"
     if op == "exp10":
         return f"ten_to_{names[0]}"
-    return f"effective_{names[0]}"
+    return f"{names[1]}_repeated_to_{names[0]}"  # the effective data of a repeated corpus, in units of its second feature
 
 
 def var_has_param(var: dict) -> bool:
@@ -267,7 +267,7 @@ def var_describe(var: dict, ctx: TaskContext) -> str:
         return f"{names[0]}*{names[1]}"
     if op == "exp10":
         return f"10^{names[0]}"
-    return f"effective {names[0]} (repeats of {names[1]} decay)"
+    return f"{names[1]} repeated up to {names[0]}, repeats decaying (effective data)"
 
 
 def candidate_vars(ctx: TaskContext) -> list[tuple[dict, float]]:

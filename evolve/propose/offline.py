@@ -110,7 +110,7 @@ def template_laws(ctx: TaskContext) -> list[tuple[str, dict]]:
         out.append(("a sum of logs with one shared offset", new_law([[factor("logoff", feat(i), tie=1)] for i in idx])))
     for d, u in repetition_pairs(ctx, positive):
         rest = [[factor("pow", feat(i))] for i in positive if i not in (d, u)]
-        out.append((f"power laws with effective {ctx.features[d].name} that decays with repeats of {ctx.features[u].name}", new_law(rest + [[factor("pow", {"op": "effdata", "args": [d, u]})]])))
+        out.append((f"power laws with {ctx.features[u].name} repeated up to {ctx.features[d].name}, repeats decaying (effective data)", new_law(rest + [[factor("pow", {"op": "effdata", "args": [d, u]})]])))
         out.append((f"power laws plus a term in {ctx.features[d].name}/{ctx.features[u].name}", new_law([basic_factor(ctx, i) for i in positive] + [[factor("pow", {"op": "ratio", "args": [d, u]}, "any")]])))
     return out
 
