@@ -179,12 +179,35 @@ def without_flat_powers(expression, features: tuple[str, ...], rows: np.ndarray)
         return expression
 
 
+NEAR_LOG = 1e-6  # v**e with 0 < |e| below this is 1 + e*log(v) to within (e*log v)**2 / 2: a log written as a power
+
+
+def powers_as_logs(expression, features: tuple[str, ...], rows: np.ndarray):
+    """The expression with each power of a vanishing exponent read as the log it is:
+    a*v**e = a + a*e*log(v) to second order, so a huge coefficient beside a constant that
+    cancels it (the offline grammar's `4.09e9/x**6.985e-11 - 4.09e9`) is shown as the
+    `-0.286*log(x)` it computes, the constants summed. Kept only when the whole still
+    computes its values to DISPLAY_RTOL on the rows moved three decades beyond them
+    (`widened_rows`). For reading only, as rounding is."""
+    sympy = load_sympy()
+    logged = expression.replace(lambda node: node.is_Pow and node.exp.is_Float and 0 < abs(float(node.exp)) < NEAR_LOG,
+                                lambda node: 1 + node.exp * sympy.log(node.base))
+    if logged == expression:
+        return expression
+    try:
+        logged = sympy.expand(logged, power_base=False, power_exp=False, log=False, multinomial=False)
+        wide = widened_rows(rows)
+        return logged if same_values(values_on(expression, features, wide), values_on(logged, features, wide), DISPLAY_RTOL) else expression
+    except Exception:  # noqa: BLE001 - shown as it is
+        return expression
+
+
 def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
     """The expression with each number shown to the fewest significant digits (at least 4)
     for which the whole still computes its values on the rows to DISPLAY_RTOL; a number the
     law is sensitive to (an exponent inside exp) keeps more. Rounding for reading only."""
     sympy = load_sympy()
-    expression = without_flat_powers(expression, features, rows)
+    expression = powers_as_logs(without_flat_powers(expression, features, rows), features, rows)
     numbers = sorted(expression.atoms(sympy.Float), key=lambda f: -abs(float(f)))
     if not numbers or len(numbers) > MAX_ROUNDED:  # each number tried costs evaluations of the whole: many are shown in full
         return tidy(expression)

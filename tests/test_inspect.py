@@ -365,6 +365,23 @@ def test_formula_with_cancelling_constants_is_shown_and_computes_the_program():
     assert same_values(values_on(laws[0], ("num_params", "parallel_size"), rows), program, 1e-6)
 
 
+def test_a_power_with_a_vanishing_exponent_is_shown_as_the_log_it_computes():
+    """4.09e9*x**-6.985e-11 - (4.09e9 - 2.5) is 2.5 - 0.2857*log(x) to six digits: the
+    displayed formula shows the log, computes the same values, and an ordinary power law
+    is left as it is."""
+    from evolve.formula_display import rounded, same_values, values_on
+    from evolve.symbolic import feature_symbols
+
+    x = feature_symbols(("x",))[0]
+    rows = np.geomspace(1e7, 1e10, 20).reshape(-1, 1)
+    hidden_log = sympy.Float(4.09e9, 17) * x ** sympy.Float(-6.985e-11, 17) - sympy.Float(4.09e9 - 2.5, 17)
+    shown = rounded(hidden_log, ("x",), rows)
+    assert shown.has(sympy.log) and not any(abs(float(n)) > 1e6 for n in shown.atoms(sympy.Float))
+    assert same_values(values_on(shown, ("x",), rows), values_on(hidden_log, ("x",), rows), 1e-4)
+    power_law = sympy.Float(3.2, 17) * x ** sympy.Float(-0.3, 17) + 1.5
+    assert not rounded(power_law, ("x",), rows).has(sympy.log)
+
+
 def test_formula_is_none_when_the_program_cannot_be_traced_or_lies():
     data_dependent = POWER_LAW.replace("    a, alpha, e = params\n", "    a, alpha, e = [float(v) for v in params]\n")
     assert extract_formula(FormulaJob(data_dependent, ("num_params", "parallel_size"), 1, 3, None, None)) is None
