@@ -371,3 +371,31 @@ def test_only_texts_that_parse_quickly_leave_the_bounded_child(monkeypatch):
     assert shown("1/(x_0+" * 12 + "x_0" + ")" * 12) is None
     honest = shown("2*x_0**(-0.5) + 1")
     assert honest is not None and honest.text == ("2/x_0**0.5 + 1",)
+
+
+def test_a_formula_text_that_broadcasts_beyond_its_rows_is_refused_at_once():
+    """Attack round 7: nested tuple literals under 150 sines (4.4 KB, within every text
+    bound) broadcast to 120**4 numbers in the trusted parent's check (8 GB, minutes); a
+    tuple is refused outside a Piecewise pair, and no step may hold more numbers than a row
+    binding does. A Piecewise still computes."""
+    import time
+
+    import numpy as np
+
+    from evolve.formula_numbers import Unsupported, evaluate
+
+    def nested(k: int, depth: int) -> str:
+        leaf = "p0"
+        for _ in range(depth - 1):
+            leaf = f"({leaf},)"
+        return "(" + ",".join([leaf] * k) + ")"
+
+    bomb = "sin(" * 150 + "+".join(nested(120, d) for d in range(1, 5)) + ")" * 150
+    start = time.monotonic()
+    with pytest.raises(Unsupported):
+        evaluate(bomb, {"p0": np.array(1.0), "x": np.arange(5.0)})
+    assert time.monotonic() - start < 5
+    with pytest.raises(Unsupported):
+        evaluate("x + log(x)*(p0 + 0*Max(x, (x,)))", {"p0": np.array(1.0), "x": np.arange(1.0, 6.0)})
+    values = evaluate("Piecewise((x, x > 2), (2*x, True))", {"x": np.arange(5.0)})
+    assert values.tolist() == [0.0, 2.0, 4.0, 3.0, 4.0]
