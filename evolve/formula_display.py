@@ -170,11 +170,20 @@ def without_flat_powers(expression, features: tuple[str, ...], rows: np.ndarray)
     sympy = load_sympy()
     flat = expression.replace(lambda node: node.is_Pow and node.exp.is_Float and abs(float(node.exp)) < FLAT_EXPONENT,
                               lambda node: sympy.Integer(1))
-    if flat == expression:
+    return rewritten_if_same(expression, flat, features, rows)
+
+
+def rewritten_if_same(expression, rewritten, features: tuple[str, ...], rows: np.ndarray, expand: bool = False):
+    """The rewritten expression (expanded first when asked) when it computes the original's
+    values to DISPLAY_RTOL on the rows moved three decades beyond them (`widened_rows`), else
+    the original: the one check every display rewrite of a law's powers passes."""
+    if rewritten == expression:
         return expression
     try:
+        if expand:
+            rewritten = load_sympy().expand(rewritten, power_base=False, power_exp=False, log=False, multinomial=False)
         wide = widened_rows(rows)
-        return flat if same_values(values_on(expression, features, wide), values_on(flat, features, wide), DISPLAY_RTOL) else expression
+        return rewritten if same_values(values_on(expression, features, wide), values_on(rewritten, features, wide), DISPLAY_RTOL) else expression
     except Exception:  # noqa: BLE001 - shown as it is
         return expression
 
@@ -192,14 +201,7 @@ def powers_as_logs(expression, features: tuple[str, ...], rows: np.ndarray):
     sympy = load_sympy()
     logged = expression.replace(lambda node: node.is_Pow and node.exp.is_Float and 0 < abs(float(node.exp)) < NEAR_LOG,
                                 lambda node: 1 + node.exp * sympy.log(node.base))
-    if logged == expression:
-        return expression
-    try:
-        logged = sympy.expand(logged, power_base=False, power_exp=False, log=False, multinomial=False)
-        wide = widened_rows(rows)
-        return logged if same_values(values_on(expression, features, wide), values_on(logged, features, wide), DISPLAY_RTOL) else expression
-    except Exception:  # noqa: BLE001 - shown as it is
-        return expression
+    return rewritten_if_same(expression, logged, features, rows, expand=True)
 
 
 def rounded(expression, features: tuple[str, ...], rows: np.ndarray):
